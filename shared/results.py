@@ -1,0 +1,98 @@
+"""Result types: the arrays and meta each kind of streamed result carries.
+
+Both sides use these checks: the backend before it sends, the add-on before it writes
+anything into the user's scene. Units are the source data's (no axis conversion).
+
+mesh.rest        arrays: rest (V,3) float32, faces (F,3) int32 (F may be 0)
+                 meta:   name (str), frames (int, total frames to expect), fps (float, optional)
+mesh.frames      arrays: positions (N,V,3) float32, N ≥ 1 consecutive frames
+                 meta:   start (int, index of the first frame in the sequence)
+gaussians.frame  arrays: means (N,3) f32, scales (N,3) f32 (log scale, as in 3DGS PLY),
+                         rotations (N,4) f32 (w,x,y,z), opacities (N,) f32 (logit),
+                         sh_dc (N,3) f32, optional sh_rest (N,K,3) f32
+                 meta:   name (str), frame (int), frames (int, total), ply (str, file name)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import ErrorCode, InputError
+
+MESH_REST = "mesh.rest"
+MESH_FRAMES = "mesh.frames"
+GAUSSIANS_FRAME = "gaussians.frame"
+
+RESULT_TYPES = (MESH_REST, MESH_FRAMES, GAUSSIANS_FRAME)
+
+GAUSSIAN_ARRAYS = ("means", "scales", "rotations", "opacities", "sh_dc")
+
+
+def _need(arrays: dict[str, np.ndarray], name: str, what: str) -> np.ndarray:
+    if name not in arrays:
+        raise InputError(f"{what} is missing its '{name}' array.", ErrorCode.BAD_INPUT)
+    return arrays[name]
+
+
+def _check(arr: np.ndarray, name: str, what: str, dtype: str, shape: tuple[int | None, ...]) -> None:
+    if arr.dtype != np.dtype(dtype):
+        raise InputError(f"{what}: '{name}' must be {dtype}, got {arr.dtype}.")
+    if arr.ndim != len(shape) or any(s is not None and d != s for d, s in zip(arr.shape, shape, strict=False)):
+        want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+        raise InputError(f"{what}: '{name}' must have shape {want}, got {tuple(arr.shape)}.")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise InputError(f"{what}: '{name}' has a NaN or infinite value at index {bad}.")
+
+
+def check_mesh_rest(arrays: dict[str, np.ndarray], meta: dict[str, Any], what: str = "Mesh sequence") -> None:
+    rest = _need(arrays, "rest", what)
+    faces = _need(arrays, "faces", what)
+    _check(rest, "rest", what, "float32", (None, 3))
+    _check(faces, "faces", what, "int32", (None, 3))
+    if rest.shape[0] == 0:
+        raise InputError(f"{what} has no vertices.")
+    if faces.size and (faces.min() < 0 or faces.max() >= rest.shape[0]):
+        raise InputError(
+            f"{what}: faces refer to vertex {int(faces.max()) if faces.max() >= rest.shape[0] else int(faces.min())}"
+            f" but the mesh has {rest.shape[0]} vertices (0..{rest.shape[0] - 1})."
+        )
+    frames = meta.get("frames")
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        raise InputError(f"{what}: meta 'frames' must be a positive frame count, got {frames!r}.")
+
+
+def check_mesh_frames(
+    arrays: dict[str, np.ndarray], meta: dict[str, Any], vertex_count: int, what: str = "Mesh sequence"
+) -> np.ndarray:
+    """Check one chunk of frames against the rest mesh's vertex count; return positions (N,V,3)."""
+    pos = _need(arrays, "positions", what)
+    if pos.ndim == 3 and pos.shape[1] != vertex_count:
+        start = meta.get("start", "?")
+        raise InputError(
+            f"{what} changes vertex count at frame {start} ({vertex_count} → {pos.shape[1]}); "
+            "a mesh sequence needs one topology for all frames."
+        )
+    _check(pos, "positions", what, "float32", (None, vertex_count, 3))
+    if pos.shape[0] == 0:
+        raise InputError(f"{what}: a frames chunk must hold at least one frame.")
+    start = meta.get("start")
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise InputError(f"{what}: meta 'start' must be a frame index ≥ 0, got {start!r}.")
+    return pos
+
+
+def check_gaussians(arrays: dict[str, np.ndarray], what: str = "Gaussian frame") -> int:
+    """Check one Gaussian frame; return its Gaussian count."""
+    means = _need(arrays, "means", what)
+    _check(means, "means", what, "float32", (None, 3))
+    n = means.shape[0]
+    _check(_need(arrays, "scales", what), "scales", what, "float32", (n, 3))
+    _check(_need(arrays, "rotations", what), "rotations", what, "float32", (n, 4))
+    _check(_need(arrays, "opacities", what), "opacities", what, "float32", (n,))
+    _check(_need(arrays, "sh_dc", what), "sh_dc", what, "float32", (n, 3))
+    if "sh_rest" in arrays:
+        _check(arrays["sh_rest"], "sh_rest", what, "float32", (n, None, 3))
+    return n

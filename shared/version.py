@@ -1,0 +1,15 @@
+"""The protocol version: the single source of truth both sides import.
+
+Bump PROTOCOL_VERSION on every change to what travels on the wire and add a line
+to CHANGELOG below. The handshake refuses any client whose version differs.
+"""
+
+PROTOCOL_VERSION = 1
+
+CHANGELOG: dict[int, str] = {
+    1: (
+        "First version: msgpack envelope {v, kind, id, job, body, arrays} in frame 0, "
+        "one extra frame per numpy array; kinds hello, plugins, submit, accepted, progress, "
+        "result, done, failed, cancel, cancelled, jobs, fetch, release, released, ping, pong, error."
+    ),
+}
