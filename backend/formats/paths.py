@@ -1,0 +1,45 @@
+"""Path helpers shared by the format readers: natural sorting and checked existence."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from shared.errors import InputError
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders embedded numbers by value: frame_2 < frame_10 (case-insensitive)."""
+    parts = _DIGITS.split(name.lower())
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p != "")
+
+
+def natural_sorted(paths: Iterable[Path]) -> list[Path]:
+    """Paths sorted by `natural_key` of their file names."""
+    return sorted(paths, key=lambda p: (natural_key(p.name), p.name))
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Return `path` if it is an existing file, else raise InputError naming it."""
+    if not path.exists():
+        raise InputError(f"{what} {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise InputError(f"{what} {str(path)!r} is not a file.")
+    return path
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Return `path` if it is an existing folder, else raise InputError naming it."""
+    if not path.exists():
+        raise InputError(f"{what} {str(path)!r} does not exist.")
+    if not path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is not a folder.")
+    return path
+
+
+def files_with_suffix(folder: Path, suffix: str) -> list[Path]:
+    """Files in `folder` whose suffix is `suffix` (case-insensitive), naturally sorted."""
+    return natural_sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == suffix)
