@@ -1,0 +1,208 @@
+"""The `tessera4d` command: serve, keys, plugins, run.
+
+Sub-apps are plain `typer.Typer()` objects added to the module-level `app`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared import messages as wire
+from shared.errors import TesseraError
+from shared.schemas import validate_params
+
+from .job_store import FAILED, JobFolder, JobRecord, jsonable
+from .jobs import MODELS, resolve_device, run_job
+from .plugin_host import JobContext, Plugin, discover_plugins
+
+app = typer.Typer(help="Tessera 4D backend: serve jobs to Blender, or run plugins headless.", no_args_is_help=True)
+keys_app = typer.Typer(help="CURVE keys for a backend reachable from other machines.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_BIND = "tcp://127.0.0.1:5557"
+DEFAULT_JOBS_DIR = Path.home() / ".tessera4d" / "jobs"
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+def load_plugins(plugins_from: list[str] | None = None) -> dict[str, type[Plugin]]:
+    """Entry-point plugins, plus each module's `PLUGINS` dict (a dev/test option)."""
+    plugins = discover_plugins()
+    for module_name in plugins_from or []:
+        try:
+            module = importlib.import_module(module_name)
+            plugins.update(module.PLUGINS)
+        except (ImportError, AttributeError) as exc:
+            raise TesseraError(f"Cannot load plugins from module {module_name!r}: {exc}") from exc
+    return plugins
+
+
+@app.command()
+def serve(
+    bind: Annotated[str, typer.Option(help="ZeroMQ endpoint to listen on.")] = DEFAULT_BIND,
+    jobs_dir: Annotated[Path, typer.Option(help="Folder for job records and results.")] = DEFAULT_JOBS_DIR,
+    curve_keys: Annotated[
+        Path | None, typer.Option(help="Keys folder (see `keys generate`); required off loopback.")
+    ] = None,
+    plugins_from: Annotated[
+        list[str] | None, typer.Option(help="Dev/test: also register MODULE.PLUGINS.", hidden=True)
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+) -> None:
+    """Serve jobs over ZeroMQ until interrupted."""
+    from .server import serve as run_server
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_server(bind, jobs_dir, curve_keys=curve_keys, plugins=load_plugins(plugins_from))
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+
+
+@keys_app.command("generate")
+def keys_generate(keys_dir: Annotated[Path, typer.Argument(help="Folder to write the keys to.")]) -> None:
+    """Make a server key pair and a client key pair, and authorise the client."""
+    from .security import generate_keys
+
+    try:
+        files = generate_keys(keys_dir)
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"Wrote CURVE keys to {keys_dir}")
+    console.print(f"  backend machine: start with [bold]tessera4d serve --curve-keys {keys_dir}[/] (keep it there)")
+    console.print(
+        f"  Blender machine: copy {files['server_public'].name}, {files['client_public'].name} and "
+        f"{files['client_secret'].name} to a folder and point the add-on's preferences at it"
+    )
+    console.print(f"  more clients: put their public .key files into {files['authorized']}")
+
+
+@app.command("plugins")
+def list_plugins(
+    plugins_from: Annotated[list[str] | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """List installed plugins and their parameters."""
+    try:
+        plugins = load_plugins(plugins_from)
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    if not plugins:
+        console.print("No plugins installed.")
+        return
+    for name, cls in plugins.items():
+        spec = cls.spec
+        table = Table(title=f"{name} — {spec.summary}", title_justify="left")
+        for column in ("parameter", "type", "default", "range / choices", "help"):
+            table.add_column(column)
+        for p in spec.params:
+            allowed = ", ".join(p.choices) if p.choices else ""
+            if p.min is not None or p.max is not None:
+                allowed = f"{p.min}..{p.max}"
+            default = "(required)" if p.required else repr(p.default)
+            table.add_row(p.name, p.type, default, allowed, p.help)
+        console.print(table)
+
+
+def _parse_params(values: list[str]) -> dict[str, str]:
+    params = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TesseraError(f"Parameter {item!r} must look like name=value.")
+        params[key.strip()] = value
+    return params
+
+
+def _fill_inputs(cls: type[Plugin], params: dict[str, str], inputs: list[Path]) -> None:
+    """--input fills the plugin's single path parameter when --param did not."""
+    if not inputs:
+        return
+    path_params = [p.name for p in cls.spec.params if p.type == "path"]
+    if len(path_params) != 1:
+        raise TesseraError(
+            f"Plugin '{cls.spec.name}' has {len(path_params)} path parameters ({', '.join(path_params) or 'none'}); "
+            "give paths with --param name=PATH instead of --input."
+        )
+    if len(inputs) > 1:
+        raise TesseraError(f"Plugin '{cls.spec.name}' takes one path ('{path_params[0]}'); got {len(inputs)}.")
+    params.setdefault(path_params[0], str(inputs[0]))
+
+
+@app.command()
+def run(
+    plugin: Annotated[str, typer.Argument(help="Plugin name, e.g. sequence.load_mesh.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for job.json and results/*.npz.")],
+    input: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Input path(s).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value, repeatable.")] = None,
+    plugins_from: Annotated[list[str] | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Run one plugin here, without a server, writing results like a backend job."""
+    logging.basicConfig(level="WARNING")
+    try:
+        plugins = load_plugins(plugins_from)
+        cls = plugins.get(plugin)
+        if cls is None:
+            raise TesseraError(f"No plugin named {plugin!r} (installed: {', '.join(plugins) or 'none'}).")
+        params = _parse_params(param or [])
+        _fill_inputs(cls, params, input or [])
+        checked = validate_params(cls.spec, params)
+        folder = JobFolder(out)
+        if (out / "job.json").exists():
+            raise TesseraError(f"{out} already holds a job; choose another --out folder.")
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    record = _run_with_progress(cls, checked, folder)
+    if record.state == FAILED:
+        raise _fail(f"{plugin} failed ({record.error_code}): {record.error_message}")
+    console.print(
+        f"{plugin}: {record.state}, {record.results} result(s) in {record.finished - record.started:.1f} s → {out}"
+    )
+
+
+def _run_with_progress(cls: type[Plugin], params: dict, folder: JobFolder) -> JobRecord:
+    job_id = f"{cls.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    record = JobRecord(id=job_id, plugin=cls.spec.name, params=jsonable(params), created=time.time())
+    folder.save(record)
+    device = resolve_device()
+    ctx = JobContext(job_id=job_id, params=params, arrays={}, job_dir=folder.path, device=device, models=MODELS)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
+    columns += (TimeElapsedColumn(),)
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(cls.spec.name, total=1.0)
+
+        def show(msg: wire.Message) -> None:
+            if isinstance(msg, wire.Progress):
+                bar.update(task, completed=msg.fraction, description=f"{cls.spec.name}: {msg.stage}")
+            elif isinstance(msg, wire.Done):
+                bar.update(task, completed=1.0)
+
+        try:
+            run_job(cls, ctx, folder, record, show, threading.RLock())
+        except KeyboardInterrupt:
+            ctx.cancel_event.set()
+            raise
+    return record
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

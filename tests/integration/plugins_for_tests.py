@@ -1,0 +1,64 @@
+"""Plugins with controllable timing and failures, registered with `serve --plugins-from plugins_for_tests`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from backend.plugin_host import JobContext, Output, Plugin, Progress
+from shared.errors import InputError
+from shared.schemas import ParamSpec, PluginSpec
+
+
+def frame_positions(index: int, vertices: int) -> np.ndarray:
+    """The (1, V, 3) float32 positions `test.count` sends as result `index` (deterministic)."""
+    base = np.arange(vertices * 3, dtype=np.float32).reshape(1, vertices, 3)
+    return base * 0.001 + np.float32(index)
+
+
+class Count(Plugin):
+    """Yields `n` mesh.frames results, sleeping `delay` seconds before each."""
+
+    spec = PluginSpec(
+        name="test.count",
+        summary="Count frames (test plugin)",
+        params=[
+            ParamSpec("n", "int", default=5, min=0, max=100000),
+            ParamSpec("delay", "float", default=0.0, min=0.0, max=10.0),
+            ParamSpec("vertices", "int", default=8, min=1, max=10_000_000),
+        ],
+        outputs=["mesh_frames"],
+    )
+
+    def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
+        n, delay, vertices = ctx.params["n"], ctx.params["delay"], ctx.params["vertices"]
+        for i in range(n):
+            time.sleep(delay)
+            yield Progress("counting", i / max(n, 1), f"frame {i + 1} of {n}")
+            yield Output("mesh.frames", {"start": i}, {"positions": frame_positions(i, vertices)})
+
+
+class Fail(Plugin):
+    """Yields `after` results, then raises InputError ('input') or RuntimeError ('runtime')."""
+
+    spec = PluginSpec(
+        name="test.fail",
+        summary="Fail on purpose (test plugin)",
+        params=[
+            ParamSpec("mode", "enum", default="input", choices=["input", "runtime"]),
+            ParamSpec("after", "int", default=0, min=0),
+        ],
+        outputs=["mesh_frames"],
+    )
+
+    def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
+        for i in range(ctx.params["after"]):
+            yield Output("mesh.frames", {"start": i}, {"positions": frame_positions(i, 4)})
+        if ctx.params["mode"] == "input":
+            raise InputError("Frame 3 has 7 vertices; expected 8.")
+        raise RuntimeError("boom")
+
+
+PLUGINS = {"test.count": Count, "test.fail": Fail}
