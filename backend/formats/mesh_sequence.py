@@ -197,15 +197,38 @@ def open_npz(path: str | Path) -> MeshSequenceReader:
 
 
 def _load_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices and faces of any mesh file trimesh reads, in file order (no merging or reordering)."""
+    """Vertices and faces of a mesh file, in file order (no merging, splitting or reordering).
+
+    OBJ goes through trimesh's OBJ loader with maintain_order=True so vertices are not split
+    at UV or normal seams (what Blender's exporter writes); other formats through trimesh.load.
+    """
     import trimesh
 
     try:
+        if path.suffix.lower() == ".obj":
+            with open(path, "rb") as f:
+                loaded = trimesh.exchange.obj.load_obj(f, maintain_order=True, skip_materials=True)
+            parts = [g for g in loaded.get("geometry", {}).values() if len(g.get("vertices", ())) > 0]
+            vertices = [np.asarray(g["vertices"], np.float64).reshape(-1, 3) for g in parts]
+            faces = [np.asarray(g.get("faces", np.zeros((0, 3))), np.int64).reshape(-1, 3) for g in parts]
+            offsets = np.cumsum([0] + [len(v) for v in vertices])
+            faces = [fc + off for fc, off in zip(faces, offsets, strict=False)]
+            return (
+                np.concatenate(vertices) if vertices else np.zeros((0, 3)),
+                np.concatenate(faces) if faces else np.zeros((0, 3), np.int64),
+            )
         mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"Cannot read mesh {path.name!r}: {exc}") from exc
     vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))))
     faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3), np.int64)))
+    return vertices, faces
+
+
+def _load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    vertices, faces = _load_trimesh(path)
     if vertices.shape[0] == 0:
         raise InputError(f"Mesh {path.name!r} has no vertices.")
     return vertices, faces
@@ -224,14 +247,14 @@ def open_obj_folder(folder: str | Path) -> MeshSequenceReader:
         raise InputError(
             f"Folder {str(folder)!r} has no .obj files{found}; a mesh sequence folder holds one OBJ per frame."
         )
-    vertices, faces = _load_trimesh(files[0])
+    vertices, faces = _load_mesh(files[0])
     rest, faces = _rest_and_faces(vertices, faces, files[0].name)
     v = rest.shape[0]
 
     def read(start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, v, 3), np.float32)
         for i in range(start, stop):
-            verts = rest if i == 0 else _load_trimesh(files[i])[0]
+            verts = rest if i == 0 else _load_mesh(files[i])[0]
             if verts.shape[0] != v:
                 raise InputError(
                     f"Mesh sequence changes vertex count at frame {i} ({files[i].name}: {v} → {verts.shape[0]}); "
@@ -270,7 +293,7 @@ def open_pc2(path: str | Path, rest_mesh: str | Path) -> MeshSequenceReader:
     path = require_file(Path(path), "PC2 file")
     rest_path = require_file(Path(rest_mesh), "Rest mesh")
     points, samples, _start, _rate = read_pc2_header(path)
-    vertices, faces = _load_trimesh(rest_path)
+    vertices, faces = _load_mesh(rest_path)
     rest, faces = _rest_and_faces(vertices, faces, rest_path.name)
     if rest.shape[0] != points:
         raise InputError(

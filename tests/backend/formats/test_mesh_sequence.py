@@ -223,3 +223,27 @@ def test_unreadable_files(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "f_1.obj").write_text("# nothing here\n")
     _raises(r"f_1\.obj", folder)
+
+
+def _seamed_obj(z: float) -> str:
+    """An OBJ as Blender writes it: vt and vn, with vertex 1 used with two different UVs (a seam)."""
+    return (
+        f"o bar\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0 0 {z}\n"
+        "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nvt 0.5 0.5\nvn 0 0 1\nvn 1 0 0\ns 0\n"
+        "f 1/1/1 2/2/1 3/3/1 4/4/1\nf 1/5/2 2/2/2 5/5/2\n"
+    )
+
+
+def test_obj_with_uv_seams_keeps_file_vertex_order(tmp_path: Path) -> None:
+    for i, z in enumerate([1.0, 2.0, 3.0]):
+        (tmp_path / f"f{i + 1}.obj").write_text(_seamed_obj(z))
+    seq = load_mesh_sequence(tmp_path)
+    assert seq.vertex_count == 5  # not split at the UV seam
+    assert np.array_equal(seq.frames[:, 4, 2], [1.0, 2.0, 3.0])
+    assert sorted(map(sorted, seq.faces.tolist())) == [[0, 1, 2], [0, 1, 4], [0, 2, 3]]  # quad triangulated
+
+
+def test_pc2_rest_mesh_unreadable(tmp_path: Path, bar: MeshSequence) -> None:
+    write_pc2(tmp_path / "a.pc2", bar.frames)
+    (tmp_path / "rest.xyz123").write_text("nothing")
+    _raises(r"Cannot read mesh 'rest\.xyz123'", tmp_path / "a.pc2", rest_mesh=tmp_path / "rest.xyz123")
