@@ -13,6 +13,7 @@ sender can hand them to ZeroMQ zero-copy; `decode` wraps received buffers with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +180,7 @@ def _decode_array(spec: Any, frame: Any, limits: Limits) -> tuple[str, np.ndarra
             f"Array '{name}' is {buf.nbytes} bytes; the limit is {limits.max_array_bytes}.", ErrorCode.TOO_LARGE
         )
     dt = np.dtype(dtype)
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    expected = math.prod(shape) * dt.itemsize  # exact Python ints: huge shapes must not wrap around
     if expected != buf.nbytes:
         raise ProtocolError(
             f"Array '{name}' declares {dtype}{tuple(shape)} = {expected} bytes but its frame has {buf.nbytes}.",
