@@ -1,0 +1,142 @@
+"""The job manager with a plugin defined here: events, persistence, cancel, errors, queueing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.job_store import JobStore
+from backend.jobs import JobManager
+from backend.plugin_host import JobContext, Output, Plugin, Progress
+from shared import messages as wire
+from shared.errors import ErrorCode, InputError, JobCancelled, ParamError, TesseraError
+from shared.schemas import ParamSpec, PluginSpec
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Steps(Plugin):
+    """Yields `n` results; `fail` picks how it ends; `gate` (a class-level Event) holds it before each step."""
+
+    spec = PluginSpec(
+        name="test.steps",
+        summary="steps",
+        params=[
+            ParamSpec("n", "int", default=3, min=0),
+            ParamSpec("fail", "enum", default="no", choices=["no", "input", "runtime", "cancel", "nan"]),
+        ],
+        outputs=["mesh_frames"],
+    )
+    gate = threading.Event()
+    closed: list[str] = []
+
+    def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
+        try:
+            for i in range(ctx.params["n"]):
+                self.gate.wait(5)
+                yield Progress("step", i / ctx.params["n"], f"step {i}")
+                yield Output("mesh.frames", {"start": i}, {"positions": np.full((1, 2, 3), i, np.float32)})
+            fail = ctx.params["fail"]
+            if fail == "input":
+                raise InputError("That input is no good.")
+            if fail == "runtime":
+                raise ZeroDivisionError("division by zero")
+            if fail == "cancel":
+                raise JobCancelled("stop")
+            if fail == "nan":
+                yield Output("mesh.frames", {"start": 0}, {"positions": np.full((1, 2, 3), np.nan, np.float32)})
+        finally:
+            self.closed.append(ctx.job_id)
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[JobManager]:
+    Steps.gate.set()
+    wake = threading.Event()
+    m = JobManager(JobStore(tmp_path), plugins={"test.steps": Steps}, notify=wake.set)
+    m.start()
+    assert m.device_ready.wait(10) and m.device == "cpu"
+    yield m
+    Steps.gate.set()
+    m.stop()
+
+
+def events_until_end(m: JobManager, job: str, timeout: float = 10.0) -> list[wire.Message]:
+    got: list[wire.Message] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got += [e for e in m.take_events() if e.job == job]
+        if got and isinstance(got[-1], (wire.Done, wire.Failed, wire.Cancelled)):
+            return got
+        time.sleep(0.005)
+    raise AssertionError(f"job {job} did not end: {got}")
+
+
+def test_job_emits_progress_and_persisted_results_then_done(manager: JobManager) -> None:
+    assert manager.submit("a", "test.steps", {"n": 3}, {}) == 0
+    events = events_until_end(manager, "a")
+    results = [e for e in events if isinstance(e, wire.Result)]
+    assert [r.index for r in results] == [0, 1, 2] and isinstance(events[-1], wire.Done)
+    assert sum(isinstance(e, wire.Progress) for e in events) == 3
+    folder = manager.store.folder("a")
+    for r in results:  # every result sent is on disk, identical
+        np.testing.assert_array_equal(folder.read_result(r.index)[2]["positions"], r.arrays["positions"])
+    record = folder.load()
+    assert record.state == "done" and record.results == 3 and record.fraction == 1.0
+
+
+def test_bad_params_and_unknown_plugins_are_refused_at_submit(manager: JobManager) -> None:
+    with pytest.raises(ParamError):
+        manager.submit("b", "test.steps", {"n": "lots"}, {})
+    with pytest.raises(TesseraError) as err:
+        manager.submit("b", "nope", {}, {})
+    assert err.value.code == ErrorCode.UNKNOWN_PLUGIN
+    assert manager.job_list() == []
+
+
+@pytest.mark.parametrize(
+    ("fail", "state", "code", "words"),
+    [
+        ("input", "failed", "bad_input", "no good"),
+        ("runtime", "failed", "plugin_error", "ZeroDivisionError"),
+        ("cancel", "cancelled", "", ""),
+        ("nan", "failed", "plugin_error", "NaN"),
+    ],
+)
+def test_plugin_errors_become_typed_end_states(
+    manager: JobManager, fail: str, state: str, code: str, words: str
+) -> None:
+    manager.submit("c", "test.steps", {"n": 1, "fail": fail}, {})
+    end = events_until_end(manager, "c")[-1]
+    assert end.KIND == state and end.results == 1
+    if code:
+        assert end.code == code and words in end.message
+    manager.submit("d", "test.steps", {"n": 1}, {})  # the worker keeps serving
+    assert isinstance(events_until_end(manager, "d")[-1], wire.Done)
+
+
+def test_cancel_stops_running_job_between_steps_and_closes_generator(manager: JobManager) -> None:
+    Steps.gate.clear()
+    manager.submit("e", "test.steps", {"n": 100}, {})
+    manager.submit("f", "test.steps", {"n": 1}, {})
+    time.sleep(0.1)
+    assert manager.counts() == (1, 1)
+    manager.cancel("f")  # queued: cancelled at once, never runs
+    manager.cancel("e")
+    Steps.gate.set()
+    end = events_until_end(manager, "e")[-1]
+    assert isinstance(end, wire.Cancelled) and end.results <= 1 and "e" in Steps.closed
+    assert manager.record("f").state == "cancelled" and "f" not in Steps.closed
+    with pytest.raises(TesseraError) as err:
+        manager.cancel("zzz")
+    assert err.value.code == ErrorCode.UNKNOWN_JOB
+
+
+def test_release_drops_cached_models(manager: JobManager) -> None:
+    manager.models.get("big", lambda: object())
+    assert "dropped 1" in manager.release()
