@@ -301,7 +301,8 @@ def open_pc2(path: str | Path, rest_mesh: str | Path) -> MeshSequenceReader:
             "use the mesh the cache was written from (loaded without merging vertices)."
         )
     positions = np.memmap(path, dtype="<f4", mode="r", offset=PC2_HEADER.itemsize, shape=(samples, points, 3))
-    return MeshSequenceReader(rest, faces, samples, path.stem, None, path, lambda a, b: positions[a:b])
+    # np.array copies: chunks are plain in-memory arrays, not views that keep the file mapped
+    return MeshSequenceReader(rest, faces, samples, path.stem, None, path, lambda a, b: np.array(positions[a:b]))
 
 
 # ---------------------------------------------------------------------------------- writers

@@ -94,6 +94,7 @@ def test_pc2_is_memory_mapped_and_header_round_trips(tmp_path: Path, bar: MeshSe
     reader = open_mesh_sequence(tmp_path / "a.pc2", _write_rest(tmp_path / "rest.obj", bar))
     chunk = reader.read_frames(3, 7)
     assert chunk.flags.c_contiguous and chunk.dtype == np.float32
+    assert type(chunk) is np.ndarray and chunk.flags.owndata  # a copy, not a view of the memory map
     assert np.array_equal(chunk, bar.frames[3:7])
 
 
