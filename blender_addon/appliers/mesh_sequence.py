@@ -1,0 +1,126 @@
+"""Animated meshes: `mesh.rest` → a mesh object with a MESH_CACHE modifier, `mesh.frames` → PC2.
+
+The PC2 file is appended as frames stream in; the modifier reads it at every evaluation,
+so the sequence plays and renders with no Python running (and after reopen with the
+backend off). Positions are the source's float32 values, untouched unless `y_up` asks
+for the Y-up → Z-up rotation (x, y, z) → (x, -z, y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from .. import storage
+from ..shared.errors import InputError
+from ..shared.results import check_mesh_frames, check_mesh_rest
+from . import pc2
+
+MODIFIER_NAME = "Tessera Mesh Cache"
+
+
+@dataclass
+class MeshSequence:
+    """A sequence being streamed into one object (looked up by name: bpy pointers go stale)."""
+
+    object_name: str
+    vertex_count: int
+    frames_total: int
+    y_up: bool = False
+
+    @property
+    def object(self) -> bpy.types.Object:
+        ob = bpy.data.objects.get(self.object_name)
+        if ob is None:
+            raise LookupError(f"The object '{self.object_name}' of this mesh sequence was deleted or renamed.")
+        return ob
+
+    def cache_path(self):
+        mod = self.object.modifiers.get(MODIFIER_NAME)
+        if mod is None:
+            raise LookupError(f"Object '{self.object_name}' lost its '{MODIFIER_NAME}' modifier.")
+        return storage.absolute(mod.filepath)
+
+
+def y_up_to_z_up(points: np.ndarray) -> np.ndarray:
+    """(…, 3) Y-up positions → Blender's Z-up: (x, y, z) → (x, -z, y), float32."""
+    out = np.empty_like(points, dtype=np.float32)
+    out[..., 0] = points[..., 0]
+    out[..., 1] = -points[..., 2]
+    out[..., 2] = points[..., 1]
+    return out
+
+
+def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Mesh:
+    """A mesh from (V,3) float32 vertices and (F,3) int32 triangles (F may be 0) with foreach_set.
+
+    `from_pydata` builds Python lists per vertex; for 100k-vertex meshes this is ~50x faster.
+    """
+    me = bpy.data.meshes.new(name)
+    me.vertices.add(len(vertices))
+    me.vertices.foreach_set("co", np.ascontiguousarray(vertices, dtype=np.float32).ravel())
+    if len(faces):
+        faces = np.ascontiguousarray(faces, dtype=np.int32)
+        me.loops.add(faces.size)
+        me.loops.foreach_set("vertex_index", faces.ravel())
+        me.polygons.add(len(faces))
+        me.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+        me.polygons.foreach_set("loop_total", np.full(len(faces), 3, dtype=np.int32))
+    me.update(calc_edges=True)
+    me.validate(verbose=False)
+    return me
+
+
+def apply_rest(scene: bpy.types.Scene, job_id: str, meta: dict, arrays: dict, y_up: bool = False) -> MeshSequence:
+    """Create the object, its empty PC2 file and the MESH_CACHE modifier reading it."""
+    check_mesh_rest(arrays, meta)
+    rest, faces = arrays["rest"], arrays["faces"]
+    if y_up:
+        rest = y_up_to_z_up(rest)
+    name = str(meta.get("name") or "Mesh sequence")
+    ob = bpy.data.objects.new(name, build_mesh(name, rest, faces))
+    scene.collection.objects.link(ob)
+
+    path = storage.output_folder() / f"{storage.safe_name(ob.name)}_{job_id[:8]}.pc2"
+    pc2.create(path, len(rest))
+    mod = ob.modifiers.new(MODIFIER_NAME, "MESH_CACHE")
+    mod.cache_format = "PC2"
+    mod.filepath = storage.blender_path(path)
+    mod.play_mode = "SCENE"
+    mod.time_mode = "FRAME"
+    mod.frame_start = scene.frame_start  # scene frame_start shows sample 0
+    # Blender's defaults (forward +Y, up +Z) are its own axes: no conversion, values stay exact.
+    mod.forward_axis, mod.up_axis = "POS_Y", "POS_Z"
+    mod.deform_mode = "OVERWRITE"
+    ob["tessera_job"] = job_id
+
+    frames = int(meta["frames"])
+    scene.frame_end = max(scene.frame_end, scene.frame_start + frames - 1)
+    return MeshSequence(ob.name, len(rest), frames, y_up)
+
+
+def apply_frames(sequence: MeshSequence, meta: dict, arrays: dict) -> int:
+    """Append one chunk of frames; returns the number of frames now in the cache.
+
+    The chunk is checked before anything is written, so a bad chunk (e.g. a vertex count
+    change) leaves the frames already written intact. Raises InputError.
+    """
+    positions = check_mesh_frames(arrays, meta, sequence.vertex_count)
+    if sequence.y_up:
+        positions = y_up_to_z_up(positions)
+    ob = sequence.object
+    path = sequence.cache_path()
+    _points, _start, count = pc2.read_header(path)
+    start = meta["start"]
+    if start + len(positions) <= count:
+        return count  # already in the cache (a refetch overlapping what was written)
+    if start != count:
+        raise InputError(
+            f"Mesh sequence '{ob.name}': frames {start}.. arrived but the cache holds {count} frames; "
+            "frames in between are missing."
+        )
+    count = pc2.append(path, positions)
+    ob.update_tag()  # the modifier re-reads the file on its next evaluation
+    return count

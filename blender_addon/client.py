@@ -1,0 +1,366 @@
+"""The add-on's connection to a backend: one DEALER socket, never blocking.
+
+Pure Python + zmq + the protocol (no bpy), so it is tested without Blender. The pump
+calls `poll()` from Blender's main thread; every call returns at once with what arrived.
+
+States: disconnected → connecting → connected, or version_mismatch (the handshake was
+refused), or lost (nothing arrived for `LOST_AFTER` seconds). A lost client keeps its job
+table; `reconnect()` opens a new socket, says Hello with the same session and fetches
+every unfinished job from the number of results already applied, so nothing is applied
+twice and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+
+from .shared import messages as m
+from .shared.codec import DEFAULT_LIMITS
+from .shared.errors import ErrorCode, ProtocolError, VersionMismatch
+from .shared.schemas import PluginSpec
+
+PING_EVERY = 0.5  # seconds between heartbeats
+LOST_AFTER = 2.0  # seconds of silence before the backend counts as lost
+
+
+class ConnectionState(StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    VERSION_MISMATCH = "version_mismatch"
+    LOST = "lost"
+
+
+class JobState(StrEnum):
+    SUBMITTED = "submitted"  # sent, no answer yet
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass
+class JobRecord:
+    """What the add-on knows about one job it submitted."""
+
+    id: str
+    plugin: str
+    state: JobState = JobState.SUBMITTED
+    stage: str = ""
+    fraction: float = 0.0
+    message: str = ""
+    applied: int = 0  # results written into Blender; a refetch starts here
+    received: int = 0  # results handed to the pump (≥ applied only while one is being applied)
+    expected: int | None = None  # total results, known once the job ended on the backend
+    options: dict[str, Any] = field(default_factory=dict)  # add-on side options (e.g. y_up)
+    error_code: str = ""
+
+
+class ClientError(Exception):
+    """A request the client cannot send in its current state; the message says why."""
+
+
+class BackendClient:
+    """A non-blocking protocol client. Call `poll()` often; it also sends heartbeats."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        session: str | None = None,
+        client_name: str = "tessera4d add-on",
+        keys_folder: str | Path | None = None,
+        handshake_timeout: float = LOST_AFTER,
+        lost_after: float = LOST_AFTER,
+        context: zmq.Context | None = None,
+    ):
+        self.address = address
+        self.session = session or m.new_id()
+        self.client_name = client_name
+        self.keys_folder = Path(keys_folder) if keys_folder else None
+        self.handshake_timeout = handshake_timeout
+        self.lost_after = lost_after
+        self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+        self.state = ConnectionState.DISCONNECTED
+        self.state_message = ""
+        self.server = ""
+        self.device = ""
+        self.plugins: dict[str, PluginSpec] = {}
+        self.jobs: dict[str, JobRecord] = {}
+        self.last_pong: m.Pong | None = None
+        self._last_received = 0.0
+        self._last_ping = 0.0
+        self._connect_started = 0.0
+
+    # -- connection -------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open a socket and say Hello. Returns at once; `poll()` completes the handshake."""
+        self._close_socket()
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)  # closing must never hang Blender on unsent messages
+        sock.setsockopt(zmq.MAXMSGSIZE, DEFAULT_LIMITS.max_array_bytes)
+        if self.keys_folder is not None:
+            self._set_curve_keys(sock)
+        sock.connect(self.address)
+        self._socket = sock
+        now = time.monotonic()
+        self._connect_started = self._last_received = self._last_ping = now
+        self.state = ConnectionState.CONNECTING
+        self.state_message = f"Connecting to {self.address}…"
+        self._send(m.Hello(client=self.client_name, session=self.session))
+
+    def reconnect(self) -> None:
+        """New socket, same session: unfinished jobs are fetched once the handshake is done."""
+        for job in self.jobs.values():
+            job.received = job.applied  # anything handed out but not applied will come again
+        self.connect()
+
+    def close(self) -> None:
+        self._close_socket()
+        self.state = ConnectionState.DISCONNECTED
+        self.state_message = "Disconnected."
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def _set_curve_keys(self, sock: zmq.Socket) -> None:
+        folder = self.keys_folder
+        server_key, client_key = folder / "server.key", folder / "client.key_secret"
+        for path in (server_key, client_key):
+            if not path.is_file():
+                raise ClientError(
+                    f"CURVE keys folder {folder} has no {path.name}; it needs server.key (the backend's "
+                    "public key) and client.key_secret (this client's key pair)."
+                )
+        server_public, _ = zmq.auth.load_certificate(str(server_key))
+        client_public, client_secret = zmq.auth.load_certificate(str(client_key))
+        if not client_secret:
+            raise ClientError(f"{client_key} holds no secret key; create it with zmq.auth.create_certificates.")
+        sock.curve_serverkey = server_public
+        sock.curve_publickey = client_public
+        sock.curve_secretkey = client_secret
+
+    @property
+    def connected(self) -> bool:
+        return self.state == ConnectionState.CONNECTED
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        plugin: str,
+        params: dict[str, Any] | None = None,
+        arrays: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """Send a job; returns its record (the id is chosen here)."""
+        self._need_connection()
+        if self.plugins and plugin not in self.plugins:
+            raise ClientError(
+                f"The backend at {self.address} has no plugin '{plugin}'; it offers: {', '.join(self.plugins)}."
+            )
+        job = JobRecord(id=m.new_id(), plugin=plugin, options=dict(options or {}))
+        self.jobs[job.id] = job
+        self._send(m.Submit(job=job.id, plugin=plugin, params=dict(params or {}), arrays=dict(arrays or {})))
+        return job
+
+    def cancel(self, job_id: str) -> None:
+        self._need_connection()
+        self._send(m.Cancel(job=job_id))
+
+    def fetch(self, job_id: str, start: int) -> None:
+        self._need_connection()
+        self._send(m.Fetch(job=job_id, start=start))
+
+    def release(self) -> None:
+        self._need_connection()
+        self._send(m.Release())
+
+    def list_jobs(self) -> None:
+        self._need_connection()
+        self._send(m.Jobs())
+
+    def _need_connection(self) -> None:
+        if self._socket is None or self.state in (ConnectionState.DISCONNECTED, ConnectionState.VERSION_MISMATCH):
+            raise ClientError(f"Not connected to a backend ({self.state.value}). Connect first.")
+        if self.state == ConnectionState.LOST:
+            raise ClientError(f"The backend at {self.address} is lost: {self.state_message} Reconnect first.")
+
+    def _send(self, msg: m.Message) -> None:
+        assert self._socket is not None
+        try:
+            self._socket.send_multipart(m.to_frames(msg), copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            # The outgoing queue is full: the backend has not read for a long time.
+            self._declare_lost(f"The backend at {self.address} stopped reading messages.")
+
+    # -- job bookkeeping ----------------------------------------------------------------------
+
+    def result_applied(self, job_id: str) -> None:
+        """The pump wrote one result into Blender; a refetch now starts after it."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            job.applied += 1
+
+    def fail_locally(self, job_id: str, message: str, code: str = ErrorCode.BAD_INPUT.value) -> None:
+        """The add-on refused a result (e.g. vertex count changed): stop the job and say why."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state.finished:
+            return
+        job.state, job.message, job.error_code = JobState.FAILED, message, code
+        if self.connected:
+            self._send(m.Cancel(job=job_id))
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        return [j for j in self.jobs.values() if not j.state.finished]
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def poll(self, max_messages: int = 64, time_budget: float = 0.005) -> list[m.Message]:
+        """Receive without blocking: at most `max_messages`, stopping once `time_budget` s passed.
+
+        Returns the typed messages the caller should act on (results to apply, job ends,
+        errors). Bookkeeping messages (pong, plugins, progress) update this object too.
+        """
+        if self._socket is None or self.state in (ConnectionState.DISCONNECTED, ConnectionState.VERSION_MISMATCH):
+            return []
+        start = time.monotonic()
+        out: list[m.Message] = []
+        while len(out) < max_messages and time.monotonic() - start < time_budget:
+            try:
+                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._last_received = time.monotonic()
+            try:
+                msg = m.from_frames(frames)
+            except VersionMismatch as exc:
+                self._refuse_version(str(exc))
+                break
+            except ProtocolError as exc:
+                out.append(m.Error(code=exc.code.value, message=f"Unreadable message from the backend: {exc}"))
+                continue
+            if self._handle(msg):
+                out.append(msg)
+        self._heartbeat()
+        return out
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if self.state == ConnectionState.CONNECTING:
+            if now - self._connect_started > self.handshake_timeout:
+                self._declare_lost(
+                    f"No answer from a backend at {self.address} within {self.handshake_timeout:g} s. "
+                    "Is it running, and is the address right?"
+                )
+            return
+        if self.state != ConnectionState.CONNECTED:
+            return
+        if now - self._last_received > self.lost_after:
+            self._declare_lost(
+                f"The backend at {self.address} has not answered for {now - self._last_received:.1f} s "
+                "(it stopped, crashed or the network dropped)."
+            )
+            return
+        if now - self._last_ping >= PING_EVERY:
+            self._last_ping = now
+            self._send(m.Ping(time=time.time()))
+
+    def _declare_lost(self, why: str) -> None:
+        self.state = ConnectionState.LOST
+        self.state_message = why
+
+    def _refuse_version(self, why: str) -> None:
+        self.state = ConnectionState.VERSION_MISMATCH
+        self.state_message = why
+        self._close_socket()
+
+    def _handle(self, msg: m.Message) -> bool:
+        """Update state from one message; True if the caller should see it."""
+        if isinstance(msg, m.Plugins):
+            self._on_plugins(msg)
+            return True
+        if isinstance(msg, m.Pong):
+            self.last_pong = msg
+            return False
+        if isinstance(msg, m.Error):
+            if msg.code == ErrorCode.VERSION_MISMATCH.value:
+                self._refuse_version(msg.message)
+            return True
+        job = self.jobs.get(msg.job) if msg.job else None
+        if job is None:
+            return not msg.job  # events of jobs this client does not know are not ours to apply
+        if job.state.finished and not isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
+            return False  # e.g. results still in flight after the add-on failed the job
+        if isinstance(msg, m.Accepted):
+            if job.state == JobState.SUBMITTED:
+                job.state = JobState.QUEUED
+                job.stage = "queued" if msg.position else job.stage
+            return False
+        if isinstance(msg, m.Progress):
+            job.state, job.stage, job.fraction, job.message = JobState.RUNNING, msg.stage, msg.fraction, msg.message
+            return False
+        if isinstance(msg, m.Result):
+            return self._on_result(job, msg)
+        if isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
+            return self._on_end(job, msg)
+        return True
+
+    def _on_plugins(self, msg: m.Plugins) -> None:
+        self.server, self.device = msg.server, msg.device
+        self.plugins = {}
+        for wire in msg.plugins:
+            spec = PluginSpec.from_wire(wire)
+            self.plugins[spec.name] = spec
+        resumed = self.state != ConnectionState.CONNECTING or any(self.unfinished_jobs())
+        self.state = ConnectionState.CONNECTED
+        self.state_message = f"Connected to backend {self.server or '?'} on {self.device or 'an unknown device'}."
+        if resumed:
+            for job in self.unfinished_jobs():
+                self._send(m.Fetch(job=job.id, start=job.applied))
+
+    def _on_result(self, job: JobRecord, msg: m.Result) -> bool:
+        if job.state in (JobState.SUBMITTED, JobState.QUEUED):
+            job.state = JobState.RUNNING
+        if msg.index < job.received:
+            return False  # already applied (a fetch overlapping the live stream)
+        if msg.index > job.received:
+            # A gap: ask again from the first missing one rather than apply out of order.
+            self._send(m.Fetch(job=job.id, start=job.received))
+            return False
+        job.received += 1
+        return True
+
+    def _on_end(self, job: JobRecord, msg: m.Message) -> bool:
+        total = getattr(msg, "results", 0)
+        if job.state.finished:
+            return False
+        if total > job.received:
+            # The end overtook results we never got (e.g. across a reconnect): fetch the rest.
+            self._send(m.Fetch(job=job.id, start=job.received))
+            return False
+        job.expected = total
+        if isinstance(msg, m.Done):
+            job.state, job.fraction, job.stage = JobState.DONE, 1.0, "done"
+            job.message = f"Finished in {msg.seconds:.1f} s ({total} results)."
+        elif isinstance(msg, m.Failed):
+            job.state, job.message, job.error_code = JobState.FAILED, msg.message, msg.code
+        else:
+            job.state, job.message = JobState.CANCELLED, "Cancelled."
+        return True

@@ -1,0 +1,327 @@
+"""Operators: the add-on's public interface (their idnames are what scripts call)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import bpy
+
+from . import preferences
+from .client import BackendClient, ClientError, ConnectionState
+from .local_backend import LocalBackend, LocalBackendError
+from .pump import pump
+from .session import SESSION
+
+HANDSHAKE_TIMEOUT_LOCAL = 60.0  # a local backend needs time to import before it answers
+
+
+def _client_name() -> str:
+    return f"blender {bpy.app.version_string} / tessera4d add-on"
+
+
+def _need_client() -> BackendClient:
+    client = SESSION.client
+    if client is None or client.state != ConnectionState.CONNECTED:
+        state = client.state_message if client else "not connected"
+        raise ClientError(f"No backend connection ({state}). Run Connect in the Tessera tab first.")
+    return client
+
+
+def has_ui(context) -> bool:
+    """True where modal timers run (not --background, not bpy as a module, which still has a window)."""
+    return not bpy.app.background and getattr(context, "window", None) is not None
+
+
+def _start_pump(context) -> None:
+    if has_ui(context) and not SESSION.pump_running:
+        bpy.ops.tessera.pump("INVOKE_DEFAULT")
+
+
+class TESSERA_OT_connect(bpy.types.Operator):
+    """Connect to the Tessera 4D backend (empty address: the preferences' backend)"""
+
+    bl_idname = "tessera.connect"
+    bl_label = "Connect"
+    bl_options = {"REGISTER"}
+
+    address: bpy.props.StringProperty(
+        name="Address", description="Empty: the address or local backend set in the preferences"
+    )
+    timeout: bpy.props.FloatProperty(
+        name="Timeout", default=30.0, min=0.1, description="Seconds to wait for the handshake when there is no window"
+    )
+
+    def execute(self, context):
+        try:
+            client = self._make_client(context)
+        except (ClientError, LocalBackendError, PermissionError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if not has_ui(context):
+            # Scripts and tests: no timers, so finish the handshake here.
+            deadline = time.monotonic() + self.timeout
+            while client.state == ConnectionState.CONNECTING and time.monotonic() < deadline:
+                pump(context)
+                time.sleep(0.005)
+            if client.state != ConnectionState.CONNECTED:
+                self.report({"ERROR"}, f"Could not connect to {client.address}: {client.state_message}")
+                return {"CANCELLED"}
+            self.report({"INFO"}, client.state_message)
+        _start_pump(context)
+        return {"FINISHED"}
+
+    def _make_client(self, context) -> BackendClient:
+        prefs = preferences.get(context)
+        address = self.address.strip()
+        old = SESSION.client
+        if not address and prefs.mode == "LOCAL":
+            if SESSION.local is None or not SESSION.local.running:
+                if SESSION.local is not None:
+                    SESSION.local.stop()
+                SESSION.local = LocalBackend(
+                    prefs.python_executable, preferences.jobs_folder(prefs), preferences.log_path()
+                )
+                SESSION.local.start()
+            address, handshake = SESSION.local.address, HANDSHAKE_TIMEOUT_LOCAL
+        else:
+            address = address or prefs.address
+            preferences.check_online_access(address)
+            handshake = 2.0 if has_ui(context) else self.timeout
+        keys = bpy.path.abspath(prefs.keys_folder) if prefs.keys_folder else None
+        if old is not None and old.address == address:
+            # Same backend: same session and job table, so unfinished jobs resume from where they were.
+            old.keys_folder = Path(keys) if keys else None
+            old.handshake_timeout = handshake
+            old.reconnect()
+            return old
+        if old is not None:
+            old.close()
+        SESSION.targets.clear()
+        SESSION.client = BackendClient(
+            address, client_name=_client_name(), keys_folder=keys, handshake_timeout=handshake
+        )
+        SESSION.client.connect()
+        return SESSION.client
+
+
+class TESSERA_OT_disconnect(bpy.types.Operator):
+    """Close the connection (and stop a local backend this add-on started)"""
+
+    bl_idname = "tessera.disconnect"
+    bl_label = "Disconnect"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        SESSION.shut_down()
+        return {"FINISHED"}
+
+
+class _Submitting:
+    def submit(self, context, plugin: str, params: dict, options: dict | None = None):
+        try:
+            job = _need_client().submit(plugin, params, options=options)
+        except ClientError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Job {job.id} ({plugin}) submitted.")
+        _start_pump(context)
+        return {"FINISHED"}
+
+
+class TESSERA_OT_load_mesh_sequence(_Submitting, bpy.types.Operator):
+    """Stream a mesh sequence (npz, OBJ folder, PC2) from the backend's disk into a cached mesh object"""
+
+    bl_idname = "tessera.load_mesh_sequence"
+    bl_label = "Load Mesh Sequence"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(
+        name="File", subtype="FILE_PATH", description="Mesh sequence on the backend's disk"
+    )
+    y_up: bpy.props.BoolProperty(name="Y Up", description="The source is Y-up: rotate it to Blender's Z-up")
+
+    def execute(self, context):
+        if not self.filepath:
+            self.report({"ERROR"}, "Choose a mesh sequence file (npz, OBJ folder or PC2).")
+            return {"CANCELLED"}
+        path = bpy.path.abspath(self.filepath)
+        return self.submit(context, "sequence.load_mesh", {"path": path}, {"y_up": self.y_up})
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+
+class TESSERA_OT_load_gaussian_sequence(_Submitting, bpy.types.Operator):
+    """Stream a folder of 3DGS PLY files (one per frame) from the backend's disk as a splat sequence"""
+
+    bl_idname = "tessera.load_gaussian_sequence"
+    bl_label = "Load Gaussian Sequence"
+    bl_options = {"REGISTER", "UNDO"}
+
+    directory: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH")
+    max_gaussians: bpy.props.IntProperty(name="Max Gaussians", min=0, description="0 keeps all")
+
+    def execute(self, context):
+        if not self.directory:
+            self.report({"ERROR"}, "Choose a folder of 3DGS .ply files.")
+            return {"CANCELLED"}
+        params = {"directory": bpy.path.abspath(self.directory).rstrip("/\\") or "/"}
+        if self.max_gaussians:
+            params["max_gaussians"] = self.max_gaussians
+        return self.submit(context, "sequence.load_gaussians", params)
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+
+class TESSERA_OT_run_plugin(_Submitting, bpy.types.Operator):
+    """Run a backend plugin with the parameter values shown in the Tessera panel"""
+
+    bl_idname = "tessera.run_plugin"
+    bl_label = "Run"
+    bl_options = {"REGISTER", "UNDO"}
+
+    plugin: bpy.props.StringProperty(name="Plugin", description="Empty: the plugin picked in the panel")
+
+    def execute(self, context):
+        runtime = context.window_manager.tessera
+        plugin = self.plugin or runtime.plugin
+        if not plugin:
+            self.report({"ERROR"}, "Pick a plugin first (connect to a backend to list them).")
+            return {"CANCELLED"}
+        params = {}
+        for item in runtime.params:
+            if item.plugin != plugin:
+                continue  # values held for another plugin: the backend fills in defaults
+            value = item.value()
+            if item.kind == "path" and value:
+                value = bpy.path.abspath(value)
+            if item.kind in ("str", "path") and value == "":
+                continue
+            params[item.name] = value
+        return self.submit(context, plugin, params)
+
+
+class TESSERA_OT_cancel_job(bpy.types.Operator):
+    """Stop a running or queued job (results already applied stay)"""
+
+    bl_idname = "tessera.cancel_job"
+    bl_label = "Cancel Job"
+    bl_options = {"REGISTER"}
+
+    job_id: bpy.props.StringProperty(name="Job")
+
+    def execute(self, context):
+        try:
+            client = _need_client()
+            if self.job_id not in client.jobs:
+                raise ClientError(f"No job '{self.job_id}' in this session.")
+            client.cancel(self.job_id)
+        except ClientError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class TESSERA_OT_release_gpu(bpy.types.Operator):
+    """Ask the backend to drop cached models and free GPU memory"""
+
+    bl_idname = "tessera.release_gpu"
+    bl_label = "Release GPU"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        try:
+            _need_client().release()
+        except ClientError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class TESSERA_OT_wait(bpy.types.Operator):
+    """Apply results until every submitted job has ended (for scripts: timers do not run without a UI)"""
+
+    bl_idname = "tessera.wait"
+    bl_label = "Wait for Jobs"
+    bl_options = {"REGISTER", "UNDO"}
+
+    timeout: bpy.props.FloatProperty(name="Timeout", default=120.0, min=0.0, description="Seconds")
+
+    def execute(self, context):
+        client = SESSION.client
+        if client is None:
+            self.report({"ERROR"}, "Not connected to a backend: run tessera.connect first.")
+            return {"CANCELLED"}
+        deadline = time.monotonic() + self.timeout
+        while client.unfinished_jobs():
+            pump(context)
+            if client.state not in (ConnectionState.CONNECTED, ConnectionState.CONNECTING):
+                names = ", ".join(f"{j.id} ({j.plugin})" for j in client.unfinished_jobs())
+                self.report(
+                    {"ERROR"}, f"Backend {client.state.value} while jobs {names} were running: {client.state_message}"
+                )
+                return {"CANCELLED"}
+            if time.monotonic() > deadline:
+                lines = ", ".join(f"{j.id} ({j.plugin}: {j.stage} {j.fraction:.0%})" for j in client.unfinished_jobs())
+                self.report({"ERROR"}, f"Timed out after {self.timeout:g} s waiting for jobs {lines}.")
+                return {"CANCELLED"}
+            time.sleep(0.001)
+        failed = [j for j in client.jobs.values() if j.state.value == "failed" and not j.options.get("reported")]
+        for job in failed:
+            job.options["reported"] = True
+        if failed:
+            self.report({"ERROR"}, "; ".join(f"Job {j.id} ({j.plugin}) failed: {j.message}" for j in failed))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class TESSERA_OT_pump(bpy.types.Operator):
+    """Apply backend results as they arrive (internal; started by Connect)"""
+
+    bl_idname = "tessera.pump"
+    bl_label = "Tessera Pump"
+    bl_options = {"INTERNAL"}
+
+    _timer = None
+
+    def invoke(self, context, event):
+        if SESSION.pump_running:
+            return {"CANCELLED"}
+        SESSION.pump_running = True
+        self._timer = context.window_manager.event_timer_add(0.05, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if not SESSION.pump_running or SESSION.client is None:
+            return self._finish(context)
+        if event.type == "TIMER" and not context.window_manager.is_interface_locked:
+            pump(context)
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context):
+        self._finish(context)
+
+    def _finish(self, context):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        SESSION.pump_running = False
+        return {"CANCELLED"}
+
+
+CLASSES = (
+    TESSERA_OT_connect,
+    TESSERA_OT_disconnect,
+    TESSERA_OT_load_mesh_sequence,
+    TESSERA_OT_load_gaussian_sequence,
+    TESSERA_OT_run_plugin,
+    TESSERA_OT_cancel_job,
+    TESSERA_OT_release_gpu,
+    TESSERA_OT_wait,
+    TESSERA_OT_pump,
+)

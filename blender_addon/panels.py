@@ -1,0 +1,132 @@
+"""The "Tessera" tab in the 3D Viewport sidebar: connection, jobs, plugins."""
+
+from __future__ import annotations
+
+import bpy
+
+from .client import ConnectionState
+from .session import SESSION
+
+STATE_ICONS = {
+    ConnectionState.DISCONNECTED: "UNLINKED",
+    ConnectionState.CONNECTING: "SORTTIME",
+    ConnectionState.CONNECTED: "LINKED",
+    ConnectionState.VERSION_MISMATCH: "ERROR",
+    ConnectionState.LOST: "ERROR",
+}
+
+
+class _TesseraPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Tessera"
+
+
+class VIEW3D_PT_tessera_connection(_TesseraPanel, bpy.types.Panel):
+    bl_label = "Backend"
+
+    def draw(self, context):
+        layout = self.layout
+        client = SESSION.client
+        state = SESSION.state
+        label = {ConnectionState.LOST: "Backend lost", ConnectionState.VERSION_MISMATCH: "Version mismatch"}.get(
+            state, state.value.capitalize()
+        )
+        layout.label(text=label, icon=STATE_ICONS[state])
+        if client is not None and client.state_message and state != ConnectionState.CONNECTED:
+            _wrapped(layout, client.state_message)
+        if state == ConnectionState.CONNECTED:
+            layout.label(text=f"Server: {client.server}")
+            layout.label(text=f"Device: {client.device}")
+            pong = client.last_pong
+            if pong is not None:
+                layout.label(text=f"Running {pong.running}, queued {pong.queued}")
+        row = layout.row(align=True)
+        if state in (ConnectionState.CONNECTED, ConnectionState.CONNECTING):
+            row.operator("tessera.disconnect", icon="CANCEL")
+        elif state == ConnectionState.LOST:
+            row.operator("tessera.connect", text="Reconnect", icon="FILE_REFRESH").address = client.address
+            row.operator("tessera.disconnect", icon="CANCEL")
+        else:
+            row.operator("tessera.connect", icon="LINKED")
+        if state == ConnectionState.CONNECTED:
+            layout.operator("tessera.release_gpu", icon="TRASH")
+        if SESSION.last_error:
+            _wrapped(layout, SESSION.last_error, icon="ERROR")
+
+
+class VIEW3D_PT_tessera_jobs(_TesseraPanel, bpy.types.Panel):
+    bl_label = "Jobs"
+
+    def draw(self, context):
+        layout = self.layout
+        client = SESSION.client
+        if client is None or not client.jobs:
+            layout.label(text="No jobs yet")
+            return
+        for job in reversed(list(client.jobs.values())):
+            box = layout.box()
+            row = box.row()
+            row.label(text=f"{job.plugin}  ·  {job.state.value}")
+            if not job.state.finished:
+                row.operator("tessera.cancel_job", text="", icon="X").job_id = job.id
+            text = job.stage or job.state.value
+            if hasattr(box, "progress"):  # UILayout.progress exists from Blender 4.0
+                box.progress(factor=job.fraction, text=f"{text} {job.fraction:.0%}", type="BAR")
+            else:
+                box.label(text=f"{text} {job.fraction:.0%}")
+            if job.message:
+                _wrapped(box, job.message, icon="ERROR" if job.state.value == "failed" else "INFO")
+
+
+class VIEW3D_PT_tessera_load(_TesseraPanel, bpy.types.Panel):
+    bl_label = "Load"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.tessera
+        layout.prop(settings, "mesh_path")
+        layout.prop(settings, "y_up")
+        op = layout.operator("tessera.load_mesh_sequence", icon="MESH_DATA")
+        op.filepath, op.y_up = settings.mesh_path, settings.y_up
+        layout.separator()
+        layout.prop(settings, "gaussian_folder")
+        layout.prop(settings, "max_gaussians")
+        op = layout.operator("tessera.load_gaussian_sequence", icon="POINTCLOUD_DATA")
+        op.directory, op.max_gaussians = settings.gaussian_folder, settings.max_gaussians
+
+
+class VIEW3D_PT_tessera_plugins(_TesseraPanel, bpy.types.Panel):
+    bl_label = "Plugins"
+
+    def draw(self, context):
+        layout = self.layout
+        runtime = context.window_manager.tessera
+        layout.prop(runtime, "plugin")
+        client = SESSION.client
+        spec = client.plugins.get(runtime.plugin) if client else None
+        if spec is None:
+            return
+        _wrapped(layout, spec.summary)
+        for item in runtime.params:
+            if item.plugin == spec.name:
+                layout.prop(item, item.value_property, text=item.label)
+        layout.operator("tessera.run_plugin", icon="PLAY").plugin = spec.name
+
+
+def _wrapped(layout, text: str, icon: str = "NONE", width: int = 48) -> None:
+    """Long messages as several labels (a label does not wrap)."""
+    col = layout.column(align=True)
+    words, line = text.split(), ""
+    first = True
+    for word in words:
+        if line and len(line) + len(word) + 1 > width:
+            col.label(text=line, icon=icon if first else "BLANK1")
+            first, line = False, word
+        else:
+            line = f"{line} {word}".strip()
+    if line:
+        col.label(text=line, icon=icon if first else "BLANK1")
+
+
+CLASSES = (VIEW3D_PT_tessera_connection, VIEW3D_PT_tessera_jobs, VIEW3D_PT_tessera_load, VIEW3D_PT_tessera_plugins)

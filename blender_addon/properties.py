@@ -1,0 +1,113 @@
+"""Blender-side state: `window_manager.tessera` (this session: plugin picker and its
+parameter values) and `scene.tessera` (settings saved with the file)."""
+
+from __future__ import annotations
+
+import bpy
+
+from .session import SESSION
+
+# Blender keeps only pointers to enum item strings: keep every list alive here.
+_ENUM_CACHE: dict[str, list[tuple[str, str, str]]] = {}
+
+
+def _plugin_items(self, context):
+    client = SESSION.client
+    items = [(name, name, spec.summary) for name, spec in sorted((client.plugins if client else {}).items())]
+    _ENUM_CACHE["__plugins__"] = items or [("", "(no backend)", "Connect to a backend to list its plugins")]
+    return _ENUM_CACHE["__plugins__"]
+
+
+def _choice_items(self, context):
+    key = f"{self.plugin}:{self.name}"
+    if key not in _ENUM_CACHE:
+        client = SESSION.client
+        spec = client.plugins.get(self.plugin) if client else None
+        choices = spec.param(self.name).choices if spec else []
+        _ENUM_CACHE[key] = [(c, c, "") for c in choices] or [("", "(none)", "")]
+    return _ENUM_CACHE[key]
+
+
+class TesseraParam(bpy.types.PropertyGroup):
+    """One plugin parameter, holding a value of the type its schema declares."""
+
+    plugin: bpy.props.StringProperty()
+    kind: bpy.props.StringProperty()  # int, float, bool, str, enum, path
+    label: bpy.props.StringProperty()
+    help: bpy.props.StringProperty()
+    int_value: bpy.props.IntProperty(name="Value")
+    float_value: bpy.props.FloatProperty(name="Value")
+    bool_value: bpy.props.BoolProperty(name="Value")
+    string_value: bpy.props.StringProperty(name="Value")
+    enum_value: bpy.props.EnumProperty(name="Value", items=_choice_items)
+
+    @property
+    def value_property(self) -> str:
+        return {"int": "int_value", "float": "float_value", "bool": "bool_value", "enum": "enum_value"}.get(
+            self.kind, "string_value"
+        )
+
+    def value(self):
+        return getattr(self, self.value_property)
+
+
+def fill_params(runtime: TesseraRuntime, plugin: str) -> None:
+    """Rebuild the parameter list from the plugin's schema, values at their defaults."""
+    runtime.params.clear()
+    client = SESSION.client
+    spec = client.plugins.get(plugin) if client else None
+    if spec is None:
+        return
+    for p in spec.params:
+        item = runtime.params.add()
+        item.name, item.plugin, item.kind, item.label, item.help = p.name, plugin, p.type, p.label, p.help
+        if p.default is None:
+            continue
+        if p.type == "int":
+            item.int_value = int(p.default)
+        elif p.type == "float":
+            item.float_value = float(p.default)
+        elif p.type == "bool":
+            item.bool_value = bool(p.default)
+        elif p.type == "enum":
+            item.enum_value = str(p.default)
+        else:
+            item.string_value = str(p.default)
+
+
+def _plugin_changed(self, context):
+    fill_params(self, self.plugin)
+
+
+class TesseraRuntime(bpy.types.PropertyGroup):
+    plugin: bpy.props.EnumProperty(name="Plugin", items=_plugin_items, update=_plugin_changed)
+    params: bpy.props.CollectionProperty(type=TesseraParam)
+
+
+class TesseraSceneSettings(bpy.types.PropertyGroup):
+    mesh_path: bpy.props.StringProperty(
+        name="Mesh Sequence", description="npz, OBJ folder or PC2 on the backend's disk", subtype="FILE_PATH"
+    )
+    y_up: bpy.props.BoolProperty(name="Y Up", description="The source is Y-up: rotate it to Blender's Z-up")
+    gaussian_folder: bpy.props.StringProperty(
+        name="Splat Folder", description="Folder of 3DGS PLY files on the backend's disk", subtype="DIR_PATH"
+    )
+    max_gaussians: bpy.props.IntProperty(name="Max Gaussians", description="0 keeps all", min=0)
+
+
+CLASSES = (TesseraParam, TesseraRuntime, TesseraSceneSettings)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.WindowManager.tessera = bpy.props.PointerProperty(type=TesseraRuntime)
+    bpy.types.Scene.tessera = bpy.props.PointerProperty(type=TesseraSceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.tessera
+    del bpy.types.WindowManager.tessera
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
+    _ENUM_CACHE.clear()

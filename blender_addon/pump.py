@@ -1,0 +1,123 @@
+"""The pump: the one place where backend messages turn into Blender data.
+
+`pump()` runs in Blender's main thread (no thread ever touches bpy): from the modal
+`tessera.pump` operator's timer in the UI, or in a loop from `tessera.wait` in scripts and
+tests (bpy.app.timers never fire when bpy is a module or in --background). Each call
+receives one message at a time and stops when its time budget is spent, so Blender stays
+responsive however fast results arrive.
+"""
+
+from __future__ import annotations
+
+import time
+
+import bpy
+
+from .appliers import gaussians, mesh_sequence
+from .client import ConnectionState
+from .local_backend import LocalBackendError
+from .session import SESSION
+from .shared import messages as m
+from .shared.errors import TesseraError
+from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST
+
+
+def pump(context: bpy.types.Context | None = None, time_budget: float = 0.008) -> bool:
+    """Receive and apply within `time_budget` seconds; True while jobs are still unfinished."""
+    client = SESSION.client
+    if client is None:
+        return False
+    deadline = time.perf_counter() + time_budget
+    before = (client.state, _progress_signature(client))
+    if SESSION.local is not None and client.state in (ConnectionState.CONNECTING, ConnectionState.CONNECTED):
+        try:
+            SESSION.local.check()
+        except LocalBackendError as exc:
+            client.close()
+            client.state, client.state_message = ConnectionState.LOST, str(exc)
+    created = False
+    while time.perf_counter() < deadline:
+        remaining = deadline - time.perf_counter()
+        messages = client.poll(max_messages=1, time_budget=max(remaining, 0.0))
+        if not messages:
+            break
+        for msg in messages:
+            created |= _apply(client, msg, context)
+    if created:
+        _push_undo(context)
+    if (client.state, _progress_signature(client)) != before or created:
+        _redraw(context)
+    return bool(client.unfinished_jobs()) and client.state in (ConnectionState.CONNECTING, ConnectionState.CONNECTED)
+
+
+def _scene(context: bpy.types.Context | None) -> bpy.types.Scene:
+    scene = getattr(context, "scene", None) if context is not None else None
+    return scene or bpy.context.scene
+
+
+def _apply(client, msg: m.Message, context) -> bool:
+    """Apply one message; True if it created objects (worth an undo step)."""
+    if isinstance(msg, m.Error):
+        SESSION.last_error = msg.message
+        return False
+    if isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
+        SESSION.targets.pop(msg.job, None)  # the sequence is complete; its object stays
+    if not isinstance(msg, m.Result):
+        return False
+    job = client.jobs[msg.job]
+    try:
+        created = _apply_result(job, msg, _scene(context))
+    except (TesseraError, LookupError, OSError) as exc:
+        client.fail_locally(job.id, getattr(exc, "message", None) or str(exc))
+        return False
+    client.result_applied(job.id)
+    return created
+
+
+def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
+    if msg.type == MESH_REST:
+        SESSION.targets[job.id] = mesh_sequence.apply_rest(
+            scene, job.id, msg.meta, msg.arrays, y_up=bool(job.options.get("y_up"))
+        )
+        return True
+    if msg.type == MESH_FRAMES:
+        target = SESSION.targets.get(job.id)
+        if not isinstance(target, mesh_sequence.MeshSequence):
+            raise LookupError(f"Job {job.id} sent mesh frames before its rest mesh.")
+        mesh_sequence.apply_frames(target, msg.meta, msg.arrays)
+        return False
+    if msg.type == GAUSSIANS_FRAME:
+        target = SESSION.targets.get(job.id)
+        created = target is None
+        if created:
+            target = SESSION.targets[job.id] = gaussians.start_sequence(scene, job.id, msg.meta)
+        gaussians.apply_frame(scene, target, msg.meta, msg.arrays)
+        return created
+    raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+def _progress_signature(client) -> tuple:
+    return tuple((j.id, j.state, round(j.fraction, 2), j.stage) for j in client.jobs.values())
+
+
+def _push_undo(context) -> None:
+    """New objects get an undo step, where there is a window to push it in."""
+    if bpy.app.background or getattr(context, "window", None) is None:
+        return
+    try:
+        bpy.ops.ed.undo_push(message="Tessera: results arrived")
+    except RuntimeError:
+        pass  # no undo stack in this context (e.g. during render); the data is still there
+
+
+def _redraw(context) -> None:
+    wm = bpy.context.window_manager
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def all_jobs_ended() -> bool:
+    client = SESSION.client
+    return client is None or all(j.state.finished for j in client.jobs.values())

@@ -1,0 +1,36 @@
+"""The add-on's runtime objects for this Blender process: the client, a local backend, and
+the sequences being streamed. Python objects (sockets, processes) cannot live in Blender
+data, so they live here; everything the user sees is drawn from this one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .client import BackendClient, ConnectionState
+from .local_backend import LocalBackend
+
+
+@dataclass
+class Session:
+    client: BackendClient | None = None
+    local: LocalBackend | None = None
+    targets: dict[str, Any] = field(default_factory=dict)  # job id → MeshSequence / GaussianSequence
+    pump_running: bool = False  # the modal pump operator is alive
+    last_error: str = ""
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.client.state if self.client else ConnectionState.DISCONNECTED
+
+    def shut_down(self) -> None:
+        """Close the socket and stop a local backend (disconnect, unregister)."""
+        if self.client is not None:
+            self.client.close()
+        if self.local is not None:
+            self.local.stop()
+            self.local = None
+
+
+SESSION = Session()
