@@ -95,15 +95,27 @@ def encode(
 
 
 def _buffer(frame: Any) -> memoryview:
-    buf = getattr(frame, "buffer", frame)  # zmq.Frame exposes .buffer; bytes/arrays are buffers
-    return memoryview(buf).cast("B")
+    if isinstance(frame, np.ndarray):  # frames decoded in-process, straight from encode()
+        return memoryview(np.ascontiguousarray(frame).reshape(-1).view(np.uint8))
+    buf = getattr(frame, "buffer", frame)  # zmq.Frame exposes .buffer; bytes are buffers
+    try:
+        return memoryview(buf).cast("B")
+    except TypeError as exc:
+        raise ProtocolError(f"A frame is not a readable byte buffer: {exc}") from exc
 
 
 def _all_finite(arr: np.ndarray) -> bool:
     if arr.dtype.kind != "f" or arr.size == 0:
         return True
-    # A float64 sum of finite float16/32 values cannot overflow, so one pass answers it.
-    if arr.dtype.itemsize < 8 and np.isfinite(arr.sum(dtype=np.float64)):
+    if arr.dtype.itemsize >= 4 and arr.flags.c_contiguous:
+        # Fast path (BLAS, ~5x faster than a float64 sum): squares are >= 0, so an inf can never
+        # cancel another and a NaN always propagates; a finite sum of squares means every value is
+        # finite. Huge finite values may overflow the sum: then the exact check below decides.
+        flat = arr.reshape(-1)
+        if np.isfinite(np.dot(flat, flat)):
+            return True
+    elif arr.dtype.itemsize < 8 and np.isfinite(arr.sum(dtype=np.float64)):
+        # A float64 sum of finite float16/32 values cannot overflow, so one pass answers it.
         return True
     return bool(np.isfinite(arr).all())
 

@@ -72,7 +72,7 @@ class ParamSpec:
             raise ParamError(f"Parameter '{name}' must be text, got {type(value).__name__}.")
         if t == "enum" and value not in self.choices:
             raise ParamError(f"Parameter '{name}' is {value!r}; choose one of {', '.join(self.choices)}.")
-        if t == "path" and not value:
+        if t == "path" and not value and self.required:
             raise ParamError(f"Parameter '{name}' needs a file or folder path.")
         return value
 

@@ -73,12 +73,6 @@ def test_zero_size_arrays_cross_a_real_socket() -> None:
         b.close(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="shared/codec.py _buffer: memoryview(ndarray).cast('B') fails on zero-size multi-dim arrays when "
-    "to_frames output is decoded in process (over a socket frames arrive 1-d and work); reported, not fixed here",
-)
 def test_zero_size_multidim_ndarray_frames_decode_in_process() -> None:
     back = from_frames(to_frames(Progress(arrays={"e": np.zeros((0, 3), np.float32)})))
     assert back.arrays["e"].shape == (0, 3)

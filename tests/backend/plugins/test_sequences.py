@@ -176,12 +176,6 @@ def test_gaussians_cancel_and_bad_inputs(tmp_path: Path) -> None:
         _run(LoadGaussianSequence, _ctx(LoadGaussianSequence, tmp_path, directory=str(tmp_path / "splats")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ParamError,
-    reason="shared/schemas.py ParamSpec.coerce refuses '' for every path param, even optional ones like rest_mesh "
-    "whose default is ''; a UI that sends all fields fails. Reported, not fixed here (shared/ is not ours).",
-)
 def test_empty_optional_path_param_is_accepted(tmp_path: Path) -> None:
     params = validate_params(LoadMeshSequence.spec, {"path": "x.npz", "rest_mesh": ""})
     assert params["rest_mesh"] == ""
