@@ -61,4 +61,23 @@ class Fail(Plugin):
         raise RuntimeError("boom")
 
 
-PLUGINS = {"test.count": Count, "test.fail": Fail}
+class LoadNpy(Plugin):
+    """Reads one (N, V, 3) float32 .npy file given as its only path parameter and sends it as one result."""
+
+    spec = PluginSpec(
+        name="test.load_npy",
+        summary="Load a .npy of positions (test plugin)",
+        params=[ParamSpec("source", "path", required=True), ParamSpec("scale", "float", default=1.0)],
+        outputs=["mesh_frames"],
+    )
+
+    def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
+        try:
+            positions = np.load(ctx.params["source"]).astype(np.float32)
+        except OSError as exc:
+            raise InputError(f"Cannot read {ctx.params['source']}: {exc}") from exc
+        yield Progress("loading", 0.5)
+        yield Output("mesh.frames", {"start": 0}, {"positions": positions * np.float32(ctx.params["scale"])})
+
+
+PLUGINS = {"test.count": Count, "test.fail": Fail, "test.load_npy": LoadNpy}

@@ -1,0 +1,98 @@
+"""The `tessera4d` command in a real process: plugins, run (headless), keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HERE, REPO
+
+from backend.job_store import JobFolder
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]), COLUMNS="200")
+    cmd = [sys.executable, "-m", "backend", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_plugins_lists_each_plugin_and_its_params() -> None:
+    out = cli("plugins", "--plugins-from", "plugins_for_tests")
+    assert out.returncode == 0, out.stderr
+    assert "test.count" in out.stdout and "delay" in out.stdout and "input, runtime" in out.stdout
+
+
+def test_run_writes_results_like_a_backend_job(tmp_path: Path) -> None:
+    out = cli(
+        "run",
+        "test.count",
+        "--out",
+        str(tmp_path / "o"),
+        "-p",
+        "n=3",
+        "-p",
+        "vertices=4",
+        "--plugins-from",
+        "plugins_for_tests",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "done, 3 result(s)" in out.stdout
+    folder = JobFolder(tmp_path / "o")
+    record = json.loads((tmp_path / "o" / "job.json").read_text())
+    assert record["state"] == "done" and record["results"] == 3 and record["params"]["n"] == 3
+    assert folder.read_result(2)[1] == {"start": 2}
+
+
+def test_run_input_fills_the_single_path_param(tmp_path: Path) -> None:
+    positions = np.random.default_rng(1).random((2, 5, 3)).astype(np.float32)
+    np.save(tmp_path / "p.npy", positions)
+    out = cli(
+        "run",
+        "test.load_npy",
+        "-i",
+        str(tmp_path / "p.npy"),
+        "-p",
+        "scale=2",
+        "--out",
+        str(tmp_path / "o"),
+        "--plugins-from",
+        "plugins_for_tests",
+    )
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_array_equal(JobFolder(tmp_path / "o").read_result(0)[2]["positions"], positions * 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["test.fail", "-p", "mode=input"], "bad_input"),
+        (["test.count", "-p", "n=-1"], "smallest allowed"),
+        (["test.count", "-p", "n"], "name=value"),
+        (["no.such"], "No plugin named"),
+        (["test.count", "-i", "x.npy"], "path parameters"),
+        (["test.load_npy", "-i", "/does/not/exist.npy"], "Cannot read"),
+    ],
+)
+def test_run_errors_are_one_clear_line_and_exit_1(tmp_path: Path, args: list[str], words: str) -> None:
+    out = cli("run", *args, "--out", str(tmp_path / "o"), "--plugins-from", "plugins_for_tests")
+    assert out.returncode == 1
+    assert words in out.stderr and "Traceback" not in out.stderr + out.stdout
+
+
+def test_keys_generate_writes_both_pairs_and_authorises_the_client(tmp_path: Path) -> None:
+    out = cli("keys", "generate", str(tmp_path / "k"))
+    assert out.returncode == 0, out.stderr
+    names = {p.name for p in (tmp_path / "k").iterdir()}
+    assert {"server.key", "server.key_secret", "client.key", "client.key_secret", "authorized_clients"} <= names
+    assert (tmp_path / "k" / "authorized_clients" / "client.key").read_bytes() == (
+        tmp_path / "k" / "client.key"
+    ).read_bytes()
+    again = cli("keys", "generate", str(tmp_path / "k"))
+    assert again.returncode == 1 and "already exists" in again.stderr
