@@ -80,7 +80,8 @@ def _material() -> bpy.types.Material:
     if mat is not None:
         return mat
     mat = bpy.data.materials.new(MATERIAL)
-    mat.use_nodes = True
+    if bpy.app.version < (5, 0, 0):
+        mat.use_nodes = True  # always on (and deprecated) from 5.0
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     bsdf = nodes.get("Principled BSDF") or nodes.new("ShaderNodeBsdfPrincipled")
     color = nodes.new("ShaderNodeAttribute")

@@ -1,0 +1,133 @@
+"""The client state machine against a real backend process over real ZeroMQ (no Blender)."""
+
+import time
+
+import numpy as np
+import pytest
+from conftest import HORSE, import_without_blender
+
+client_module = import_without_blender("client")
+BackendClient = client_module.BackendClient
+ConnectionState = client_module.ConnectionState
+JobState = client_module.JobState
+
+
+def poll_until(client, condition, timeout=20.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        got += client.poll(max_messages=16, time_budget=0.005)
+        time.sleep(0.002)
+    assert condition(), f"timed out; state {client.state}: {client.state_message}"
+    return got
+
+
+def connected_client(backend, **kw):
+    client = BackendClient(backend.address, client_name="test", **kw)
+    client.connect()
+    poll_until(client, lambda: client.state != ConnectionState.CONNECTING)
+    assert client.state == ConnectionState.CONNECTED, client.state_message
+    return client
+
+
+def test_handshake_lists_plugins_with_schemas(backend):
+    client = connected_client(backend)
+    assert "sequence.load_mesh" in client.plugins
+    spec = client.plugins["sequence.load_mesh"]
+    assert spec.param("path").type == "path"
+    assert client.server and client.device
+    assert client.state_message.startswith("Connected")
+    client.close()
+    assert client.state == ConnectionState.DISCONNECTED
+
+
+def test_job_results_arrive_in_order_then_done(backend):
+    client = connected_client(backend)
+    job = client.submit("sequence.load_mesh", {"path": str(HORSE), "chunk_frames": 10})
+    indices = []
+
+    def take(msgs):
+        for msg in msgs:
+            if getattr(msg, "index", None) is not None and msg.job == job.id and type(msg).__name__ == "Result":
+                indices.append(msg.index)
+                client.result_applied(job.id)
+
+    deadline = time.monotonic() + 30
+    while not job.state.finished and time.monotonic() < deadline:
+        take(client.poll(max_messages=4, time_budget=0.005))
+    assert job.state == JobState.DONE, job.message
+    assert indices == list(range(1 + 5))  # rest + 48 frames in chunks of 10
+    assert job.applied == job.expected == 6
+    assert job.fraction == 1.0
+    client.close()
+
+
+def test_unknown_plugin_is_refused_before_sending(backend):
+    client = connected_client(backend)
+    with pytest.raises(client_module.ClientError, match="no plugin 'nope'"):
+        client.submit("nope")
+    client.close()
+
+
+def test_reconnect_fetches_from_what_was_applied_without_duplicates(backend):
+    client = connected_client(backend)
+    job = client.submit("sequence.load_mesh", {"path": str(HORSE), "chunk_frames": 4})
+    seen = []
+    deadline = time.monotonic() + 30
+    while len(seen) < 3 and time.monotonic() < deadline:
+        for msg in client.poll(max_messages=1, time_budget=0.005):
+            if type(msg).__name__ == "Result":
+                seen.append(msg.index)
+                client.result_applied(job.id)
+    client.reconnect()  # a dropped connection: new socket, same session
+    deadline = time.monotonic() + 30
+    while not job.state.finished and time.monotonic() < deadline:
+        for msg in client.poll(max_messages=8, time_budget=0.005):
+            if type(msg).__name__ == "Result":
+                seen.append(msg.index)
+                client.result_applied(job.id)
+    assert job.state == JobState.DONE, job.message
+    assert seen == list(range(1 + 12))  # rest + 48 frames / 4, each exactly once
+    client.close()
+
+
+def test_results_are_float32_arrays_of_the_source(backend):
+    client = connected_client(backend)
+    job = client.submit("sequence.load_mesh", {"path": str(HORSE), "chunk_frames": 48})
+    results = [m for m in poll_until(client, lambda: job.state.finished) if type(m).__name__ == "Result"]
+    src = np.load(HORSE)
+    assert np.array_equal(results[0].arrays["rest"], src["rest"])
+    assert np.array_equal(results[1].arrays["positions"], src["frames"])
+    client.close()
+
+
+def test_killed_backend_is_lost_within_two_seconds(backend):
+    client = connected_client(backend)
+    poll_until(client, lambda: client.last_pong is not None, timeout=5)
+    backend.kill9()
+    killed = time.monotonic()
+    poll_until(client, lambda: client.state == ConnectionState.LOST, timeout=5)
+    lost_after = time.monotonic() - killed
+    assert lost_after <= 2.1, lost_after
+    assert "not answered" in client.state_message
+    with pytest.raises(client_module.ClientError, match="lost"):
+        client.submit("sequence.load_mesh", {"path": str(HORSE)})
+    backend.start()
+    client.reconnect()
+    poll_until(client, lambda: client.state == ConnectionState.CONNECTED)
+    client.close()
+
+
+def test_no_backend_at_address_is_lost_after_handshake_timeout():
+    client = BackendClient("tcp://127.0.0.1:9", handshake_timeout=0.3)
+    client.connect()
+    poll_until(client, lambda: client.state != ConnectionState.CONNECTING, timeout=3)
+    assert client.state == ConnectionState.LOST
+    assert "No answer" in client.state_message
+    client.close()
+
+
+def test_missing_curve_keys_give_a_clear_error(tmp_path):
+    client = BackendClient("tcp://127.0.0.1:9", keys_folder=tmp_path)
+    with pytest.raises(client_module.ClientError, match="server.key"):
+        client.connect()

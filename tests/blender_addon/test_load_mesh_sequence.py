@@ -1,0 +1,146 @@
+"""Mesh sequences streamed through a real backend into real Blender, played back exactly."""
+
+import numpy as np
+import pytest
+from blender_checks import connect, evaluated_positions, load_and_wait
+from conftest import HORSE, addon
+
+FRAMES_TO_CHECK = (0, 1, 17, 47)
+
+
+@pytest.fixture(scope="module")
+def horse():
+    with np.load(HORSE) as data:
+        return {k: data[k] for k in data.files}
+
+
+def check_plays_source(bpy, ob, frames, indices=FRAMES_TO_CHECK):
+    start = bpy.context.scene.frame_start
+    for i in indices:
+        assert np.array_equal(evaluated_positions(bpy, ob, start + i), frames[i]), f"frame {i}"
+
+
+def test_horse_streams_into_a_mesh_cache_that_plays_exactly_and_survives_reopen(blender, backend, horse, tmp_path):
+    bpy = blender
+    blend = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))  # saved first: files go next to it
+    connect(bpy, backend)
+    load_and_wait(bpy, HORSE)
+
+    ob = bpy.data.objects["horse-gallop"]
+    assert len(ob.data.vertices) == 8431 and len(ob.data.polygons) == len(horse["faces"])
+    mod = ob.modifiers["Tessera Mesh Cache"]
+    assert mod.type == "MESH_CACHE" and mod.cache_format == "PC2"
+    assert mod.filepath.startswith("//tessera4d/shot/") and mod.filepath.endswith(".pc2")
+    assert (mod.forward_axis, mod.up_axis, mod.play_mode) == ("POS_Y", "POS_Z", "SCENE")
+    scene = bpy.context.scene
+    assert mod.frame_start == scene.frame_start
+    assert scene.frame_end >= scene.frame_start + 47
+    check_plays_source(bpy, ob, horse["frames"])
+
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.tessera.disconnect()
+    backend.stop()
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(blend))
+        check_plays_source(bpy, bpy.data.objects["horse-gallop"], horse["frames"])
+    finally:
+        backend.start()
+
+
+def test_unsaved_session_files_move_next_to_the_blend_on_first_save(blender, backend, horse, tmp_path):
+    bpy = blender
+    connect(bpy, backend)
+    load_and_wait(bpy, HORSE)
+    ob = bpy.data.objects["horse-gallop"]
+    mod = ob.modifiers["Tessera Mesh Cache"]
+    unsaved_file = mod.filepath
+    assert not unsaved_file.startswith("//")
+    assert "/extensions/" in unsaved_file and "/unsaved/" in unsaved_file  # the user folder, not the add-on's
+
+    blend = tmp_path / "later.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    assert mod.filepath.startswith("//tessera4d/later/"), mod.filepath
+    moved = tmp_path / "tessera4d" / "later" / mod.filepath.rsplit("/", 1)[1]
+    assert moved.is_file()
+    import os
+
+    assert not os.path.exists(unsaved_file)
+    check_plays_source(bpy, ob, horse["frames"], (0, 30))
+
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    mod = bpy.data.objects["horse-gallop"].modifiers["Tessera Mesh Cache"]
+    assert mod.filepath.startswith("//tessera4d/later/")
+    check_plays_source(bpy, bpy.data.objects["horse-gallop"], horse["frames"], (0, 30, 47))
+
+
+def test_y_up_option_rotates_rest_and_frames_to_z_up(blender, backend, horse):
+    bpy = blender
+    connect(bpy, backend)
+    load_and_wait(bpy, HORSE, y_up=True)
+    ob = bpy.data.objects["horse-gallop"]
+
+    def z_up(p):
+        return np.stack([p[..., 0], -p[..., 2], p[..., 1]], axis=-1).astype(np.float32)
+
+    rest = np.empty(len(ob.data.vertices) * 3, np.float32)
+    ob.data.vertices.foreach_get("co", rest)
+    assert np.array_equal(rest.reshape(-1, 3), z_up(horse["rest"]))
+    check_plays_source(bpy, ob, z_up(horse["frames"]), (0, 20))
+
+
+def write_obj(path, vertices, faces):
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
+    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_vertex_count_change_fails_the_job_and_keeps_earlier_frames(blender, backend, tmp_path):
+    bpy = blender
+    folder = tmp_path / "changing"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    grid = rng.uniform(-1, 1, (6, 3)).astype(np.float32)
+    faces = [(0, 1, 2), (3, 4, 5)]
+    frames = [grid + 0.1 * i for i in range(5)]
+    for i, verts in enumerate(frames):
+        write_obj(folder / f"frame_{i:03d}.obj", verts, faces)
+    extra = np.vstack([grid, [[0, 0, 2]]])
+    write_obj(folder / "frame_005.obj", extra, [*faces, (0, 1, 6)])
+
+    connect(bpy, backend)
+    # Through the generic plugin runner, one frame per chunk, so frames 0-4 arrive before the change.
+    runtime = bpy.context.window_manager.tessera
+    runtime.plugin = "sequence.load_mesh"
+    runtime.params["path"].string_value = str(folder)
+    runtime.params["chunk_frames"].int_value = 1
+    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    with pytest.raises(RuntimeError, match=r"vertex count.*6 → 7"):
+        bpy.ops.tessera.wait(timeout=60)
+
+    ob = bpy.data.objects["changing"]
+    from_pc2 = addon().appliers.pc2.read(addon().storage.absolute(ob.modifiers[0].filepath))
+    assert from_pc2.shape[0] == 5
+    for i in range(from_pc2.shape[0]):
+        assert np.allclose(from_pc2[i], frames[i], atol=1e-6)  # OBJ text keeps 6 decimals
+        assert np.array_equal(evaluated_positions(bpy, ob, bpy.context.scene.frame_start + i), from_pc2[i])
+
+    # The backend keeps serving after the failure.
+    load_and_wait(bpy, HORSE)
+    assert "horse-gallop" in bpy.data.objects
+
+
+def test_addon_refuses_a_chunk_with_another_vertex_count_without_touching_the_cache(blender, backend, horse):
+    """The add-on checks every chunk itself (shared.results.check_mesh_frames) before writing."""
+    bpy = blender
+    connect(bpy, backend)
+    load_and_wait(bpy, HORSE)
+    target_module = addon().appliers.mesh_sequence
+    ob = bpy.data.objects["horse-gallop"]
+    path = addon().storage.absolute(ob.modifiers[0].filepath)
+    before = path.read_bytes()
+    sequence = target_module.MeshSequence(ob.name, 8431, 48)
+    bad = {"positions": np.zeros((1, 8430, 3), np.float32)}
+    with pytest.raises(Exception, match=r"changes vertex count at frame 48 \(8431 → 8430\)"):
+        target_module.apply_frames(sequence, {"start": 48}, bad)
+    assert path.read_bytes() == before
