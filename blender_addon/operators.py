@@ -60,7 +60,8 @@ class TESSERA_OT_connect(bpy.types.Operator):
             return {"CANCELLED"}
         if not has_ui(context):
             # Scripts and tests: no timers, so finish the handshake here.
-            deadline = time.monotonic() + self.timeout
+            # The client itself gives up after its handshake timeout; the margin only guards that.
+            deadline = time.monotonic() + client.handshake_timeout + 1.0
             while client.state == ConnectionState.CONNECTING and time.monotonic() < deadline:
                 pump(context)
                 time.sleep(0.005)
