@@ -73,6 +73,8 @@ def serve(
         run_server(bind, jobs_dir, curve_keys=curve_keys, plugins=load_plugins(plugins_from))
     except TesseraError as exc:
         raise _fail(exc.message) from None
+    except OSError as exc:  # e.g. a jobs folder that cannot be created or written
+        raise _fail(f"Cannot use jobs folder {jobs_dir}: {exc}") from None
 
 
 @keys_app.command("generate")

@@ -47,7 +47,7 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -62,7 +62,7 @@ def jsonable(params: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in params.items():
         try:
-            out[key] = json.loads(json.dumps(value, default=_json_default))
+            out[key] = json.loads(json.dumps(value, default=json_default))
         except (TypeError, ValueError):
             log.debug("Parameter %r is not JSON-able; not stored in job.json", key)
     return out
@@ -117,7 +117,7 @@ class JobFolder:
 
     def save(self, record: JobRecord) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path / "job.json", json.dumps(asdict(record), indent=1, default=_json_default).encode())
+        _write_atomic(self.path / "job.json", json.dumps(asdict(record), indent=1, default=json_default).encode())
 
     def load(self) -> JobRecord:
         return JobRecord.from_json(json.loads((self.path / "job.json").read_text()))
@@ -131,7 +131,7 @@ class JobFolder:
         if bad:
             raise TesseraError(f"Result {index} uses the reserved array name(s) {bad}.")
         try:
-            meta_json = json.dumps(meta, default=_json_default)
+            meta_json = json.dumps(meta, default=json_default)
         except (TypeError, ValueError) as exc:
             raise TesseraError(f"Result {index} ({type_}) has meta that is not JSON-able: {exc}") from exc
         self.results_dir.mkdir(parents=True, exist_ok=True)

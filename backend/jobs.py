@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 import queue
 import threading
@@ -27,7 +28,7 @@ from shared.codec import ALLOWED_DTYPES
 from shared.errors import ErrorCode, JobCancelled, ParamError, TesseraError
 from shared.schemas import PluginSpec, validate_params
 
-from .job_store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobFolder, JobRecord, JobStore
+from .job_store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobFolder, JobRecord, JobStore, json_default
 from .plugin_host import JobContext, ModelCache, Output, Plugin, Progress, discover_plugins
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,17 @@ def _check_arrays(arrays: Any, what: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _plain_meta(item: Output, what: str) -> dict[str, Any]:
+    """The meta as plain JSON types (numpy scalars become numbers, tuples lists), so what is sent
+    live is exactly what a later fetch reads back from disk."""
+    if not isinstance(item.type, str) or not isinstance(item.meta, dict):
+        raise TesseraError(f"{what}: type must be a string and meta a dict.")
+    try:
+        return json.loads(json.dumps(item.meta, default=json_default))
+    except (TypeError, ValueError) as exc:
+        raise TesseraError(f"{what}: meta must be JSON-able (numbers, text, lists, dicts): {exc}") from exc
+
+
 def end_message(record: JobRecord) -> wire.Message:
     """The Done / Failed / Cancelled message that describes an ended job."""
     if record.state == DONE:
@@ -105,15 +117,14 @@ def run_job(
             if isinstance(item, Output):
                 index = record.results
                 what = f"Plugin '{name}' result {index} ({item.type})"
-                if not isinstance(item.type, str) or not isinstance(item.meta, dict):
-                    raise TesseraError(f"{what}: type must be a string and meta a dict.")
+                meta = _plain_meta(item, what)
                 arrays = _check_arrays(item.arrays, what)
-                folder.write_result(index, item.type, item.meta, arrays)  # persisted before it is sent
+                folder.write_result(index, item.type, meta, arrays)  # persisted before it is sent
                 with lock:
                     record.results = index + 1
                     folder.save(record)
                     last_save = time.monotonic()
-                    emit(wire.Result(job=record.id, index=index, type=item.type, meta=item.meta, arrays=arrays))
+                    emit(wire.Result(job=record.id, index=index, type=item.type, meta=meta, arrays=arrays))
             elif isinstance(item, Progress):
                 arrays = _check_arrays(item.arrays, f"Plugin '{name}' progress preview")
                 with lock:

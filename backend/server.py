@@ -129,7 +129,10 @@ class BackendServer:
             self.socket.curve_secretkey = secret
             self.socket.curve_publickey = public
             self.socket.curve_server = True
-        self.socket.bind(self.bind)
+        try:
+            self.socket.bind(self.bind)
+        except zmq.ZMQError as exc:
+            raise TesseraError(f"Cannot listen on {self.bind}: {exc}. Is another backend using that port?") from exc
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.manager.start()
         self.manager.device_ready.wait(120)
@@ -145,7 +148,7 @@ class BackendServer:
             self._auth.stop()
         self.socket.close(linger=0)
         self.waker.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)  # also closes a socket a still-stopping worker may have made
 
     def serve_forever(self) -> None:
         poller = zmq.Poller()

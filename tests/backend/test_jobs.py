@@ -40,7 +40,7 @@ class Steps(Plugin):
             for i in range(ctx.params["n"]):
                 self.gate.wait(5)
                 yield Progress("step", i / ctx.params["n"], f"step {i}")
-                yield Output("mesh.frames", {"start": i}, {"positions": np.full((1, 2, 3), i, np.float32)})
+                yield Output("mesh.frames", {"start": np.int64(i)}, {"positions": np.full((1, 2, 3), i, np.float32)})
             fail = ctx.params["fail"]
             if fail == "input":
                 raise InputError("That input is no good.")
@@ -84,8 +84,10 @@ def test_job_emits_progress_and_persisted_results_then_done(manager: JobManager)
     assert [r.index for r in results] == [0, 1, 2] and isinstance(events[-1], wire.Done)
     assert sum(isinstance(e, wire.Progress) for e in events) == 3
     folder = manager.store.folder("a")
-    for r in results:  # every result sent is on disk, identical
-        np.testing.assert_array_equal(folder.read_result(r.index)[2]["positions"], r.arrays["positions"])
+    for r in results:  # every result sent is on disk, identical; meta as plain JSON types
+        type_, meta, arrays = folder.read_result(r.index)
+        np.testing.assert_array_equal(arrays["positions"], r.arrays["positions"])
+        assert meta == r.meta == {"start": r.index} and type(r.meta["start"]) is int and type_ == r.type
     record = folder.load()
     assert record.state == "done" and record.results == 3 and record.fraction == 1.0
 

@@ -235,6 +235,17 @@ def test_non_loopback_bind_without_keys_refuses_to_start(tmp_path: Path) -> None
     assert "keys generate" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_port_in_use_is_a_clear_error(backend: BackendProcess, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "backend", "serve", "--bind", backend.endpoint, "--jobs-dir", str(tmp_path / "j2")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1 and "Cannot listen" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_results_survive_a_killed_backend(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs"
     backend = launch(jobs)
