@@ -90,6 +90,7 @@ class TESSERA_OT_connect(bpy.types.Operator):
             preferences.check_online_access(address)
             handshake = 2.0 if has_ui(context) else self.timeout
         keys = bpy.path.abspath(prefs.keys_folder) if prefs.keys_folder else None
+        SESSION.pending = None  # a half-written chunk is fetched again and finished without doubling
         if old is not None and old.address == address:
             # Same backend: same session and job table, so unfinished jobs resume from where they were.
             old.keys_folder = Path(keys) if keys else None

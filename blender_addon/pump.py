@@ -4,14 +4,18 @@
 `tessera.pump` operator's timer in the UI, or in a loop from `tessera.wait` in scripts and
 tests (bpy.app.timers never fire when bpy is a module or in --background). Each call
 receives one message at a time and stops when its time budget is spent, so Blender stays
-responsive however fast results arrive.
+responsive however fast results arrive. A large chunk of mesh frames is written a slice
+at a time (`WRITE_SLICE_BYTES` per step) across several calls, so one call never
+waits on a long file write.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import bpy
+import numpy as np
 
 from .appliers import gaussians, mesh_sequence
 from .client import ConnectionState
@@ -20,6 +24,8 @@ from .session import SESSION
 from .shared import messages as m
 from .shared.errors import TesseraError
 from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST
+
+WRITE_SLICE_BYTES = 256 << 10
 
 
 def pump(context: bpy.types.Context | None = None, time_budget: float = 0.008) -> bool:
@@ -37,6 +43,9 @@ def pump(context: bpy.types.Context | None = None, time_budget: float = 0.008) -
             client.state, client.state_message = ConnectionState.LOST, str(exc)
     created = False
     while time.perf_counter() < deadline:
+        if SESSION.pending is not None:
+            _write_pending(client)
+            continue
         remaining = deadline - time.perf_counter()
         messages = client.poll(max_messages=1, time_budget=max(remaining, 0.0))
         if not messages:
@@ -70,7 +79,8 @@ def _apply(client, msg: m.Message, context) -> bool:
     except (TesseraError, LookupError, OSError) as exc:
         client.fail_locally(job.id, getattr(exc, "message", None) or str(exc))
         return False
-    client.result_applied(job.id)
+    if SESSION.pending is None:
+        client.result_applied(job.id)  # a pending chunk counts once its last slice is written
     return created
 
 
@@ -84,7 +94,8 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
         target = SESSION.targets.get(job.id)
         if not isinstance(target, mesh_sequence.MeshSequence):
             raise LookupError(f"Job {job.id} sent mesh frames before its rest mesh.")
-        mesh_sequence.apply_frames(target, msg.meta, msg.arrays)
+        positions = mesh_sequence.check_frames(target, msg.meta, msg.arrays)
+        SESSION.pending = PendingFrames(job.id, target, msg.meta["start"], positions)
         return False
     if msg.type == GAUSSIANS_FRAME:
         target = SESSION.targets.get(job.id)
@@ -94,6 +105,30 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
         gaussians.apply_frame(scene, target, msg.meta, msg.arrays)
         return created
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+@dataclass
+class PendingFrames:
+    job_id: str
+    sequence: mesh_sequence.MeshSequence
+    start: int
+    positions: np.ndarray
+
+
+def _write_pending(client) -> None:
+    pending = SESSION.pending
+    per_frame = max(1, pending.positions.shape[1] * 12)
+    try:
+        left = mesh_sequence.write_frames(
+            pending.sequence, pending.start, pending.positions, max_frames=max(1, WRITE_SLICE_BYTES // per_frame)
+        )
+    except (TesseraError, LookupError, OSError) as exc:
+        SESSION.pending = None
+        client.fail_locally(pending.job_id, getattr(exc, "message", None) or str(exc))
+        return
+    if left == 0:
+        SESSION.pending = None
+        client.result_applied(pending.job_id)
 
 
 def _progress_signature(client) -> tuple:

@@ -17,6 +17,7 @@ class Session:
     client: BackendClient | None = None
     local: LocalBackend | None = None
     targets: dict[str, Any] = field(default_factory=dict)  # job id → MeshSequence / GaussianSequence
+    pending: Any = None  # a chunk of mesh frames being written slice by slice (pump.PendingFrames)
     pump_running: bool = False  # the modal pump operator is alive
     last_error: str = ""
 
@@ -26,6 +27,7 @@ class Session:
 
     def shut_down(self) -> None:
         """Close the socket and stop a local backend (disconnect, unregister)."""
+        self.pending = None
         if self.client is not None:
             self.client.close()
         if self.local is not None:

@@ -101,26 +101,39 @@ def apply_rest(scene: bpy.types.Scene, job_id: str, meta: dict, arrays: dict, y_
     return MeshSequence(ob.name, len(rest), frames, y_up)
 
 
-def apply_frames(sequence: MeshSequence, meta: dict, arrays: dict) -> int:
-    """Append one chunk of frames; returns the number of frames now in the cache.
+def check_frames(sequence: MeshSequence, meta: dict, arrays: dict) -> np.ndarray:
+    """A chunk's positions (N, V, 3) float32, checked and in Blender's axes. Raises InputError.
 
-    The chunk is checked before anything is written, so a bad chunk (e.g. a vertex count
-    change) leaves the frames already written intact. Raises InputError.
+    Checked before anything is written, so a bad chunk (e.g. a vertex count change) leaves
+    the frames already in the cache intact.
     """
     positions = check_mesh_frames(arrays, meta, sequence.vertex_count)
-    if sequence.y_up:
-        positions = y_up_to_z_up(positions)
+    return y_up_to_z_up(positions) if sequence.y_up else positions
+
+
+def write_frames(sequence: MeshSequence, start: int, positions: np.ndarray, max_frames: int | None = None) -> int:
+    """Append the frames of a checked chunk that the cache does not hold yet, at most `max_frames`.
+
+    Returns how many frames of the chunk are still to write (0: the chunk is in). Frames the
+    cache already holds are skipped, so a refetched or half-written chunk is never doubled.
+    """
     ob = sequence.object
     path = sequence.cache_path()
     _points, _start, count = pc2.read_header(path)
-    start = meta["start"]
-    if start + len(positions) <= count:
-        return count  # already in the cache (a refetch overlapping what was written)
-    if start != count:
+    done = count - start
+    if done < 0:
         raise InputError(
             f"Mesh sequence '{ob.name}': frames {start}.. arrived but the cache holds {count} frames; "
             "frames in between are missing."
         )
-    count = pc2.append(path, positions)
+    if done >= len(positions):
+        return 0
+    stop = len(positions) if max_frames is None else min(len(positions), done + max(1, max_frames))
+    pc2.append(path, positions[done:stop])
     ob.update_tag()  # the modifier re-reads the file on its next evaluation
-    return count
+    return len(positions) - stop
+
+
+def apply_frames(sequence: MeshSequence, meta: dict, arrays: dict) -> None:
+    """Check and append a whole chunk of frames. Raises InputError."""
+    write_frames(sequence, meta["start"], check_frames(sequence, meta, arrays))
