@@ -42,8 +42,9 @@ def test_killed_backend_is_lost_within_two_seconds_and_resumes_after_restart(ble
     try:
         bpy.ops.tessera.wait(timeout=120)
     except RuntimeError as exc:
-        # The backend died mid-job: it reports the job stopped; what it produced is applied.
-        assert "stopped" in str(exc).lower() or "backend" in str(exc).lower(), exc
+        # The usual case: the backend died mid-job and says so; what it made is still applied.
+        # (Under heavy load it may have finished before the kill: then wait() succeeds.)
+        assert "backend stopped while this job was running" in str(exc), exc
     assert job.state.finished and job.applied >= applied_before
     ob = bpy.data.objects["samba"]
     frames = addon().appliers.pc2.read(addon().storage.absolute(ob.modifiers[0].filepath))
