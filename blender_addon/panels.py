@@ -51,6 +51,8 @@ class VIEW3D_PT_tessera_connection(_TesseraPanel, bpy.types.Panel):
             row.operator("tessera.connect", icon="LINKED")
         if state == ConnectionState.CONNECTED:
             layout.operator("tessera.release_gpu", icon="TRASH")
+        if SESSION.last_notice:
+            _wrapped(layout, SESSION.last_notice, icon="INFO")
         if SESSION.last_error:
             _wrapped(layout, SESSION.last_error, icon="ERROR")
 

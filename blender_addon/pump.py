@@ -69,6 +69,9 @@ def _apply(client, msg: m.Message, context) -> bool:
     if isinstance(msg, m.Error):
         SESSION.last_error = msg.message
         return False
+    if isinstance(msg, m.Released):
+        SESSION.last_notice = msg.message
+        return False
     if isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
         SESSION.targets.pop(msg.job, None)  # the sequence is complete; its object stays
     if not isinstance(msg, m.Result):

@@ -19,7 +19,8 @@ class Session:
     targets: dict[str, Any] = field(default_factory=dict)  # job id → MeshSequence / GaussianSequence
     pending: Any = None  # a chunk of mesh frames being written slice by slice (pump.PendingFrames)
     pump_running: bool = False  # the modal pump operator is alive
-    last_error: str = ""
+    last_error: str = ""  # the latest refused request, shown in the panel
+    last_notice: str = ""  # e.g. what Release GPU freed
 
     @property
     def state(self) -> ConnectionState:

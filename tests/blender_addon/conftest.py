@@ -48,11 +48,12 @@ def import_without_blender(module: str) -> types.ModuleType:
 class BackendProcess:
     """`python -m backend serve` on a fixed port; kill -9 and restart keep the jobs folder."""
 
-    def __init__(self, jobs_dir: Path, log_dir: Path):
+    def __init__(self, jobs_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = ()):
         self.port = _free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.jobs_dir = jobs_dir
         self.log_dir = log_dir
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -62,7 +63,17 @@ class BackendProcess:
         self.log = log
         with open(log, "wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "backend", "serve", "--bind", self.address, "--jobs-dir", str(self.jobs_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "backend",
+                    "serve",
+                    "--bind",
+                    self.address,
+                    "--jobs-dir",
+                    str(self.jobs_dir),
+                    *self.extra_args,
+                ],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HORSE, import_without_blender
+from conftest import HORSE, BackendProcess, import_without_blender
 
 client_module = import_without_blender("client")
 BackendClient = client_module.BackendClient
@@ -131,3 +131,26 @@ def test_missing_curve_keys_give_a_clear_error(tmp_path):
     client = BackendClient("tcp://127.0.0.1:9", keys_folder=tmp_path)
     with pytest.raises(client_module.ClientError, match="server.key"):
         client.connect()
+
+
+def test_curve_keys_authenticate_and_a_client_without_them_gets_no_answer(tmp_path):
+    from backend.security import generate_keys
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    generate_keys(keys)
+    (tmp_path / "jobs").mkdir()
+    server = BackendProcess(tmp_path / "jobs", tmp_path, extra_args=("--curve-keys", str(keys)))
+    server.start()
+    try:
+        client = connected_client(server, keys_folder=keys)
+        assert "sequence.load_mesh" in client.plugins
+        client.close()
+
+        stranger = BackendClient(server.address, handshake_timeout=1.0)
+        stranger.connect()
+        poll_until(stranger, lambda: stranger.state != ConnectionState.CONNECTING, timeout=5)
+        assert stranger.state == ConnectionState.LOST
+        stranger.close()
+    finally:
+        server.stop()
