@@ -47,7 +47,10 @@ class LocalBackend:
         """Start the process; returns the address to connect to."""
         self.jobs_folder.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life
+        # Appended, so a restart after a crash keeps the crash's log above the new one.
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it for its whole life
+        log.write(f"--- starting the backend on {self.address} ---\n".encode())
+        log.flush()
         try:
             self.process = subprocess.Popen(
                 [self.python, "-m", "backend", "serve", "--bind", self.address, "--jobs-dir", str(self.jobs_folder)],

@@ -77,13 +77,15 @@ class TESSERA_OT_connect(bpy.types.Operator):
         address = self.address.strip()
         old = SESSION.client
         if not address and prefs.mode == "LOCAL":
-            if SESSION.local is None or not SESSION.local.running:
-                if SESSION.local is not None:
-                    SESSION.local.stop()
-                SESSION.local = LocalBackend(
+            local = SESSION.local
+            if local is None or local.python != prefs.python_executable:
+                if local is not None:
+                    local.stop()
+                local = SESSION.local = LocalBackend(
                     prefs.python_executable, preferences.jobs_folder(prefs), preferences.log_path()
                 )
-                SESSION.local.start()
+            if not local.running:
+                local.start()  # same address and jobs folder as before: unfinished jobs resume
             address, handshake = SESSION.local.address, HANDSHAKE_TIMEOUT_LOCAL
         else:
             address = address or prefs.address

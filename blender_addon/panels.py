@@ -45,7 +45,9 @@ class VIEW3D_PT_tessera_connection(_TesseraPanel, bpy.types.Panel):
         if state in (ConnectionState.CONNECTED, ConnectionState.CONNECTING):
             row.operator("tessera.disconnect", icon="CANCEL")
         elif state == ConnectionState.LOST:
-            row.operator("tessera.connect", text="Reconnect", icon="FILE_REFRESH").address = client.address
+            # A local backend is restarted by an empty address; a remote one is asked again.
+            reconnect = row.operator("tessera.connect", text="Reconnect", icon="FILE_REFRESH")
+            reconnect.address = "" if SESSION.local is not None else client.address
             row.operator("tessera.disconnect", icon="CANCEL")
         else:
             row.operator("tessera.connect", icon="LINKED")
