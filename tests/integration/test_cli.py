@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HERE, REPO
+from backend_process import HERE, REPO
 
 from backend.job_store import JobFolder
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 import zmq.auth
-from conftest import REPO, BackendProcess, launch
+from backend_process import REPO, BackendProcess, launch
 from plugins_for_tests import frame_positions
 
 from backend.client import BackendClient, BackendTimeout

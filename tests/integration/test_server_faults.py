@@ -8,7 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import BackendProcess
+from backend_process import BackendProcess
 
 from backend.client import BackendClient
 from shared import messages as wire
