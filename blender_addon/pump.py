@@ -4,9 +4,9 @@
 `tessera.pump` operator's timer in the UI, or in a loop from `tessera.wait` in scripts and
 tests (bpy.app.timers never fire when bpy is a module or in --background). Each call
 receives one message at a time and stops when its time budget is spent, so Blender stays
-responsive however fast results arrive. A large chunk of mesh frames is written a slice
-at a time (`WRITE_SLICE_BYTES` per step) across several calls, so one call never
-waits on a long file write.
+responsive however fast results arrive. Slow file writes are steps of their own, spread
+over calls: a large chunk of mesh frames is appended `WRITE_SLICE_BYTES` at a time, and a
+splat frame's PLY is written in the step after its object is made.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def pump(context: bpy.types.Context | None = None, time_budget: float = 0.008) -
     created = False
     while time.perf_counter() < deadline:
         if SESSION.pending is not None:
-            _write_pending(client)
+            _step_pending(client)
             continue
         remaining = deadline - time.perf_counter()
         messages = client.poll(max_messages=1, time_budget=max(remaining, 0.0))
@@ -105,31 +105,50 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
         created = target is None
         if created:
             target = SESSION.targets[job.id] = gaussians.start_sequence(scene, job.id, msg.meta)
-        gaussians.apply_frame(scene, target, msg.meta, msg.arrays)
+        gaussians.add_frame_object(target, msg.meta, msg.arrays)
+        SESSION.pending = PendingPly(job.id, target, msg.meta, msg.arrays)
         return created
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
 
 
 @dataclass
 class PendingFrames:
+    """A checked chunk of mesh frames, appended to its PC2 a slice per step."""
+
     job_id: str
     sequence: mesh_sequence.MeshSequence
     start: int
     positions: np.ndarray
 
+    def step(self) -> bool:
+        per_slice = max(1, WRITE_SLICE_BYTES // max(1, self.positions.shape[1] * 12))
+        return mesh_sequence.write_frames(self.sequence, self.start, self.positions, max_frames=per_slice) == 0
 
-def _write_pending(client) -> None:
+
+@dataclass
+class PendingPly:
+    """A splat frame whose object exists; its PLY is written in a step of its own."""
+
+    job_id: str
+    sequence: gaussians.GaussianSequence
+    meta: dict
+    arrays: dict
+
+    def step(self) -> bool:
+        gaussians.write_frame_ply(self.sequence, self.meta, self.arrays)
+        return True
+
+
+def _step_pending(client) -> None:
+    """One step of the pending work; the result counts as applied once its last step is done."""
     pending = SESSION.pending
-    per_frame = max(1, pending.positions.shape[1] * 12)
     try:
-        left = mesh_sequence.write_frames(
-            pending.sequence, pending.start, pending.positions, max_frames=max(1, WRITE_SLICE_BYTES // per_frame)
-        )
+        finished = pending.step()
     except (TesseraError, LookupError, OSError) as exc:
         SESSION.pending = None
         client.fail_locally(pending.job_id, getattr(exc, "message", None) or str(exc))
         return
-    if left == 0:
+    if finished:
         SESSION.pending = None
         client.result_applied(pending.job_id)
 

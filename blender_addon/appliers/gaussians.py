@@ -41,25 +41,28 @@ class GaussianSequence:
 
 
 def splat_attributes(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, str, np.ndarray]]:
-    """name → (attribute type, foreach_set property, flat float32 values) for one frame."""
+    """name → (attribute type, foreach_set property, float32 values) for one frame (float32 math)."""
     n = arrays["means"].shape[0]
-    log_scale = arrays["scales"].astype(np.float32)
-    quats = arrays["rotations"].astype(np.float64)
-    norms = np.linalg.norm(quats, axis=1, keepdims=True)
-    quats = np.where(norms > 0, quats / np.where(norms > 0, norms, 1), [1.0, 0.0, 0.0, 0.0]).astype(np.float32)
-    logit = arrays["opacities"].astype(np.float32)
-    opacity = (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
-    rgb = np.clip(0.5 + SH_C0 * arrays["sh_dc"].astype(np.float32), 0.0, 1.0)
+    log_scale = np.asarray(arrays["scales"], np.float32)
+    quats = np.array(arrays["rotations"], np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", quats, quats))
+    zero = norms == 0
+    quats[zero] = (1.0, 0.0, 0.0, 0.0)  # a zero quaternion means "no rotation"
+    norms[zero] = 1.0
+    quats /= norms[:, None]
+    logit = np.asarray(arrays["opacities"], np.float32)
+    opacity = 1.0 / (1.0 + np.exp(-logit))
     color = np.empty((n, 4), dtype=np.float32)
-    color[:, :3], color[:, 3] = rgb, opacity
+    np.clip(0.5 + np.float32(SH_C0) * arrays["sh_dc"], 0.0, 1.0, out=color[:, :3])
+    color[:, 3] = opacity
     return {
-        "scale": ("FLOAT_VECTOR", "vector", np.exp(log_scale).astype(np.float32)),
+        "scale": ("FLOAT_VECTOR", "vector", np.exp(log_scale)),
         "log_scale": ("FLOAT_VECTOR", "vector", log_scale),
         "rotation": ("QUATERNION", "value", quats),
         "opacity": ("FLOAT", "value", opacity),
         "opacity_logit": ("FLOAT", "value", logit),
         "color": ("FLOAT_COLOR", "color", color),
-        "sh_dc": ("FLOAT_VECTOR", "vector", arrays["sh_dc"].astype(np.float32)),
+        "sh_dc": ("FLOAT_VECTOR", "vector", np.asarray(arrays["sh_dc"], np.float32)),
     }
 
 
@@ -217,8 +220,8 @@ def _layer_collection(layer: bpy.types.LayerCollection, collection: bpy.types.Co
     return None
 
 
-def apply_frame(scene: bpy.types.Scene, sequence: GaussianSequence, meta: dict, arrays: dict) -> bpy.types.Object:
-    """Add one frame: its point mesh object in the frame collection and its PLY on disk."""
+def add_frame_object(sequence: GaussianSequence, meta: dict, arrays: dict) -> bpy.types.Object:
+    """The frame's point mesh object in the frame collection (made once: a refetch reuses it)."""
     count = check_gaussians(arrays)
     frame = int(meta.get("frame", 0))
     ob = bpy.data.objects.get(sequence.object_name)
@@ -227,15 +230,22 @@ def apply_frame(scene: bpy.types.Scene, sequence: GaussianSequence, meta: dict, 
         raise LookupError(f"The splat sequence '{sequence.object_name}' was deleted or renamed.")
     # Zero-padded names keep Collection Info's alphabetical order equal to frame order.
     frame_name = f"{sequence.object_name}.f{frame:05d}"
-    frame_ob = bpy.data.objects.new(frame_name, build_frame_mesh(frame_name, arrays))
-    frame_ob["tessera_frame"] = frame
-    frame_ob["tessera_gaussians"] = count
-    frames_collection.objects.link(frame_ob)
-
-    ply_name = storage.safe_name(str(meta.get("ply") or f"frame_{frame:05d}").removesuffix(".ply")) + ".ply"
-    write_splat_ply(storage.absolute(ob[storage.PLY_FOLDER_PROP]) / ply_name, arrays)
-
-    mod = ob.modifiers[MODIFIER_NAME]
-    _set_input(mod, "Frame Count", len(frames_collection.objects))
+    frame_ob = frames_collection.objects.get(frame_name)
+    if frame_ob is None:
+        frame_ob = bpy.data.objects.new(frame_name, build_frame_mesh(frame_name, arrays))
+        frame_ob["tessera_frame"] = frame
+        frame_ob["tessera_gaussians"] = count
+        frames_collection.objects.link(frame_ob)
+    _set_input(ob.modifiers[MODIFIER_NAME], "Frame Count", len(frames_collection.objects))
     ob.update_tag()
     return frame_ob
+
+
+def write_frame_ply(sequence: GaussianSequence, meta: dict, arrays: dict) -> None:
+    """The frame's standard 3DGS PLY in the sequence's folder, named after the source file."""
+    frame = int(meta.get("frame", 0))
+    ob = bpy.data.objects.get(sequence.object_name)
+    if ob is None:
+        raise LookupError(f"The splat sequence '{sequence.object_name}' was deleted or renamed.")
+    ply_name = storage.safe_name(str(meta.get("ply") or f"frame_{frame:05d}").removesuffix(".ply")) + ".ply"
+    write_splat_ply(storage.absolute(ob[storage.PLY_FOLDER_PROP]) / ply_name, arrays)

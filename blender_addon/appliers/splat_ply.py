@@ -38,5 +38,5 @@ def write_splat_ply(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(header.encode("ascii"))
-        fh.write(table.tobytes())
+        fh.write(memoryview(table))  # no copy: the table is C-contiguous little-endian float32
     return path
