@@ -1,112 +1,13 @@
-"""Real Blender (bpy as a module), the real built extension, a real backend process.
-
-HOME and XDG_CACHE_HOME point at a temp dir before bpy is imported: Blender writes its
-preferences and extensions under HOME, and Mesa its shader cache under XDG_CACHE_HOME.
-"""
+"""Fixtures for the Blender tests: real Blender (bpy as a module), the extension built and
+installed the way users install it, and a real backend process per test module."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import types
 from pathlib import Path
 
 import pytest
-
-_HOME = Path(tempfile.mkdtemp(prefix="tessera-blender-home-"))
-os.environ["HOME"] = str(_HOME)
-os.environ["XDG_CACHE_HOME"] = str(_HOME / ".cache")
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
-HORSE = DATA / "mesh-sequences" / "horse-gallop.npz"
-ADDON_MODULE = "bl_ext.user_default.tessera4d"
-
-
-def import_without_blender(module: str) -> types.ModuleType:
-    """A bpy-free add-on module (e.g. "client", "appliers.pc2") imported without Blender.
-
-    A bare package object whose search path is [blender_addon/, repo root] gives the module
-    exactly the relative imports it has inside the built extension (`.shared` → shared/),
-    without running the add-on's __init__ (which needs bpy).
-    """
-    name = "tessera_addon_nobpy"
-    if name not in sys.modules:
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [str(REPO / "blender_addon"), str(REPO)]
-        sys.modules[name] = pkg
-    import importlib
-
-    return importlib.import_module(f"{name}.{module}")
-
-
-class BackendProcess:
-    """`python -m backend serve` on a fixed port; kill -9 and restart keep the jobs folder."""
-
-    def __init__(self, jobs_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = ()):
-        self.port = _free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.jobs_dir = jobs_dir
-        self.log_dir = log_dir
-        self.extra_args = list(extra_args)
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 60.0) -> None:
-        self.starts += 1
-        log = self.log_dir / f"backend-{self.starts}.log"
-        self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "backend",
-                    "serve",
-                    "--bind",
-                    self.address,
-                    "--jobs-dir",
-                    str(self.jobs_dir),
-                    *self.extra_args,
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "listening" in log.read_text(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"backend exited early:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
-        raise RuntimeError(f"backend did not start within {timeout} s:\n{log.read_text(errors='replace')}")
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from blender_rig import ADDON_MODULE, BLENDER_HOME, REPO, BackendProcess
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +44,6 @@ def installed_extension(extension_zip):
     return ADDON_MODULE
 
 
-def addon() -> types.ModuleType:
-    """The installed add-on's top module (its submodules hold the runtime state)."""
-    return sys.modules[ADDON_MODULE]
-
-
 @pytest.fixture
 def blender(installed_extension):
     """A fresh empty scene with the extension enabled; yields bpy. Disconnects afterwards."""
@@ -163,4 +59,4 @@ def blender(installed_extension):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_HOME, ignore_errors=True)
+    shutil.rmtree(BLENDER_HOME, ignore_errors=True)

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HORSE, BackendProcess, import_without_blender
+from blender_rig import HORSE, BackendProcess, import_without_blender
 
 client_module = import_without_blender("client")
 BackendClient = client_module.BackendClient

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 from blender_checks import connect, evaluated_positions, load_and_wait
-from conftest import DATA, HORSE, addon
+from blender_rig import DATA, HORSE, addon
 
 SAMBA = DATA / "mesh-sequences" / "samba.npz"
 

@@ -3,7 +3,7 @@
 import time
 
 from blender_checks import connect
-from conftest import DATA, addon
+from blender_rig import DATA, addon
 
 SAMBA = DATA / "mesh-sequences" / "samba.npz"
 

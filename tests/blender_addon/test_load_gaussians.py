@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from blender_checks import connect
-from conftest import addon
+from blender_rig import addon
 
 from backend.formats.gaussian_ply import read_gaussian_ply, write_gaussian_ply
 from backend.samples import gaussian_sample_sequence

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from blender_checks import connect, evaluated_positions, load_and_wait
-from conftest import HORSE, addon
+from blender_rig import HORSE, addon
 
 FRAMES_TO_CHECK = (0, 1, 17, 47)
 

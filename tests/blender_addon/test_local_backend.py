@@ -4,7 +4,7 @@ import sys
 
 import pytest
 from blender_checks import load_and_wait
-from conftest import ADDON_MODULE, HORSE, addon
+from blender_rig import ADDON_MODULE, HORSE, addon
 
 
 def local_prefs(bpy, python):

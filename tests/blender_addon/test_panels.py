@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import bpy
 from blender_checks import connect
-from conftest import addon
+from blender_rig import addon
 
 ICONS = {i.identifier for i in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items}
 

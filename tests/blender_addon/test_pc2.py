@@ -4,7 +4,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import import_without_blender
+from blender_rig import import_without_blender
 
 pc2 = import_without_blender("appliers.pc2")
 

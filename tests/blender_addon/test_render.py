@@ -2,7 +2,7 @@
 
 import numpy as np
 from blender_checks import connect, evaluated_positions, load_and_wait
-from conftest import HORSE
+from blender_rig import HORSE
 
 
 def test_cycles_renders_a_frame_of_the_sequence_after_reopen_without_backend(blender, backend, tmp_path):
