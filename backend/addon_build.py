@@ -61,9 +61,22 @@ def _source_manifest(path: Path) -> dict:
 def download_wheels(packages: list[str], python: str, platform: str, dest: Path) -> list[Path]:
     """pip-download binary wheels (no sdists) of `packages` for one Python and platform into `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-           "--only-binary=:all:", "--no-deps", "--implementation", "cp", "--python-version", python,
-           "--dest", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "--no-deps",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python,
+        "--dest",
+        str(dest),
+    ]
     for tag in PLATFORM_TAGS[platform]:
         cmd += ["--platform", tag]
     proc = subprocess.run([*cmd, *packages], capture_output=True, text=True)
@@ -77,7 +90,9 @@ def download_wheels(packages: list[str], python: str, platform: str, dest: Path)
 
 def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(
-        src, dst, dirs_exist_ok=True,
+        src,
+        dst,
+        dirs_exist_ok=True,
         ignore=lambda d, names: [n for n in names if n in EXCLUDED_DIRS or n.endswith((".pyc", ".pyo"))],
     )
 
@@ -110,7 +125,11 @@ def build_extension(
             (stage / "wheels").mkdir()
             for platform in PLATFORM_TAGS:
                 try:
-                    got = [w for py in pythons for w in download_wheels(packages, py, platform, cache / f"{platform}-py{py}")]
+                    got = [
+                        w
+                        for py in pythons
+                        for w in download_wheels(packages, py, platform, cache / f"{platform}-py{py}")
+                    ]
                 except BuildError as exc:
                     if platform in required:
                         raise
@@ -148,7 +167,9 @@ def blender_validator() -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    hits = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    hits = sorted(
+        Path(next(iter(spec.submodule_search_locations))).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py")
+    )
     return hits[-1] if hits else None
 
 

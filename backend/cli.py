@@ -32,7 +32,7 @@ app.add_typer(keys_app, name="keys")
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_BIND = "tcp://127.0.0.1:5557"
+DEFAULT_BIND = "tcp://127.0.0.1:5571"  # the add-on preferences default to the same
 DEFAULT_JOBS_DIR = Path.home() / ".tessera4d" / "jobs"
 
 
@@ -200,6 +200,62 @@ def _run_with_progress(cls: type[Plugin], params: dict, folder: JobFolder) -> Jo
             ctx.cancel_event.set()
             raise
     return record
+
+
+addon_app = typer.Typer(help="The Blender extension.", no_args_is_help=True)
+app.add_typer(addon_app, name="addon")
+
+
+@addon_app.command("build")
+def addon_build(
+    out: Annotated[Path, typer.Option(help="Folder for the extension zip.")] = Path("dist"),
+    validate: Annotated[
+        bool, typer.Option(help="Run Blender's own extension validator on the zip (needs bpy).")
+    ] = True,
+    wheel_cache: Annotated[Path | None, typer.Option(help="Where downloaded wheels are kept between builds.")] = None,
+) -> None:
+    """Build the installable extension zip (manifest, add-on, protocol copy, pyzmq + msgpack wheels)."""
+    from .addon_build import blender_validator, build_extension, validate_with_blender
+
+    try:
+        with console.status("Building the extension (downloading wheels on first use)…"):
+            report = build_extension(out, wheel_cache=wheel_cache)
+        console.print(
+            f"Built [bold]{report.zip_path}[/] for {', '.join(report.platforms)} ({len(report.wheels)} wheels)"
+        )
+        for platform, why in report.skipped.items():
+            console.print(f"[yellow]not bundled for {platform}:[/] {why}")
+        if validate:
+            if blender_validator() is None:
+                console.print("[yellow]Blender's validator was not run: bpy is not installed here.[/]")
+            else:
+                console.print(validate_with_blender(report.zip_path))
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for demo.blend, the contact sheet, logs and caches.")] = Path(
+        "demo-out"
+    ),
+    mesh: Annotated[
+        Path | None,
+        typer.Option(help="Mesh sequence to load (default: ../shared's horse-gallop, else a built-in sample)."),
+    ] = None,
+    frames: Annotated[int, typer.Option(min=1, max=48, help="Frames in the contact sheet.")] = 6,
+    y_up: Annotated[
+        bool | None, typer.Option("--y-up/--z-up", help="Axis convention of --mesh (default: Y-up for ../shared data).")
+    ] = None,
+) -> None:
+    """Run the main job: backend + real Blender through the add-on, save demo.blend, render a contact sheet."""
+    from .demo import run_demo
+
+    try:
+        result = run_demo(out, mesh, frames, y_up, on_line=lambda line: console.print(f"  {line}", highlight=False))
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"[bold green]Demo done[/] in {result.seconds:.0f} s: {result.blend} and {result.contact_sheet}")
 
 
 def main() -> None:

@@ -51,7 +51,9 @@ def start_backend(jobs_dir: Path, log_path: Path, timeout: float = 60.0) -> tupl
     log_file = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "backend", "serve", "--bind", address, "--jobs-dir", str(jobs_dir)],
-        stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,22 +79,30 @@ def prepare_inputs(out: Path, mesh: Path | None) -> tuple[Path, Path]:
         else:
             mesh = out / "inputs" / "twisting-bar.npz"
             mesh.parent.mkdir(parents=True, exist_ok=True)
-            write_npz(twisting_bar(), mesh)
+            write_npz(mesh, twisting_bar())
     elif not mesh.exists():
         raise DemoError(f"Mesh sequence {mesh} does not exist.")
     splats = out / "inputs" / "gaussian-sample"
     splats.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(gaussian_sample_sequence(frames=24, n=4000)):
-        write_gaussian_ply(frame, splats / f"frame_{i:04d}.ply")
+        write_gaussian_ply(splats / f"frame_{i:04d}.ply", frame)
     return mesh, splats
 
 
-def run_demo(out: Path, mesh: Path | None = None, render_frames: int = 6, on_line=print) -> DemoResult:
-    """Run the whole demo into `out`; `on_line` receives Blender's progress lines."""
+def run_demo(
+    out: Path, mesh: Path | None = None, render_frames: int = 6, y_up: bool | None = None, on_line=print
+) -> DemoResult:
+    """Run the whole demo into `out`; `on_line` receives Blender's progress lines.
+
+    `y_up=None` means: Y-up for the ../shared sequences (they are), Z-up for the built-in sample.
+    """
     t0 = time.perf_counter()
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    given = mesh
     mesh, splats = prepare_inputs(out, mesh)
+    if y_up is None:
+        y_up = given is None and mesh == SHARED_HORSE
     on_line(f"Building the extension into {out / 'extension'}")
     zip_path = build_extension(out / "extension").zip_path
 
@@ -101,8 +111,23 @@ def run_demo(out: Path, mesh: Path | None = None, render_frames: int = 6, on_lin
     # Blender keeps its preferences and installed extensions under HOME: give the demo its own,
     # so it never touches the user's Blender configuration.
     env = dict(os.environ, HOME=str(out / "blender-home"), XDG_CACHE_HOME=str(out / "blender-home" / "cache"))
-    cmd = [sys.executable, str(BLENDER_SCRIPT), "--zip", str(zip_path), "--address", address,
-           "--mesh", str(mesh), "--gaussians", str(splats), "--out", str(out), "--frames", str(render_frames)]
+    cmd = [
+        sys.executable,
+        str(BLENDER_SCRIPT),
+        "--zip",
+        str(zip_path),
+        "--address",
+        address,
+        "--mesh",
+        str(mesh),
+        "--gaussians",
+        str(splats),
+        "--out",
+        str(out),
+        "--frames",
+        str(render_frames),
+        *(["--y-up"] if y_up else []),
+    ]
     blender_log = out / "blender.log"
     try:
         with blender_log.open("w") as logf:

@@ -113,7 +113,8 @@ def _node_group() -> bpy.types.NodeTree:
     gin, gout = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
 
     info = nodes.new("GeometryNodeCollectionInfo")
-    info.transform_space = "RELATIVE"
+    # ORIGINAL: the frames keep their own transforms and follow this object when the user moves it
+    info.transform_space = "ORIGINAL"
     info.inputs["Separate Children"].default_value = True
     links.new(gin.outputs["Frames"], info.inputs["Collection"])
 

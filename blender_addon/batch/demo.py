@@ -24,37 +24,51 @@ def say(text: str) -> None:
 
 def install_extension(zip_path: str) -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.frame_end = scene.frame_start  # loaders extend the range to cover what they load
     bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
     if not hasattr(bpy.ops.tessera, "connect"):
         raise RuntimeError(f"The extension in {zip_path} installed but its operators are not registered.")
 
 
-def world_bounds(objects) -> tuple[Vector, float]:
-    """Centre and radius of the objects' evaluated bounding boxes over the scene's frame range."""
+def bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return points.min(0), points.max(0)
+
+
+def mesh_bounds(ob) -> tuple[np.ndarray, np.ndarray]:
+    """World-space bounds of a mesh object's evaluated geometry over the scene's frame range."""
     scene = bpy.context.scene
-    points = []
+    corners = []
     for frame in np.linspace(scene.frame_start, scene.frame_end, 5).round().astype(int):
         scene.frame_set(int(frame))
-        for ob in objects:
-            points += [ob.matrix_world @ Vector(c) for c in ob.evaluated_get(bpy.context.evaluated_depsgraph_get()).bound_box]
-    pts = np.array([tuple(p) for p in points])
-    lo, hi = pts.min(0), pts.max(0)
-    return Vector(((lo + hi) / 2).tolist()), float(np.linalg.norm(hi - lo) / 2)
+        evaluated = ob.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        corners += [tuple(ob.matrix_world @ Vector(c)) for c in evaluated.bound_box]
+    return bounds(np.array(corners))
+
+
+def splat_bounds(ob) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of a splat sequence, read from its per-frame point meshes (their vertices are the means)."""
+    frames = bpy.data.collections[f"{ob.name} frames"].objects
+    return bounds(np.array([tuple(c) for f in frames for c in f.bound_box]))
 
 
 def stage_scene(mesh_obj, splat_obj) -> None:
-    """Put the splats beside the mesh, add a camera that frames both, a sun and a floor colour."""
+    """Put the splats beside the mesh, add a camera that frames both and a sun."""
     scene = bpy.context.scene
-    centre, radius = world_bounds([mesh_obj])
+    lo, hi = mesh_bounds(mesh_obj)
     if splat_obj is not None:
-        _, splat_radius = world_bounds([splat_obj])
-        splat_obj.location = (centre.x + radius + splat_radius, centre.y, centre.z)
-    centre, radius = world_bounds([o for o in (mesh_obj, splat_obj) if o is not None])
+        s_lo, s_hi = splat_bounds(splat_obj)
+        gap = 0.2 * float(np.linalg.norm(hi - lo))
+        # beside the mesh along -Y, resting on the same ground height
+        splat_obj.location = ((lo[0] + hi[0]) / 2, lo[1] - gap - s_hi[1], lo[2] - s_lo[2])
+        s_lo, s_hi = s_lo + np.array(splat_obj.location), s_hi + np.array(splat_obj.location)
+        lo, hi = np.minimum(lo, s_lo), np.maximum(hi, s_hi)
+    centre, radius = Vector(((lo + hi) / 2).tolist()), float(np.linalg.norm(hi - lo) / 2)
     target = bpy.data.objects.new("Demo target", None)
     target.location = centre
     cam = bpy.data.objects.new("Demo camera", bpy.data.cameras.new("Demo camera"))
-    direction = Vector((0.35, -1.0, 0.35)).normalized()
-    cam.location = centre + direction * radius / math.tan(cam.data.angle / 2) * 1.1
+    direction = Vector((1.0, -0.25, 0.3)).normalized()
+    cam.location = centre + direction * radius / math.tan(cam.data.angle / 2) * 1.05
     track = cam.constraints.new("TRACK_TO")
     track.target, track.track_axis, track.up_axis = target, "TRACK_NEGATIVE_Z", "UP_Y"
     sun = bpy.data.objects.new("Demo sun", bpy.data.lights.new("Demo sun", "SUN"))
@@ -91,7 +105,7 @@ def render_contact_sheet(out: Path, frames: int, columns: int = 3) -> Path:
     sheet = np.zeros((rows * h, columns * w, 4), np.float32)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
-        sheet[(rows - 1 - r) * h:(rows - r) * h, c * w:(c + 1) * w] = tile  # Blender images start bottom-left
+        sheet[(rows - 1 - r) * h : (rows - r) * h, c * w : (c + 1) * w] = tile  # Blender images start bottom-left
     image = bpy.data.images.new("contact sheet", columns * w, rows * h, alpha=True)
     image.pixels.foreach_set(sheet.ravel())
     image.filepath_raw = str(out / "contact_sheet.png")
@@ -107,7 +121,8 @@ def main() -> None:
     for name in ("zip", "address", "mesh", "gaussians", "out"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--frames", type=int, default=6)
-    args = parser.parse_args(sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:])
+    parser.add_argument("--y-up", action="store_true", help="the mesh sequence is Y-up (the ../shared data is)")
+    args = parser.parse_args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
     out = Path(args.out)
     t0 = time.perf_counter()
 
@@ -117,16 +132,18 @@ def main() -> None:
     say(f"connected to {args.address}")
 
     before = set(bpy.data.objects)
-    bpy.ops.tessera.load_mesh_sequence(filepath=args.mesh)
+    bpy.ops.tessera.load_mesh_sequence(filepath=args.mesh, y_up=args.y_up)
     bpy.ops.tessera.wait(timeout=600)
     mesh_obj = next(o for o in bpy.data.objects if o not in before)
-    say(f"mesh sequence '{mesh_obj.name}': {len(mesh_obj.data.vertices)} vertices, "
-        f"frames {bpy.context.scene.frame_start}-{bpy.context.scene.frame_end}")
+    say(
+        f"mesh sequence '{mesh_obj.name}': {len(mesh_obj.data.vertices)} vertices, "
+        f"frames {bpy.context.scene.frame_start}-{bpy.context.scene.frame_end}"
+    )
 
     before = set(bpy.data.objects)
     bpy.ops.tessera.load_gaussian_sequence(directory=args.gaussians)
     bpy.ops.tessera.wait(timeout=600)
-    splat_obj = next((o for o in bpy.data.objects if o not in before and o.visible_get()), None)
+    splat_obj = next((o for o in bpy.data.objects if o not in before and o.modifiers), None)
     say(f"Gaussian sequence loaded as '{splat_obj.name if splat_obj else '?'}'")
 
     stage_scene(mesh_obj, splat_obj)

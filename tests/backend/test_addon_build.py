@@ -3,7 +3,6 @@
 import tomllib
 import zipfile
 from importlib.metadata import version
-from pathlib import Path
 
 import pytest
 

@@ -106,3 +106,28 @@ def test_unsaved_splat_plys_move_on_first_save(blender, backend, splat_folder, t
     after = addon().storage.absolute(ob["tessera_ply_folder"])
     assert len(list(after.glob("*.ply"))) == FRAMES
     assert not before.exists()
+
+
+def test_moving_the_splat_object_moves_its_splats(blender, backend, splat_folder):
+    """Artists place splats in their shot: the object's transform must apply to every splat."""
+    bpy = blender
+    folder, frames = splat_folder
+    ob = load(bpy, backend, folder)
+    bpy.context.scene.frame_set(bpy.context.scene.frame_start)
+
+    def splat_centres():
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        return np.array(
+            [
+                inst.matrix_world.translation[:]
+                for inst in depsgraph.object_instances
+                if inst.is_instance and inst.parent.name == ob.name
+            ]
+        )
+
+    before = splat_centres()
+    assert np.allclose(np.sort(before, axis=0), np.sort(frames[0].means, axis=0), atol=1e-5)
+    ob.location = (3.0, -2.0, 0.5)
+    bpy.context.view_layer.update()
+    after = splat_centres()
+    assert np.allclose(after - before, [3.0, -2.0, 0.5], atol=1e-5)
