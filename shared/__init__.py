@@ -10,7 +10,20 @@ from .messages import MESSAGE_TYPES, Message, from_frames, new_id, to_frames
 from .version import PROTOCOL_VERSION
 
 __all__ = [
-    "ALLOWED_DTYPES", "DEFAULT_LIMITS", "Limits", "ErrorCode", "InputError", "JobCancelled", "ParamError",
-    "ProtocolError", "TesseraError", "VersionMismatch", "MESSAGE_TYPES", "Message", "from_frames", "new_id",
-    "to_frames", "PROTOCOL_VERSION",
+    "ALLOWED_DTYPES",
+    "DEFAULT_LIMITS",
+    "Limits",
+    "ErrorCode",
+    "InputError",
+    "JobCancelled",
+    "ParamError",
+    "ProtocolError",
+    "TesseraError",
+    "VersionMismatch",
+    "MESSAGE_TYPES",
+    "Message",
+    "from_frames",
+    "new_id",
+    "to_frames",
+    "PROTOCOL_VERSION",
 ]

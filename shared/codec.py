@@ -160,9 +160,7 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> RawMessage
             raise ProtocolError(f"Array '{arrays_name}' appears twice.", ErrorCode.BAD_ARRAY)
         total += arr.nbytes
         if total > limits.max_message_bytes:
-            raise ProtocolError(
-                f"Message is over {limits.max_message_bytes} bytes in total.", ErrorCode.TOO_LARGE
-            )
+            raise ProtocolError(f"Message is over {limits.max_message_bytes} bytes in total.", ErrorCode.TOO_LARGE)
         arrays[arrays_name] = arr
     return RawMessage(version, kind, msg_id, job, body, arrays)
 

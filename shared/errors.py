@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Error codes carried by `error` and `failed` messages."""
 
     MALFORMED = "malformed"  # not a message we can read (bad msgpack, missing fields)

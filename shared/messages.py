@@ -192,8 +192,23 @@ class Error(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (
-        Hello, Plugins, Submit, Accepted, Progress, Result, Done, Failed, Cancel, Cancelled,
-        Jobs, Fetch, Release, Released, Ping, Pong, Error,
+        Hello,
+        Plugins,
+        Submit,
+        Accepted,
+        Progress,
+        Result,
+        Done,
+        Failed,
+        Cancel,
+        Cancelled,
+        Jobs,
+        Fetch,
+        Release,
+        Released,
+        Ping,
+        Pong,
+        Error,
     )
 }
 

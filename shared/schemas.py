@@ -60,7 +60,9 @@ class ParamSpec:
                 if t == "int" and isinstance(value, float) and not value.is_integer():
                     raise ValueError
             except (TypeError, ValueError):
-                raise ParamError(f"Parameter '{name}' must be {'an integer' if t == 'int' else 'a number'}, got {value!r}.") from None
+                raise ParamError(
+                    f"Parameter '{name}' must be {'an integer' if t == 'int' else 'a number'}, got {value!r}."
+                ) from None
             if t == "float" and not math.isfinite(number):
                 raise ParamError(f"Parameter '{name}' must be finite, got {value!r}.")
             if self.min is not None and number < self.min:
