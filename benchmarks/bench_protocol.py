@@ -2,9 +2,11 @@
 
 Both sides send the same 24 MB float32 arrays (6M values, e.g. 2M vertices x 3) through
 PUSH/PULL, zero-copy on send. "protocol" adds what every real message pays: to_frames
-(envelope + wire checks) on send and from_frames (limits, dtype/shape checks, finite check,
-typed message) on receive. "raw" is send_multipart([small header, array], copy=False) +
-np.frombuffer. Best of `--repeats` interleaved runs of `--messages` messages each (default 5 x 20).
+(envelope + wire checks) on send and from_frames (limits, dtype/shape checks, typed message)
+on receive; result arrays are checked for NaN/inf once, by their result type's validator (what
+the add-on runs before writing anything), shown as "protocol + result check". "raw" is
+send_multipart([small header, array], copy=False) + np.frombuffer.
+Best of `--repeats` interleaved runs of `--messages` messages each (default 5 x 20).
 
     .venv/bin/python benchmarks/bench_protocol.py [--messages 20] [--repeats 5] [--mb 24]
 """
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import messages as wire
+from shared.results import check_mesh_frames
 
 
 def _run(
@@ -61,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     values = int(args.mb * 1e6) // 4
-    arrays = [np.random.default_rng(i).random(values, dtype=np.float32).reshape(-1, 3) for i in range(2)]
+    arrays = [np.random.default_rng(i).random(values, dtype=np.float32).reshape(1, -1, 3) for i in range(2)]
     nbytes = arrays[0].nbytes
 
     def send_protocol(sock: zmq.Socket, i: int) -> None:
@@ -74,6 +77,10 @@ def main() -> None:
         msg = wire.from_frames(sock.recv_multipart(copy=False))
         return msg.arrays["positions"].nbytes
 
+    def recv_protocol_checked(sock: zmq.Socket) -> int:
+        msg = wire.from_frames(sock.recv_multipart(copy=False))
+        return check_mesh_frames(msg.arrays, msg.meta, arrays[0].shape[1]).nbytes
+
     def send_raw(sock: zmq.Socket, i: int) -> None:
         sock.send_multipart([b"%d" % i, arrays[i % 2]], copy=False)
 
@@ -83,7 +90,11 @@ def main() -> None:
 
     send_protocol.nbytes = send_raw.nbytes = nbytes  # type: ignore[attr-defined]
     ctx = zmq.Context()
-    paths = {"raw pyzmq": (send_raw, recv_raw), "tessera protocol": (send_protocol, recv_protocol)}
+    paths = {
+        "raw pyzmq": (send_raw, recv_raw),
+        "tessera protocol": (send_protocol, recv_protocol),
+        "protocol + result check": (send_protocol, recv_protocol_checked),
+    }
     best = dict.fromkeys(paths, (float("inf"), float("inf")))
     for _ in range(args.repeats):  # interleaved, so load from other processes hits both paths alike
         for name, (send_one, recv_one) in paths.items():

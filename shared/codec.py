@@ -14,7 +14,7 @@ sender can hand them to ZeroMQ zero-copy; `decode` wraps received buffers with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,8 @@ def _buffer(frame: Any) -> memoryview:
         raise ProtocolError(f"A frame is not a readable byte buffer: {exc}") from exc
 
 
-def _all_finite(arr: np.ndarray) -> bool:
+def all_finite(arr: np.ndarray) -> bool:
+    """True when no element of a float array is NaN or infinite (one fast pass in the usual case)."""
     if arr.dtype.kind != "f" or arr.size == 0:
         return True
     if arr.dtype.itemsize >= 4 and arr.flags.c_contiguous:
@@ -120,8 +121,15 @@ def _all_finite(arr: np.ndarray) -> bool:
     return bool(np.isfinite(arr).all())
 
 
-def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> RawMessage:
-    """Check and unpack the frames of one message. Raises ProtocolError, never anything else."""
+def decode(
+    frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS, finite: Callable[[str], bool] | None = None
+) -> RawMessage:
+    """Check and unpack the frames of one message. Raises ProtocolError, never anything else.
+
+    `finite(kind)` says whether float arrays of that message kind must be finite (default: all
+    kinds). Checking reads every byte once, so kinds whose arrays are checked later by their
+    consumer (results, by the shared.results validators) can skip it here.
+    """
     if not frames:
         raise ProtocolError("Empty message: expected a msgpack envelope frame.")
     if len(frames) - 1 > limits.max_arrays:
@@ -155,7 +163,7 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> RawMessage
     arrays: dict[str, np.ndarray] = {}
     total = head.nbytes
     for i, spec in enumerate(specs):
-        arrays_name, arr = _decode_array(spec, frames[i + 1], limits)
+        arrays_name, arr = _decode_array(spec, frames[i + 1], limits, finite is None or finite(kind))
         if arrays_name in arrays:
             raise ProtocolError(f"Array '{arrays_name}' appears twice.", ErrorCode.BAD_ARRAY)
         total += arr.nbytes
@@ -165,7 +173,7 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> RawMessage
     return RawMessage(version, kind, msg_id, job, body, arrays)
 
 
-def _decode_array(spec: Any, frame: Any, limits: Limits) -> tuple[str, np.ndarray]:
+def _decode_array(spec: Any, frame: Any, limits: Limits, check_finite: bool) -> tuple[str, np.ndarray]:
     if not (isinstance(spec, list) and len(spec) == 3):
         raise ProtocolError("Array descriptor must be [name, dtype, shape].", ErrorCode.BAD_ARRAY)
     name, dtype, shape = spec
@@ -197,6 +205,6 @@ def _decode_array(spec: Any, frame: Any, limits: Limits) -> tuple[str, np.ndarra
             ErrorCode.BAD_ARRAY,
         )
     arr = np.frombuffer(buf, dtype=dt).reshape(shape)
-    if not _all_finite(arr):
+    if check_finite and not all_finite(arr):
         raise ProtocolError(f"Array '{name}' contains NaN or infinite values.", ErrorCode.BAD_ARRAY)
     return name, arr

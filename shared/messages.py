@@ -32,6 +32,8 @@ class Message:
     """Fields every message has: a message id and, for job traffic, the job id."""
 
     KIND: ClassVar[str] = ""
+    #: Whether decode refuses NaN/inf in this kind's float arrays (see Result for the one exception).
+    FINITE_ON_DECODE: ClassVar[bool] = True
     id: str = field(default_factory=new_id)
     job: str = ""
 
@@ -89,9 +91,16 @@ class Progress(Message):
 
 @dataclass(kw_only=True)
 class Result(Message):
-    """S→C. One frame or chunk of a job's result stream; `index` counts from 0 per job."""
+    """S→C. One frame or chunk of a job's result stream; `index` counts from 0 per job.
+
+    Result arrays are checked for NaN/inf exactly once on each side, by the validator of their
+    result type in shared.results (the backend before sending, the add-on before writing
+    anything), which also names the frame and vertex. Checking them again on decode would read
+    every payload byte a second time for nothing.
+    """
 
     KIND: ClassVar[str] = "result"
+    FINITE_ON_DECODE: ClassVar[bool] = False
     index: int = 0
     type: str = ""  # a result type from shared.results, e.g. "mesh.frames"
     meta: dict = field(default_factory=dict)
@@ -251,9 +260,14 @@ def _check_type(value: Any, hint: Any) -> bool:
     return isinstance(value, base)
 
 
+def _finite_on_decode(kind: str) -> bool:
+    cls = MESSAGE_TYPES.get(kind)
+    return cls is None or cls.FINITE_ON_DECODE
+
+
 def from_frames(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     """Decode and type-check one message. Raises ProtocolError (or VersionMismatch)."""
-    raw = decode(frames, limits)
+    raw = decode(frames, limits, _finite_on_decode)
     if raw.version != PROTOCOL_VERSION:
         raise VersionMismatch(
             f"Protocol version mismatch: this side speaks version {PROTOCOL_VERSION}, "

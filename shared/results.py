@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .codec import all_finite
 from .errors import ErrorCode, InputError
 
 MESH_REST = "mesh.rest"
@@ -42,7 +43,7 @@ def _check(arr: np.ndarray, name: str, what: str, dtype: str, shape: tuple[int |
     if arr.ndim != len(shape) or any(s is not None and d != s for d, s in zip(arr.shape, shape, strict=False)):
         want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
         raise InputError(f"{what}: '{name}' must have shape {want}, got {tuple(arr.shape)}.")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not all_finite(arr):
         bad = np.argwhere(~np.isfinite(arr))[0].tolist()
         raise InputError(f"{what}: '{name}' has a NaN or infinite value at index {bad}.")
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared.codec import _all_finite
+from shared.codec import all_finite
 
 FLOATS = st.sampled_from([np.float16, np.float32, np.float64])
 
@@ -21,7 +21,7 @@ FLOATS = st.sampled_from([np.float16, np.float32, np.float64])
     )
 )
 def test_finite_check_agrees_with_isfinite(arr: np.ndarray) -> None:
-    assert _all_finite(arr) == bool(np.isfinite(arr).all())
+    assert all_finite(arr) == bool(np.isfinite(arr).all())
 
 
 @settings(max_examples=200, deadline=None)
@@ -29,18 +29,18 @@ def test_finite_check_agrees_with_isfinite(arr: np.ndarray) -> None:
 def test_a_single_bad_value_among_huge_finite_ones_is_found(dtype: type, size: int, data: st.DataObject) -> None:
     big = np.finfo(dtype).max
     arr = np.full(size, big, dtype=dtype)  # squares overflow: the exact check must decide
-    assert _all_finite(arr)
+    assert all_finite(arr)
     arr[data.draw(st.integers(0, size - 1))] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-    assert not _all_finite(arr)
-    assert not _all_finite(arr[::2]) or np.isfinite(arr[::2]).all()  # non-contiguous views too
+    assert not all_finite(arr)
+    assert not all_finite(arr[::2]) or np.isfinite(arr[::2]).all()  # non-contiguous views too
 
 
 def test_large_contiguous_arrays() -> None:
     arr = np.random.default_rng(0).random((2_000_000, 3), dtype=np.float32)
-    assert _all_finite(arr)
+    assert all_finite(arr)
     for bad in (np.nan, np.inf, -np.inf):
         arr[1_234_567, 2] = bad
-        assert not _all_finite(arr)
+        assert not all_finite(arr)
     arr[1_234_567, 2] = 0.0
     arr[0] = [np.inf, -np.inf, np.nan]  # opposite infinities must not cancel
-    assert not _all_finite(arr)
+    assert not all_finite(arr)

@@ -237,3 +237,18 @@ def test_every_kind_round_trips_with_defaults() -> None:
 def test_ping_time_int_accepted_as_float() -> None:
     back = from_frames([_raw("ping", {"time": 5})])
     assert isinstance(back, Ping) and back.time == 5
+
+
+def test_submit_arrays_are_checked_for_nan_on_decode_result_arrays_by_their_result_type() -> None:
+    """The backend refuses NaN input at the wire; results are checked once, by shared.results."""
+    from shared.errors import InputError
+    from shared.messages import Result, Submit
+    from shared.results import check_mesh_frames
+
+    bad = np.zeros((1, 4, 3), np.float32)
+    bad[0, 2, 1] = np.nan
+    with pytest.raises(ProtocolError, match="'positions' contains NaN"):
+        from_frames(to_frames(Submit(plugin="p", arrays={"positions": bad})))
+    result = from_frames(to_frames(Result(type="mesh.frames", meta={"start": 7}, arrays={"positions": bad})))
+    with pytest.raises(InputError, match=r"NaN or infinite value at index \[0, 2, 1\]"):
+        check_mesh_frames(result.arrays, result.meta, vertex_count=4)
