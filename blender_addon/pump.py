@@ -6,12 +6,13 @@ tests (bpy.app.timers never fire when bpy is a module or in --background). Each 
 receives one message at a time and stops when its time budget is spent, so Blender stays
 responsive however fast results arrive. Slow file writes are steps of their own, spread
 over calls: a large chunk of mesh frames is appended `WRITE_SLICE_BYTES` at a time, and a
-splat frame's PLY is written in the step after its object is made.
+splat frame is built one attribute per step and its PLY written a slice of rows per step.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import bpy
@@ -28,7 +29,7 @@ from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST
 WRITE_SLICE_BYTES = 256 << 10
 
 
-def pump(context: bpy.types.Context | None = None, time_budget: float = 0.008) -> bool:
+def pump(context: bpy.types.Context | None = None, time_budget: float = 0.005) -> bool:
     """Receive and apply within `time_budget` seconds; True while jobs are still unfinished."""
     client = SESSION.client
     if client is None:
@@ -105,8 +106,7 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
         created = target is None
         if created:
             target = SESSION.targets[job.id] = gaussians.start_sequence(scene, job.id, msg.meta)
-        gaussians.add_frame_object(target, msg.meta, msg.arrays)
-        SESSION.pending = PendingPly(job.id, target, msg.meta, msg.arrays)
+        SESSION.pending = PendingSteps(job.id, gaussians.frame_steps(target, msg.meta, msg.arrays))
         return created
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
 
@@ -126,17 +126,14 @@ class PendingFrames:
 
 
 @dataclass
-class PendingPly:
-    """A splat frame whose object exists; its PLY is written in a step of its own."""
+class PendingSteps:
+    """A result applied by a generator of small steps (a splat frame: mesh, attributes, PLY slices)."""
 
     job_id: str
-    sequence: gaussians.GaussianSequence
-    meta: dict
-    arrays: dict
+    steps: Iterator[None]
 
     def step(self) -> bool:
-        gaussians.write_frame_ply(self.sequence, self.meta, self.arrays)
-        return True
+        return next(self.steps, StopIteration) is StopIteration
 
 
 def _step_pending(client) -> None:

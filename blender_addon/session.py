@@ -17,7 +17,7 @@ class Session:
     client: BackendClient | None = None
     local: LocalBackend | None = None
     targets: dict[str, Any] = field(default_factory=dict)  # job id → MeshSequence / GaussianSequence
-    pending: Any = None  # a result being written step by step (pump.PendingFrames / PendingPly)
+    pending: Any = None  # a result being written step by step (pump.PendingFrames / PendingSteps)
     pump_running: bool = False  # the modal pump operator is alive
     last_error: str = ""  # the latest refused request, shown in the panel
     last_notice: str = ""  # e.g. what Release GPU freed

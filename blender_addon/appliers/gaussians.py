@@ -17,6 +17,7 @@ Attributes on each frame mesh (point domain):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import bpy
@@ -24,7 +25,7 @@ import numpy as np
 
 from .. import storage
 from ..shared.results import check_gaussians
-from .splat_ply import write_splat_ply
+from .splat_ply import splat_ply_steps
 
 SH_C0 = 0.28209479177387814
 NODE_GROUP = "Tessera Gaussian Sequence"
@@ -40,41 +41,47 @@ class GaussianSequence:
     ply_folder: str  # Blender-style path ('//…' when saved)
 
 
-def splat_attributes(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, str, np.ndarray]]:
-    """name → (attribute type, foreach_set property, float32 values) for one frame (float32 math)."""
-    n = arrays["means"].shape[0]
+def splat_attributes(arrays: dict[str, np.ndarray]) -> Iterator[tuple[str, str, str, np.ndarray]]:
+    """(name, attribute type, foreach_set property, float32 values) per attribute, computed one at a
+    time so that applying a big frame can stop between attributes (float32 math throughout)."""
+    logit = np.asarray(arrays["opacities"], np.float32)
+    opacity = 1.0 / (1.0 + np.exp(-logit))
     log_scale = np.asarray(arrays["scales"], np.float32)
+    yield "scale", "FLOAT_VECTOR", "vector", np.exp(log_scale)
+    yield "log_scale", "FLOAT_VECTOR", "vector", log_scale
     quats = np.array(arrays["rotations"], np.float32)
     norms = np.sqrt(np.einsum("ij,ij->i", quats, quats))
     zero = norms == 0
     quats[zero] = (1.0, 0.0, 0.0, 0.0)  # a zero quaternion means "no rotation"
     norms[zero] = 1.0
     quats /= norms[:, None]
-    logit = np.asarray(arrays["opacities"], np.float32)
-    opacity = 1.0 / (1.0 + np.exp(-logit))
-    color = np.empty((n, 4), dtype=np.float32)
+    yield "rotation", "QUATERNION", "value", quats
+    yield "opacity", "FLOAT", "value", opacity
+    yield "opacity_logit", "FLOAT", "value", logit
+    color = np.empty((logit.shape[0], 4), dtype=np.float32)
     np.clip(0.5 + np.float32(SH_C0) * arrays["sh_dc"], 0.0, 1.0, out=color[:, :3])
     color[:, 3] = opacity
-    return {
-        "scale": ("FLOAT_VECTOR", "vector", np.exp(log_scale)),
-        "log_scale": ("FLOAT_VECTOR", "vector", log_scale),
-        "rotation": ("QUATERNION", "value", quats),
-        "opacity": ("FLOAT", "value", opacity),
-        "opacity_logit": ("FLOAT", "value", logit),
-        "color": ("FLOAT_COLOR", "color", color),
-        "sh_dc": ("FLOAT_VECTOR", "vector", np.asarray(arrays["sh_dc"], np.float32)),
-    }
+    yield "color", "FLOAT_COLOR", "color", color
+    yield "sh_dc", "FLOAT_VECTOR", "vector", np.asarray(arrays["sh_dc"], np.float32)
 
 
-def build_frame_mesh(name: str, arrays: dict[str, np.ndarray]) -> bpy.types.Mesh:
-    """A vertex-only mesh with the splat attributes, written with foreach_set only."""
+def frame_mesh_steps(name: str, arrays: dict[str, np.ndarray]) -> Iterator[bpy.types.Mesh | None]:
+    """Build a vertex-only mesh with the splat attributes (foreach_set only), yielding None after
+    each attribute and the finished mesh last."""
     me = bpy.data.meshes.new(name)
     me.vertices.add(arrays["means"].shape[0])
     me.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(arrays["means"], np.float32).ravel())
-    for attr_name, (kind, prop, values) in splat_attributes(arrays).items():
-        attr = me.attributes.new(attr_name, kind, "POINT")
-        attr.data.foreach_set(prop, np.ascontiguousarray(values).ravel())
+    yield None
+    for attr_name, kind, prop, values in splat_attributes(arrays):
+        me.attributes.new(attr_name, kind, "POINT").data.foreach_set(prop, np.ascontiguousarray(values).ravel())
+        yield None
     me.update()
+    yield me
+
+
+def build_frame_mesh(name: str, arrays: dict[str, np.ndarray]) -> bpy.types.Mesh:
+    """The whole frame mesh in one go (see frame_mesh_steps)."""
+    *_, me = frame_mesh_steps(name, arrays)
     return me
 
 
@@ -221,32 +228,41 @@ def _layer_collection(layer: bpy.types.LayerCollection, collection: bpy.types.Co
     return None
 
 
-def add_frame_object(sequence: GaussianSequence, meta: dict, arrays: dict) -> bpy.types.Object:
-    """The frame's point mesh object in the frame collection (made once: a refetch reuses it)."""
+def frame_steps(sequence: GaussianSequence, meta: dict, arrays: dict) -> Iterator[None]:
+    """Apply one splat frame in small steps, so no single pump call takes long however big it is:
+    the point mesh (positions, then one attribute per step), the frame object, then its standard
+    3DGS PLY a slice of rows per step. A refetched frame reuses its object and rewrites its PLY."""
     count = check_gaussians(arrays)
     frame = int(meta.get("frame", 0))
-    ob = bpy.data.objects.get(sequence.object_name)
-    frames_collection = bpy.data.collections.get(sequence.collection_name)
-    if ob is None or frames_collection is None:
-        raise LookupError(f"The splat sequence '{sequence.object_name}' was deleted or renamed.")
+    ob = _sequence_object(sequence)
     # Zero-padded names keep Collection Info's alphabetical order equal to frame order.
     frame_name = f"{sequence.object_name}.f{frame:05d}"
-    frame_ob = frames_collection.objects.get(frame_name)
-    if frame_ob is None:
-        frame_ob = bpy.data.objects.new(frame_name, build_frame_mesh(frame_name, arrays))
+    if _frames_collection(sequence).objects.get(frame_name) is None:
+        mesh_steps = frame_mesh_steps(frame_name, arrays)
+        while (me := next(mesh_steps)) is None:
+            yield
+        frames_collection = _frames_collection(sequence)  # looked up again: the user may act between steps
+        frame_ob = bpy.data.objects.new(frame_name, me)
         frame_ob["tessera_frame"] = frame
         frame_ob["tessera_gaussians"] = count
         frames_collection.objects.link(frame_ob)
-    _set_input(ob.modifiers[MODIFIER_NAME], "Frame Count", len(frames_collection.objects))
-    ob.update_tag()
-    return frame_ob
+        ob = _sequence_object(sequence)
+        _set_input(ob.modifiers[MODIFIER_NAME], "Frame Count", len(frames_collection.objects))
+        ob.update_tag()
+        yield
+    ply_name = storage.safe_name(str(meta.get("ply") or f"frame_{frame:05d}").removesuffix(".ply")) + ".ply"
+    yield from splat_ply_steps(storage.absolute(ob[storage.PLY_FOLDER_PROP]) / ply_name, arrays)
 
 
-def write_frame_ply(sequence: GaussianSequence, meta: dict, arrays: dict) -> None:
-    """The frame's standard 3DGS PLY in the sequence's folder, named after the source file."""
-    frame = int(meta.get("frame", 0))
+def _sequence_object(sequence: GaussianSequence) -> bpy.types.Object:
     ob = bpy.data.objects.get(sequence.object_name)
     if ob is None:
         raise LookupError(f"The splat sequence '{sequence.object_name}' was deleted or renamed.")
-    ply_name = storage.safe_name(str(meta.get("ply") or f"frame_{frame:05d}").removesuffix(".ply")) + ".ply"
-    write_splat_ply(storage.absolute(ob[storage.PLY_FOLDER_PROP]) / ply_name, arrays)
+    return ob
+
+
+def _frames_collection(sequence: GaussianSequence) -> bpy.types.Collection:
+    frames = bpy.data.collections.get(sequence.collection_name)
+    if frames is None:
+        raise LookupError(f"The frames of splat sequence '{sequence.object_name}' were deleted or renamed.")
+    return frames
