@@ -100,6 +100,7 @@ class BackendClient:
         self.device = ""
         self.plugins: dict[str, PluginSpec] = {}
         self.jobs: dict[str, JobRecord] = {}
+        self.backend_jobs: list[dict[str, Any]] = []  # every job the backend stores (its `jobs` reply)
         self.last_pong: m.Pong | None = None
         self._last_received = 0.0
         self._last_ping = 0.0
@@ -187,6 +188,15 @@ class BackendClient:
     def fetch(self, job_id: str, start: int) -> None:
         self._need_connection()
         self._send(m.Fetch(job=job_id, start=start))
+
+    def attach(self, job_id: str, plugin: str = "", options: dict[str, Any] | None = None) -> JobRecord:
+        """Apply a job's stored results again from the first one (any job the backend keeps, e.g. one
+        submitted before Blender was closed); its results arrive like a live job's."""
+        self._need_connection()
+        job = JobRecord(id=job_id, plugin=plugin, state=JobState.RUNNING, stage="fetching", options=dict(options or {}))
+        self.jobs[job_id] = job
+        self._send(m.Fetch(job=job_id, start=0))
+        return job
 
     def release(self) -> None:
         self._need_connection()
@@ -299,9 +309,15 @@ class BackendClient:
         if isinstance(msg, m.Pong):
             self.last_pong = msg
             return False
+        if isinstance(msg, m.Jobs):
+            self.backend_jobs = list(msg.jobs)
+            return False
         if isinstance(msg, m.Error):
             if msg.code == ErrorCode.VERSION_MISMATCH.value:
                 self._refuse_version(msg.message)
+            elif msg.code == ErrorCode.UNKNOWN_JOB.value and msg.job in self.jobs:
+                job = self.jobs[msg.job]
+                job.state, job.message, job.error_code = JobState.FAILED, msg.message, msg.code
             return True
         job = self.jobs.get(msg.job) if msg.job else None
         if job is None:
@@ -334,6 +350,7 @@ class BackendClient:
         if resumed:
             for job in self.unfinished_jobs():
                 self._send(m.Fetch(job=job.id, start=job.applied))
+        self._send(m.Jobs())  # what the backend keeps, from this and earlier sessions
 
     def _on_result(self, job: JobRecord, msg: m.Result) -> bool:
         if job.state in (JobState.SUBMITTED, JobState.QUEUED):
@@ -356,6 +373,7 @@ class BackendClient:
             self._send(m.Fetch(job=job.id, start=job.received))
             return False
         job.expected = total
+        self._send(m.Jobs())  # keep the list of the backend's jobs current
         if isinstance(msg, m.Done):
             job.state, job.fraction, job.stage = JobState.DONE, 1.0, "done"
             job.message = f"Finished in {msg.seconds:.1f} s ({total} results)."

@@ -230,6 +230,35 @@ class TESSERA_OT_cancel_job(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TESSERA_OT_fetch_job(bpy.types.Operator):
+    """Apply a job's results again from the backend's store into this scene, as new objects
+    (e.g. a job that ran while Blender was closed)"""
+
+    bl_idname = "tessera.fetch_job"
+    bl_label = "Fetch Results"
+    bl_options = {"REGISTER", "UNDO"}
+
+    job_id: bpy.props.StringProperty(name="Job")
+    y_up: bpy.props.BoolProperty(name="Y Up", description="Mesh results are Y-up: rotate them to Blender's Z-up")
+
+    def execute(self, context):
+        try:
+            client = _need_client()
+            known = {row.get("id"): row for row in client.backend_jobs}
+            if known and self.job_id not in known:
+                raise ClientError(f"The backend keeps no job '{self.job_id}'; its jobs: {', '.join(known) or 'none'}.")
+            from .pump import forget_target
+
+            forget_target(self.job_id)  # fetched results make new objects, never touch older ones
+            job = client.attach(self.job_id, known.get(self.job_id, {}).get("plugin", ""), {"y_up": self.y_up})
+        except ClientError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Fetching the results of job {job.id} ({job.plugin or 'unknown plugin'}).")
+        _start_pump(context)
+        return {"FINISHED"}
+
+
 class TESSERA_OT_release_gpu(bpy.types.Operator):
     """Ask the backend to drop cached models and free GPU memory"""
 
@@ -325,6 +354,7 @@ CLASSES = (
     TESSERA_OT_load_gaussian_sequence,
     TESSERA_OT_run_plugin,
     TESSERA_OT_cancel_job,
+    TESSERA_OT_fetch_job,
     TESSERA_OT_release_gpu,
     TESSERA_OT_wait,
     TESSERA_OT_pump,

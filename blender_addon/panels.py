@@ -65,7 +65,7 @@ class VIEW3D_PT_tessera_jobs(_TesseraPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         client = SESSION.client
-        if client is None or not client.jobs:
+        if client is None or not (client.jobs or client.backend_jobs):
             layout.label(text="No jobs yet")
             return
         for job in reversed(list(client.jobs.values())):
@@ -81,6 +81,16 @@ class VIEW3D_PT_tessera_jobs(_TesseraPanel, bpy.types.Panel):
                 box.label(text=f"{text} {job.fraction:.0%}")
             if job.message:
                 _wrapped(box, job.message, icon="ERROR" if job.state.value == "failed" else "INFO")
+        stored = [row for row in client.backend_jobs if row.get("id") not in client.jobs and row.get("results")]
+        if stored:
+            # Jobs from earlier sessions (e.g. before Blender was closed): their results can come back.
+            layout.label(text="Stored on the backend")
+            for row in reversed(stored[-10:]):
+                line = layout.row()
+                line.label(
+                    text=f"{row.get('plugin', '?')}  ·  {row.get('state', '?')}  ·  {row.get('results', 0)} results"
+                )
+                line.operator("tessera.fetch_job", text="", icon="IMPORT").job_id = str(row.get("id", ""))
 
 
 class VIEW3D_PT_tessera_load(_TesseraPanel, bpy.types.Panel):

@@ -172,6 +172,13 @@ def _redraw(context) -> None:
                 area.tag_redraw()
 
 
+def forget_target(job_id: str) -> None:
+    """Results of this job start a new object next time (a re-fetch never writes into the old one)."""
+    SESSION.targets.pop(job_id, None)
+    if SESSION.pending is not None and SESSION.pending.job_id == job_id:
+        SESSION.pending = None
+
+
 def all_jobs_ended() -> bool:
     client = SESSION.client
     return client is None or all(j.state.finished for j in client.jobs.values())

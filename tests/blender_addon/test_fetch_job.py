@@ -1,0 +1,64 @@
+"""Closing Blender loses nothing already made: a new Blender session fetches a stored job's results."""
+
+import time
+
+import numpy as np
+import pytest
+from blender_checks import connect, evaluated_positions, load_and_wait
+from blender_rig import HORSE, addon
+
+
+def pump_until(bpy, condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out pumping"
+        addon().pump.pump(bpy.context)
+        time.sleep(0.01)
+
+
+def test_a_new_session_lists_stored_jobs_and_fetches_their_results(blender, backend):
+    bpy = blender
+    connect(bpy, backend)
+    load_and_wait(bpy, HORSE)
+    session = addon().session.SESSION
+    (job_id,) = [j.id for j in session.client.jobs.values() if j.plugin == "sequence.load_mesh"]
+
+    # "Close Blender": drop the connection, the add-on's memory of its jobs and the scene,
+    # as a new Blender process starts (within one process the add-on keeps its job table).
+    bpy.ops.tessera.disconnect()
+    session.client = None
+    session.targets.clear()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert "horse-gallop" not in bpy.data.objects
+    connect(bpy, backend)
+    assert job_id not in session.client.jobs
+    pump_until(bpy, lambda: any(row["id"] == job_id for row in session.client.backend_jobs))
+    row = next(row for row in session.client.backend_jobs if row["id"] == job_id)
+    assert row["state"] == "done" and row["results"] >= 2
+
+    assert bpy.ops.tessera.fetch_job(job_id=job_id) == {"FINISHED"}
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    ob = bpy.data.objects["horse-gallop"]
+    with np.load(HORSE) as data:
+        frames = data["frames"]
+    start = bpy.context.scene.frame_start
+    for i in (0, 23, 47):
+        assert np.array_equal(evaluated_positions(bpy, ob, start + i), frames[i]), f"frame {i}"
+
+    # Fetching again makes a second object and leaves the first one as it is.
+    assert bpy.ops.tessera.fetch_job(job_id=job_id) == {"FINISHED"}
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    copies = [o for o in bpy.data.objects if o.name.startswith("horse-gallop")]
+    assert len(copies) == 2
+    for o in copies:
+        assert np.array_equal(evaluated_positions(bpy, o, start + 5), frames[5])
+
+
+def test_fetching_a_job_the_backend_does_not_keep_says_so(blender, backend):
+    bpy = blender
+    connect(bpy, backend)
+    session = addon().session.SESSION
+    pump_until(bpy, lambda: session.client.backend_jobs is not None)
+    with pytest.raises(RuntimeError, match="no job 'nope'|unknown job|No job"):
+        bpy.ops.tessera.fetch_job(job_id="nope")
+        bpy.ops.tessera.wait(timeout=10)
