@@ -10,6 +10,7 @@ from __future__ import annotations
 import bpy
 
 from . import operators, panels, preferences, properties, storage
+from .file_writer import WRITER
 from .session import SESSION
 
 
@@ -24,6 +25,7 @@ def register() -> None:
 def unregister() -> None:
     SESSION.pump_running = False  # the modal pump ends at its next tick
     SESSION.shut_down()  # close the socket, stop a local backend
+    WRITER.shut_down()  # the file-writer thread ends with the add-on
     SESSION.client = None
     SESSION.targets.clear()
     storage.unregister()

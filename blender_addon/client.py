@@ -20,6 +20,7 @@ from typing import Any
 
 import zmq
 import zmq.auth
+from zmq.utils.monitor import recv_monitor_message
 
 from .shared import messages as m
 from .shared.codec import DEFAULT_LIMITS
@@ -94,6 +95,7 @@ class BackendClient:
         self.lost_after = lost_after
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
         self.state = ConnectionState.DISCONNECTED
         self.state_message = ""
         self.server = ""
@@ -114,8 +116,14 @@ class BackendClient:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)  # closing must never hang Blender on unsent messages
         sock.setsockopt(zmq.MAXMSGSIZE, DEFAULT_LIMITS.max_array_bytes)
+        # ZMTP heartbeats run in libzmq's I/O thread, so a dead or unreachable backend is noticed
+        # however far behind the add-on is in applying results it already received.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(PING_EVERY * 1000))
+        # A hang right after a heartbeat is seen at the next one (PING_EVERY) plus this timeout.
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int((self.lost_after - PING_EVERY) * 1000))
         if self.keys_folder is not None:
             self._set_curve_keys(sock)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self.address)
         self._socket = sock
         now = time.monotonic()
@@ -137,8 +145,23 @@ class BackendClient:
 
     def _close_socket(self) -> None:
         if self._socket is not None:
+            self._socket.disable_monitor()
             self._socket.close(linger=0)
             self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _transport_dropped(self) -> bool:
+        """True if the connection to the backend closed (crash, kill, heartbeat timeout)."""
+        dropped = False
+        while self._monitor is not None:
+            try:
+                event = recv_monitor_message(self._monitor, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            dropped |= event["event"] == zmq.EVENT_DISCONNECTED
+        return dropped
 
     def _set_curve_keys(self, sock: zmq.Socket) -> None:
         folder = self.keys_folder
@@ -268,10 +291,19 @@ class BackendClient:
                 continue
             if self._handle(msg):
                 out.append(msg)
-        self._heartbeat()
+        self.check_connection()
         return out
 
-    def _heartbeat(self) -> None:
+    def check_connection(self) -> None:
+        """Heartbeat and loss detection; `poll` calls it, and so may a caller that is not receiving."""
+        if self._socket is None:
+            return
+        if self._transport_dropped() and self.state in (ConnectionState.CONNECTING, ConnectionState.CONNECTED):
+            self._declare_lost(
+                f"The connection to the backend at {self.address} closed (it stopped, crashed or the network "
+                "dropped). Results already received are still applied; Reconnect to resume."
+            )
+            return
         now = time.monotonic()
         if self.state == ConnectionState.CONNECTING:
             if now - self._connect_started > self.handshake_timeout:

@@ -5,7 +5,8 @@
 tests (bpy.app.timers never fire when bpy is a module or in --background). Each call
 receives one message at a time and stops when its time budget is spent, so Blender stays
 responsive however fast results arrive. Slow file writes are steps of their own, spread
-over calls: a large chunk of mesh frames is appended `WRITE_SLICE_BYTES` at a time, and a
+over calls: a chunk of mesh frames is appended to its PC2 on the file-writer thread (a
+write can block on a throttled disk) while the pump only checks that it has finished, and a
 splat frame is built one attribute per step and its PLY written a slice of rows per step.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import bpy
@@ -20,13 +22,12 @@ import numpy as np
 
 from .appliers import gaussians, mesh_sequence
 from .client import ConnectionState
+from .file_writer import WRITER
 from .local_backend import LocalBackendError
 from .session import SESSION
 from .shared import messages as m
 from .shared.errors import TesseraError
 from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST
-
-WRITE_SLICE_BYTES = 256 << 10
 
 
 def pump(context: bpy.types.Context | None = None, time_budget: float = 0.005) -> bool:
@@ -45,7 +46,9 @@ def pump(context: bpy.types.Context | None = None, time_budget: float = 0.005) -
     created = False
     while time.perf_counter() < deadline:
         if SESSION.pending is not None:
-            _step_pending(client)
+            if not _step_pending(client):
+                client.check_connection()  # still notice a dead backend while the disk is slow
+                break  # waiting for the disk: come back next call rather than spin
             continue
         remaining = deadline - time.perf_counter()
         messages = client.poll(max_messages=1, time_budget=max(remaining, 0.0))
@@ -113,16 +116,28 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
 
 @dataclass
 class PendingFrames:
-    """A checked chunk of mesh frames, appended to its PC2 a slice per step."""
+    """A checked chunk of mesh frames, appended to its PC2 on the file-writer thread."""
 
     job_id: str
     sequence: mesh_sequence.MeshSequence
     start: int
     positions: np.ndarray
+    write: Future | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self.write is not None and not self.write.done()
 
     def step(self) -> bool:
-        per_slice = max(1, WRITE_SLICE_BYTES // max(1, self.positions.shape[1] * 12))
-        return mesh_sequence.write_frames(self.sequence, self.start, self.positions, max_frames=per_slice) == 0
+        if self.write is None:
+            path = self.sequence.cache_path()
+            self.write = WRITER.submit(
+                mesh_sequence.append_new_frames, path, self.sequence.object_name, self.start, self.positions
+            )
+            return False
+        self.write.result()  # done (see waiting); raises what the write raised
+        self.sequence.object.update_tag()  # the modifier re-reads the file on its next evaluation
+        return True
 
 
 @dataclass
@@ -131,23 +146,28 @@ class PendingSteps:
 
     job_id: str
     steps: Iterator[None]
+    waiting = False
 
     def step(self) -> bool:
         return next(self.steps, StopIteration) is StopIteration
 
 
-def _step_pending(client) -> None:
-    """One step of the pending work; the result counts as applied once its last step is done."""
+def _step_pending(client) -> bool:
+    """One step of the pending work; False while it waits for the disk. The result counts as
+    applied once its last step is done."""
     pending = SESSION.pending
+    if pending.waiting:
+        return False
     try:
         finished = pending.step()
     except (TesseraError, LookupError, OSError) as exc:
         SESSION.pending = None
         client.fail_locally(pending.job_id, getattr(exc, "message", None) or str(exc))
-        return
+        return True
     if finished:
         SESSION.pending = None
         client.result_applied(pending.job_id)
+    return True
 
 
 def _progress_signature(client) -> tuple:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .client import BackendClient, ConnectionState
+from .file_writer import WRITER
 from .local_backend import LocalBackend
 
 
@@ -28,6 +29,7 @@ class Session:
 
     def shut_down(self) -> None:
         """Close the socket and stop a local backend (disconnect, unregister)."""
+        WRITER.flush()  # writes in flight finish before anything else changes
         self.pending = None
         if self.client is not None:
             self.client.close()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import bpy
 
+from .file_writer import WRITER
+
 FOLDER = "tessera4d"
 PLY_FOLDER_PROP = "tessera_ply_folder"  # object custom property: where a splat sequence's PLYs are
 
@@ -79,6 +81,7 @@ def move_unsaved_files(filepath: str = "", *_args) -> None:
     """save_pre: files of the unsaved session move next to the .blend being written."""
     if not filepath or bpy.data.filepath:
         return  # only the first save of an unsaved file needs moving; later saves keep '//' paths
+    WRITER.flush()  # no cache append may be in flight while its file moves
     root = unsaved_root()
     target = folder_for(filepath)
     for ob in bpy.data.objects:

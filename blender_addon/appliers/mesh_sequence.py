@@ -9,6 +9,7 @@ for the Y-up → Z-up rotation (x, y, z) → (x, -z, y).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import bpy
 import numpy as np
@@ -111,27 +112,25 @@ def check_frames(sequence: MeshSequence, meta: dict, arrays: dict) -> np.ndarray
     return y_up_to_z_up(positions) if sequence.y_up else positions
 
 
-def write_frames(sequence: MeshSequence, start: int, positions: np.ndarray, max_frames: int | None = None) -> int:
-    """Append the frames of a checked chunk that the cache does not hold yet, at most `max_frames`.
-
-    Returns how many frames of the chunk are still to write (0: the chunk is in). Frames the
-    cache already holds are skipped, so a refetched or half-written chunk is never doubled.
-    """
-    ob = sequence.object
-    path = sequence.cache_path()
+def append_new_frames(path: Path, name: str, start: int, positions: np.ndarray) -> None:
+    """Append the frames of a checked chunk that the cache file does not hold yet (file I/O only,
+    no bpy: it runs on the file-writer thread). Frames the cache already holds are skipped, so a
+    refetched or half-written chunk is never doubled."""
     _points, _start, count = pc2.read_header(path)
     done = count - start
     if done < 0:
         raise InputError(
-            f"Mesh sequence '{ob.name}': frames {start}.. arrived but the cache holds {count} frames; "
+            f"Mesh sequence '{name}': frames {start}.. arrived but the cache holds {count} frames; "
             "frames in between are missing."
         )
-    if done >= len(positions):
-        return 0
-    stop = len(positions) if max_frames is None else min(len(positions), done + max(1, max_frames))
-    pc2.append(path, positions[done:stop])
-    ob.update_tag()  # the modifier re-reads the file on its next evaluation
-    return len(positions) - stop
+    if done < len(positions):
+        pc2.append(path, positions[done:])
+
+
+def write_frames(sequence: MeshSequence, start: int, positions: np.ndarray) -> None:
+    """Append a checked chunk here and now (see append_new_frames) and tag the object."""
+    append_new_frames(sequence.cache_path(), sequence.object_name, start, positions)
+    sequence.object.update_tag()  # the modifier re-reads the file on its next evaluation
 
 
 def apply_frames(sequence: MeshSequence, meta: dict, arrays: dict) -> None:
