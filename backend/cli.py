@@ -132,18 +132,21 @@ def _parse_params(values: list[str]) -> dict[str, str]:
 
 
 def _fill_inputs(cls: type[Plugin], params: dict[str, str], inputs: list[Path]) -> None:
-    """--input fills the plugin's single path parameter when --param did not."""
+    """--input fills the plugin's main path parameter when --param did not: its one required path
+    parameter, or its only path parameter. Other paths (e.g. an optional rest mesh) go by --param."""
     if not inputs:
         return
-    path_params = [p.name for p in cls.spec.params if p.type == "path"]
-    if len(path_params) != 1:
+    paths = [p for p in cls.spec.params if p.type == "path"]
+    required = [p.name for p in paths if p.required]
+    main = required if required else [p.name for p in paths]
+    if len(main) != 1:
         raise TesseraError(
-            f"Plugin '{cls.spec.name}' has {len(path_params)} path parameters ({', '.join(path_params) or 'none'}); "
-            "give paths with --param name=PATH instead of --input."
+            f"Plugin '{cls.spec.name}' has {len(paths)} path parameters ({', '.join(p.name for p in paths) or 'none'})"
+            " and no single main one; give paths with --param name=PATH instead of --input."
         )
     if len(inputs) > 1:
-        raise TesseraError(f"Plugin '{cls.spec.name}' takes one path ('{path_params[0]}'); got {len(inputs)}.")
-    params.setdefault(path_params[0], str(inputs[0]))
+        raise TesseraError(f"Plugin '{cls.spec.name}' takes one input path ('{main[0]}'); got {len(inputs)}.")
+    params.setdefault(main[0], str(inputs[0]))
 
 
 @app.command()

@@ -96,3 +96,18 @@ def test_keys_generate_writes_both_pairs_and_authorises_the_client(tmp_path: Pat
     ).read_bytes()
     again = cli("keys", "generate", str(tmp_path / "k"))
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_run_input_fills_the_required_path_of_the_built_in_mesh_loader(tmp_path: Path) -> None:
+    """The README's example: `tessera4d run sequence.load_mesh --input horse.npz --out results/`
+    (the loader's other path, the optional rest mesh, does not make --input ambiguous)."""
+    cat = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mesh-sequences" / "cat-poses.npz"
+    out = cli("run", "sequence.load_mesh", "--input", str(cat), "--out", str(tmp_path / "results"))
+    assert out.returncode == 0, out.stderr
+    folder = JobFolder(tmp_path / "results")
+    with np.load(cat) as data:
+        assert np.array_equal(folder.read_result(0)[2]["rest"], data["rest"])
+        record = folder.load()
+        assert record.state == "done"
+        frames = np.concatenate([folder.read_result(i)[2]["positions"] for i in range(1, record.results)])
+        assert np.array_equal(frames, data["frames"])
