@@ -22,7 +22,7 @@ from shared.errors import TesseraError
 from shared.schemas import validate_params
 
 from .job_store import FAILED, JobFolder, JobRecord, jsonable
-from .jobs import MODELS, resolve_device, run_job
+from .jobs import MODELS, resolve_devices, run_job
 from .plugin_host import JobContext, Plugin, discover_plugins
 
 app = typer.Typer(help="Tessera 4D backend: serve jobs to Blender, or run plugins headless.", no_args_is_help=True)
@@ -64,13 +64,17 @@ def serve(
         list[str] | None, typer.Option(help="Dev/test: also register MODULE.PLUGINS.", hidden=True)
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+    devices: Annotated[
+        str, typer.Option(help="Comma-separated devices, one worker each (e.g. cuda:0,cuda:1). Default: every GPU.")
+    ] = "",
 ) -> None:
-    """Serve jobs over ZeroMQ until interrupted."""
+    """Serve jobs over ZeroMQ until interrupted: one worker per device, jobs queue."""
     from .server import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_server(bind, jobs_dir, curve_keys=curve_keys, plugins=load_plugins(plugins_from))
+        chosen = [d.strip() for d in devices.split(",") if d.strip()] or None
+        run_server(bind, jobs_dir, curve_keys=curve_keys, plugins=load_plugins(plugins_from), devices=chosen)
     except TesseraError as exc:
         raise _fail(exc.message) from None
     except OSError as exc:  # e.g. a jobs folder that cannot be created or written
@@ -184,7 +188,7 @@ def _run_with_progress(cls: type[Plugin], params: dict, folder: JobFolder) -> Jo
     job_id = f"{cls.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     record = JobRecord(id=job_id, plugin=cls.spec.name, params=jsonable(params), created=time.time())
     folder.save(record)
-    device = resolve_device()
+    device = resolve_devices()[0]
     ctx = JobContext(job_id=job_id, params=params, arrays={}, job_dir=folder.path, device=device, models=MODELS)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
     columns += (TimeElapsedColumn(),)

@@ -39,17 +39,21 @@ PROGRESS_SAVE_INTERVAL_S = 1.0  # job.json is rewritten on progress at most this
 MODELS = ModelCache()
 
 
-def resolve_device() -> str:
-    """'cuda:0' when torch is installed and sees a GPU, else 'cpu'. Imports torch only if it is installed."""
+def resolve_devices() -> list[str]:
+    """Every CUDA GPU ('cuda:0', 'cuda:1', …) when torch is installed and sees one, else ['cpu'].
+
+    Imports torch only if it is installed (and never in the I/O thread's way: the manager calls
+    this from its start-up thread)."""
     if importlib.util.find_spec("torch") is None:
-        return "cpu"
+        return ["cpu"]
     try:
         import torch
 
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:  # a broken torch install must not stop the backend
         log.exception("torch is installed but could not be imported; running on the CPU")
-        return "cpu"
+        return ["cpu"]
+    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
 
 
 def _check_arrays(arrays: Any, what: str) -> dict[str, np.ndarray]:
@@ -181,14 +185,15 @@ class _QueuedJob:
 
 
 class JobManager:
-    """Queue + worker. Thread-safe: `submit`, `cancel`, `take_events` are called from the I/O loop."""
+    """A queue and one worker thread per device (each GPU, or the CPU): a free worker takes the
+    next job. Thread-safe: `submit`, `cancel`, `take_events` are called from the I/O loop."""
 
     def __init__(
         self,
         store: JobStore,
         plugins: dict[str, type[Plugin]] | None = None,
         notify: Callable[[], None] | None = None,
-        device: str | None = None,
+        devices: list[str] | None = None,
     ) -> None:
         self.store = store
         self.plugins = dict(discover_plugins() if plugins is None else plugins)
@@ -196,31 +201,44 @@ class JobManager:
         self.lock = threading.RLock()
         self.records: dict[str, JobRecord] = store.load_all()
         self.models = MODELS
-        self._device = device
-        self.device_ready = threading.Event()
+        self.devices: list[str] = list(devices or [])
+        self.device_ready = threading.Event()  # set once the devices are known and their workers run
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._jobs: dict[str, _QueuedJob] = {}  # queued or running
-        self._running: str | None = None
+        self._running: set[str] = set()
         self._events: deque[wire.Message] = deque()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._worker = threading.Thread(target=self._work, name="tessera4d-worker", daemon=True)
-        self._worker.start()
+        """Find the devices (this may import torch, so not on the caller's thread) and start a worker on each."""
+        threading.Thread(target=self._start_workers, name="tessera4d-devices", daemon=True).start()
+
+    def _start_workers(self) -> None:
+        if not self.devices:
+            self.devices = resolve_devices()
+        for device in self.devices:
+            worker = threading.Thread(target=self._work, args=(device,), name=f"tessera4d-worker-{device}", daemon=True)
+            self._workers.append(worker)
+            worker.start()
+        log.info("Workers ready on %s", ", ".join(self.devices))
+        self.device_ready.set()
 
     @property
     def device(self) -> str:
-        return self._device or "cpu"
+        """The devices in words, as the handshake reports them (e.g. 'cuda:0, cuda:1' or 'cpu')."""
+        return ", ".join(self.devices) or "cpu"
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Cancel what runs, drop the queue and let the worker end."""
+        """Cancel what runs, drop the queue and let the workers end."""
         with self.lock:
             for job in self._jobs.values():
                 job.cancel.set()
-        self._queue.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout)
+        self.device_ready.wait(timeout)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout)
 
     # -- requests from the I/O loop ---------------------------------------------------------
     def specs(self) -> list[PluginSpec]:
@@ -276,8 +294,7 @@ class JobManager:
     def counts(self) -> tuple[int, int]:
         """(running, queued) job counts."""
         with self.lock:
-            running = 1 if self._running is not None else 0
-            return running, len(self._jobs) - running
+            return len(self._running), len(self._jobs) - len(self._running)
 
     def take_events(self) -> list[wire.Message]:
         with self.lock:
@@ -301,11 +318,7 @@ class JobManager:
             self._events.append(msg)
         self.notify()
 
-    def _work(self) -> None:
-        if self._device is None:
-            self._device = resolve_device()
-        self.device_ready.set()
-        log.info("Worker ready on %s", self._device)
+    def _work(self, device: str) -> None:
         while True:
             job_id = self._queue.get()
             if job_id is None:
@@ -314,13 +327,13 @@ class JobManager:
                 job = self._jobs.get(job_id)
                 if job is None:  # cancelled while queued
                     continue
-                self._running = job_id
+                self._running.add(job_id)
             ctx = JobContext(
                 job_id=job_id,
                 params=job.params,
                 arrays=job.arrays,
                 job_dir=self.store.folder(job_id).path,
-                device=self.device,
+                device=device,
                 models=self.models,
                 cancel_event=job.cancel,
             )
@@ -335,4 +348,4 @@ class JobManager:
             finally:
                 with self.lock:
                     self._jobs.pop(job_id, None)
-                    self._running = None
+                    self._running.discard(job_id)

@@ -102,12 +102,13 @@ class BackendServer:
         curve_keys: Path | None = None,
         plugins: dict[str, type[Plugin]] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        devices: list[str] | None = None,
     ) -> None:
         check_bind_allowed(bind, curve_keys)
         self.bind, self.limits, self.curve_keys = bind, limits, curve_keys
         self.ctx = zmq.Context()
         self.waker = _Waker(self.ctx, f"inproc://tessera4d-wake-{id(self)}")
-        self.manager = JobManager(JobStore(jobs_dir), plugins=plugins, notify=self.waker.wake)
+        self.manager = JobManager(JobStore(jobs_dir), plugins=plugins, notify=self.waker.wake, devices=devices)
         self.routes = _Routes()
         self.endpoint = ""
         self._stop = threading.Event()
@@ -303,9 +304,10 @@ def serve(
     jobs_dir: Path,
     curve_keys: Path | None = None,
     plugins: dict[str, type[Plugin]] | None = None,
+    devices: list[str] | None = None,
 ) -> None:
     """Run a backend until interrupted; prints the 'listening' line tests and launchers wait for."""
-    server = BackendServer(bind, jobs_dir, curve_keys=curve_keys, plugins=plugins)
+    server = BackendServer(bind, jobs_dir, curve_keys=curve_keys, plugins=plugins, devices=devices)
     try:
         endpoint = server.start()
         print(

@@ -142,3 +142,39 @@ def test_cancel_stops_running_job_between_steps_and_closes_generator(manager: Jo
 def test_release_drops_cached_models(manager: JobManager) -> None:
     manager.models.get("big", lambda: object())
     assert "dropped 1" in manager.release()
+
+
+class WhereAmI(Plugin):
+    """Holds until released and reports the device it ran on."""
+
+    spec = PluginSpec(name="test.where", summary="device probe", outputs=["mesh_frames"])
+    started: list[str] = []
+    release = threading.Event()
+
+    def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
+        self.started.append(ctx.device)
+        self.release.wait(10)
+        yield Progress("ran", 1.0, ctx.device)
+
+
+def test_one_worker_per_device_runs_jobs_side_by_side(tmp_path: Path) -> None:
+    WhereAmI.started.clear()
+    WhereAmI.release.clear()
+    m = JobManager(JobStore(tmp_path), plugins={"test.where": WhereAmI}, devices=["cuda:0", "cuda:1"])
+    m.start()
+    try:
+        assert m.device_ready.wait(10) and m.device == "cuda:0, cuda:1"
+        for job in ("a", "b", "c"):
+            m.submit(job, "test.where", {}, {})
+        deadline = time.monotonic() + 10
+        while len(WhereAmI.started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(WhereAmI.started) == ["cuda:0", "cuda:1"]  # two at once, one per device
+        assert m.counts() == (2, 1)  # the third waits for a free device
+        WhereAmI.release.set()
+        while m.counts() != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(WhereAmI.started) == 3 and m.counts() == (0, 0)
+    finally:
+        WhereAmI.release.set()
+        m.stop()
