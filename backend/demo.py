@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from shared.errors import TesseraError
 
 from .addon_build import REPO_ROOT, build_extension
+from .launcher import BackendStartError, free_port, start_backend
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +37,6 @@ class DemoResult:
     contact_sheet: Path
     mesh_source: Path
     seconds: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_backend(jobs_dir: Path, log_path: Path, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """Start `python -m backend serve` on a free loopback port; return (process, address) once it listens."""
-    address = f"tcp://127.0.0.1:{free_port()}"
-    log_file = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backend", "serve", "--bind", address, "--jobs-dir", str(jobs_dir)],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "listening on" in log_path.read_text(errors="replace"):
-            return proc, address
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-    raise DemoError(f"The backend did not start (log: {log_path}):\n{tail}")
 
 
 def prepare_inputs(out: Path, mesh: Path | None) -> tuple[Path, Path]:
@@ -106,7 +78,10 @@ def run_demo(
     on_line(f"Building the extension into {out / 'extension'}")
     zip_path = build_extension(out / "extension").zip_path
 
-    backend, address = start_backend(out / "jobs", out / "backend.log")
+    try:
+        backend, address = start_backend(f"tcp://127.0.0.1:{free_port()}", out / "jobs", out / "backend.log")
+    except BackendStartError as exc:
+        raise DemoError(exc.message) from None
     on_line(f"Backend listening on {address} (log: {out / 'backend.log'})")
     # Blender keeps its preferences and installed extensions under HOME: give the demo its own,
     # so it never touches the user's Blender configuration.

@@ -12,9 +12,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
+
+from backend.launcher import free_port, start_backend
 
 BLENDER_HOME = Path(tempfile.mkdtemp(prefix="tessera-blender-home-"))
 os.environ["HOME"] = str(BLENDER_HOME)
@@ -47,7 +48,7 @@ class BackendProcess:
     """`python -m backend serve` on a fixed port; kill -9 and restart keep the jobs folder."""
 
     def __init__(self, jobs_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = ()):
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.jobs_dir = jobs_dir
         self.log_dir = log_dir
@@ -57,33 +58,8 @@ class BackendProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.starts += 1
-        log = self.log_dir / f"backend-{self.starts}.log"
-        self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "backend",
-                    "serve",
-                    "--bind",
-                    self.address,
-                    "--jobs-dir",
-                    str(self.jobs_dir),
-                    *self.extra_args,
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "listening" in log.read_text(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"backend exited early:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
-        raise RuntimeError(f"backend did not start within {timeout} s:\n{log.read_text(errors='replace')}")
+        self.log = self.log_dir / f"backend-{self.starts}.log"
+        self.proc, _ = start_backend(self.address, self.jobs_dir, self.log, self.extra_args, timeout=timeout)
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -97,14 +73,6 @@ class BackendProcess:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.kill9()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def addon() -> types.ModuleType:
