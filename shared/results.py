@@ -7,6 +7,13 @@ mesh.rest        arrays: rest (V,3) float32, faces (F,3) int32 (F may be 0)
                  meta:   name (str), frames (int, total frames to expect), fps (float, optional)
 mesh.frames      arrays: positions (N,V,3) float32, N ≥ 1 consecutive frames
                  meta:   start (int, index of the first frame in the sequence)
+rig              arrays: parents (B,) int32 (-1 = root), rest_matrices (B,4,4) f32 (bone → object
+                         in the rest pose, rigid), pose_matrices (T,B,4,4) f32 (bone → object per
+                         frame, rigid), weight_index (V,K) int32, weight_value (V,K) f32 (≥ 0,
+                         rows sum to 1; unused slots have weight 0)
+                 meta:   name (str), bone_names (list of B str), mode ("free" | "skeleton"),
+                         e_rms (float, Kavan et al. 2010), fps (float, optional)
+                 Skinning: v_t = Σ_k w[v,k] · (pose[t,b] @ inv(rest[b])) @ [rest_v, 1], b = index[v,k]
 gaussians.frame  arrays: means (N,3) f32, scales (N,3) f32 (log scale, as in 3DGS PLY),
                          rotations (N,4) f32 (w,x,y,z), opacities (N,) f32 (logit),
                          sh_dc (N,3) f32, optional sh_rest (N,K,3) f32
@@ -25,8 +32,9 @@ from .errors import ErrorCode, InputError
 MESH_REST = "mesh.rest"
 MESH_FRAMES = "mesh.frames"
 GAUSSIANS_FRAME = "gaussians.frame"
+RIG = "rig"
 
-RESULT_TYPES = (MESH_REST, MESH_FRAMES, GAUSSIANS_FRAME)
+RESULT_TYPES = (MESH_REST, MESH_FRAMES, GAUSSIANS_FRAME, RIG)
 
 GAUSSIAN_ARRAYS = ("means", "scales", "rotations", "opacities", "sh_dc")
 
@@ -97,3 +105,50 @@ def check_gaussians(arrays: dict[str, np.ndarray], what: str = "Gaussian frame")
     if "sh_rest" in arrays:
         _check(arrays["sh_rest"], "sh_rest", what, "float32", (n, None, 3))
     return n
+
+
+def check_rig(
+    arrays: dict[str, np.ndarray], meta: dict[str, Any], vertex_count: int | None = None, what: str = "Rig"
+) -> int:
+    """Check a rig result (see the module docstring); return its bone count."""
+    parents = _need(arrays, "parents", what)
+    _check(parents, "parents", what, "int32", (None,))
+    b = parents.shape[0]
+    if b == 0:
+        raise InputError(f"{what} has no bones.")
+    _check(_need(arrays, "rest_matrices", what), "rest_matrices", what, "float32", (b, 4, 4))
+    pose = _need(arrays, "pose_matrices", what)
+    _check(pose, "pose_matrices", what, "float32", (None, b, 4, 4))
+    index = _need(arrays, "weight_index", what)
+    _check(index, "weight_index", what, "int32", (vertex_count, None))
+    weights = _need(arrays, "weight_value", what)
+    _check(weights, "weight_value", what, "float32", index.shape)
+    if ((parents < -1) | (parents >= b)).any():
+        raise InputError(f"{what}: parents must be -1 (root) or a bone index below {b}.")
+    depth = np.zeros(b, np.int64)  # walking up from every bone must reach a root within b steps
+    node = parents.astype(np.int64).copy()
+    for _ in range(b):
+        alive = node >= 0
+        if not alive.any():
+            break
+        depth[alive] += 1
+        node[alive] = parents[node[alive]]
+    else:
+        if (node >= 0).any():
+            raise InputError(f"{what}: the bone hierarchy has a cycle (bone {int(np.argmax(node >= 0))}).")
+    if index.size and ((index < 0) | (index >= b)).any():
+        raise InputError(f"{what}: weight_index refers to bones outside 0..{b - 1}.")
+    if (weights < 0).any():
+        raise InputError(f"{what}: skin weights must be ≥ 0.")
+    sums = weights.sum(axis=1)
+    if index.size and not np.allclose(sums, 1.0, atol=1e-4):
+        bad = int(np.argmax(np.abs(sums - 1.0)))
+        raise InputError(f"{what}: the skin weights of vertex {bad} sum to {sums[bad]:.6f}, not 1.")
+    names = meta.get("bone_names")
+    if not isinstance(names, list) or len(names) != b or not all(isinstance(n, str) and n for n in names):
+        raise InputError(f"{what}: meta 'bone_names' must list {b} non-empty names.")
+    if len(set(names)) != b:
+        raise InputError(f"{what}: bone names must be unique.")
+    if meta.get("mode") not in ("free", "skeleton"):
+        raise InputError(f"{what}: meta 'mode' must be 'free' or 'skeleton', got {meta.get('mode')!r}.")
+    return b
