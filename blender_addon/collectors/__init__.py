@@ -1,0 +1,1 @@
+"""Collectors: Blender data → arrays sent to the backend (the reverse of appliers)."""

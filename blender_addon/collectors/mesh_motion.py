@@ -1,0 +1,94 @@
+"""The motion of a mesh object as arrays: whatever animates it (shape keys, modifiers,
+MESH_CACHE / Alembic), evaluated through the depsgraph frame by frame.
+
+`rest` is the mesh data's own vertices (undeformed), `frames` the evaluated vertices per
+scene frame, both in object space, and `faces` the rest mesh's triangles. The scene's
+current frame is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..shared.errors import InputError
+
+MOTION_EPSILON = 1e-6  # relative to the mesh size: below this nothing moves
+
+
+class MotionError(InputError):
+    """The object's animation cannot be rigged (not a mesh, topology changes, too short, static)."""
+
+
+def vertex_positions(mesh: bpy.types.Mesh) -> np.ndarray:
+    """(V, 3) float32 vertex positions with foreach_get."""
+    out = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", out)
+    return out.reshape(-1, 3)
+
+
+def triangles(mesh: bpy.types.Mesh) -> np.ndarray:
+    """(F, 3) int32 vertex indices of the mesh's loop triangles (F may be 0)."""
+    mesh.calc_loop_triangles()
+    out = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", out)
+    return out.reshape(-1, 3)
+
+
+def evaluated_motion(
+    context: bpy.types.Context, ob: bpy.types.Object, frame_start: int, frame_end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rest (V,3) f32, frames (T,V,3) f32, faces (F,3) i32 of `ob` over frames start..end (inclusive).
+
+    Raises MotionError with what to change when the motion cannot be rigged.
+    """
+    if ob is None or ob.type != "MESH":
+        what = f"'{ob.name}' is a {ob.type.lower()} object" if ob is not None else "No object is active"
+        raise MotionError(f"{what}: select the animated mesh object to rig.")
+    count = frame_end - frame_start + 1
+    if count < 2:
+        raise MotionError(
+            f"The frame range {frame_start}..{frame_end} holds {max(count, 0)} frame(s); rigging from motion "
+            "needs at least 2: widen the scene's frame range to the animation."
+        )
+    rest = vertex_positions(ob.data)
+    faces = triangles(ob.data)
+    v = len(rest)
+    if v == 0:
+        raise MotionError(f"Mesh '{ob.name}' has no vertices.")
+    frames = np.empty((count, v, 3), np.float32)
+    scene = context.scene
+    frame_current, subframe = scene.frame_current, scene.frame_subframe
+    try:
+        for i, frame in enumerate(range(frame_start, frame_end + 1)):
+            scene.frame_set(frame)
+            depsgraph = context.evaluated_depsgraph_get()
+            ob_eval = ob.evaluated_get(depsgraph)
+            mesh = ob_eval.to_mesh()
+            try:
+                n = len(mesh.vertices)
+                if n != v:
+                    if i == 0:
+                        raise MotionError(
+                            f"Mesh '{ob.name}' evaluates to {n} vertices but its data has {v}: a modifier "
+                            "changes the topology (e.g. Subdivision, Remesh). Disable or apply it before rigging."
+                        )
+                    raise MotionError(
+                        f"Mesh '{ob.name}' changes vertex count at frame {frame} ({v} → {n}); "
+                        "rigging needs one topology."
+                    )
+                mesh.vertices.foreach_get("co", frames[i].reshape(-1))
+            finally:
+                ob_eval.to_mesh_clear()
+    finally:
+        scene.frame_set(frame_current, subframe=subframe)
+    if not np.isfinite(frames).all():
+        t = int(np.argwhere(~np.isfinite(frames))[0][0])
+        raise MotionError(f"Mesh '{ob.name}' has NaN or infinite vertex positions at frame {frame_start + t}.")
+    size = float(np.linalg.norm(rest.max(axis=0) - rest.min(axis=0))) or 1.0
+    if float(np.abs(frames - frames[0]).max()) <= MOTION_EPSILON * size:
+        raise MotionError(
+            f"Mesh '{ob.name}' does not move over frames {frame_start}..{frame_end}: nothing moves, so there is "
+            "nothing to rig. Animate it (shape keys, modifiers, a mesh cache) or set the frame range to its animation."
+        )
+    return rest, frames, faces
