@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from .appliers import gaussians, mesh_sequence
+from .appliers import gaussians, mesh_sequence, rig
 from .client import ConnectionState
 from .file_writer import WRITER
 from .local_backend import LocalBackendError
 from .session import SESSION
 from .shared import messages as m
 from .shared.errors import TesseraError
-from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST
+from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST, RIG
 
 
 def pump(context: bpy.types.Context | None = None, time_budget: float = 0.005) -> bool:
@@ -82,7 +82,7 @@ def _apply(client, msg: m.Message, context) -> bool:
         return False
     job = client.jobs[msg.job]
     try:
-        created = _apply_result(job, msg, _scene(context))
+        created = _apply_result(job, msg, _scene(context), context)
     except (TesseraError, LookupError, OSError) as exc:
         client.fail_locally(job.id, getattr(exc, "message", None) or str(exc))
         return False
@@ -91,7 +91,7 @@ def _apply(client, msg: m.Message, context) -> bool:
     return created
 
 
-def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
+def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> bool:
     if msg.type == MESH_REST:
         SESSION.targets[job.id] = mesh_sequence.apply_rest(
             scene, job.id, msg.meta, msg.arrays, y_up=bool(job.options.get("y_up"))
@@ -111,6 +111,12 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene) -> bool:
             target = SESSION.targets[job.id] = gaussians.start_sequence(scene, job.id, msg.meta)
         SESSION.pending = PendingSteps(job.id, gaussians.frame_steps(target, msg.meta, msg.arrays))
         return created
+    if msg.type == RIG:
+        # One result, applied whole in this step (armature, weights, modifier, action): one undo step.
+        rig_context = context if getattr(context, "view_layer", None) is not None else bpy.context
+        result = rig.apply_rig(rig_context, job.id, msg.meta, msg.arrays, rig.RigOptions.from_job(job.options, scene))
+        job.options["rig_result"] = (result.armature, result.mesh)
+        return True
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
 
 
