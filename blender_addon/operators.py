@@ -8,7 +8,9 @@ from pathlib import Path
 import bpy
 
 from . import preferences
+from .appliers.rig import RigOptions
 from .client import BackendClient, ClientError, ConnectionState
+from .collectors.mesh_motion import MotionError, evaluated_motion
 from .local_backend import LocalBackend, LocalBackendError
 from .pump import pump
 from .session import SESSION
@@ -122,9 +124,9 @@ class TESSERA_OT_disconnect(bpy.types.Operator):
 
 
 class _Submitting:
-    def submit(self, context, plugin: str, params: dict, options: dict | None = None):
+    def submit(self, context, plugin: str, params: dict, options: dict | None = None, arrays: dict | None = None):
         try:
-            job = _need_client().submit(plugin, params, options=options)
+            job = _need_client().submit(plugin, params, arrays=arrays, options=options)
         except ClientError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -207,6 +209,133 @@ class TESSERA_OT_run_plugin(_Submitting, bpy.types.Operator):
                 continue
             params[item.name] = value
         return self.submit(context, plugin, params)
+
+
+class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
+    """Rig the active mesh from its animation over the scene's frame range: an armature with bones,
+    skin weights and a keyed action that moves the mesh the same way"""
+
+    bl_idname = "tessera.rig_from_motion"
+    bl_label = "Rig from Motion"
+    bl_options = {"REGISTER", "UNDO"}
+
+    bones: bpy.props.IntProperty(name="Bones", default=0, min=0, description="0 picks the count from the tolerance")
+    mode: bpy.props.EnumProperty(
+        name="Mode",
+        items=[
+            ("SKELETON", "Skeleton", "A bone hierarchy with joints and constant bone lengths, for animators"),
+            ("FREE", "Free", "Independent rigid bones (the Dem Bones setting): lowest error, no hierarchy"),
+        ],
+        default="SKELETON",
+    )
+    max_influences: bpy.props.IntProperty(name="Influences", default=4, min=1, max=8, description="Bones per vertex")
+    iterations: bpy.props.IntProperty(name="Iterations", default=30, min=1, description="Solver iterations")
+    tolerance: bpy.props.FloatProperty(
+        name="Tolerance",
+        default=0.0,
+        min=0.0,
+        description="E_RMS target when Bones is 0; 0 uses the backend's default",
+    )
+    target: bpy.props.EnumProperty(
+        name="Target",
+        items=[
+            ("COPY", "Copy", "Put the rig on a copy of the mesh; the original keeps its animation"),
+            ("REPLACE", "Replace", "Put the rig on the mesh itself; its old animation is muted, not deleted"),
+        ],
+        default="COPY",
+    )
+
+    @classmethod
+    def poll(cls, context):
+        ob = context.active_object
+        return ob is not None and ob.type == "MESH"
+
+    def execute(self, context):
+        ob = context.active_object
+        scene = context.scene
+        try:
+            _need_client()
+            rest, frames, faces = evaluated_motion(context, ob, scene.frame_start, scene.frame_end)
+        except (ClientError, MotionError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        params = {
+            "bones": self.bones,
+            "mode": self.mode.lower(),
+            "max_influences": self.max_influences,
+            "iterations": self.iterations,
+            "name": f"{ob.name} Rig",
+        }
+        if self.tolerance > 0:
+            params["tolerance"] = self.tolerance
+        options = RigOptions(source=ob.name, frame_start=scene.frame_start, target=self.target).as_job_options()
+        arrays = {"rest": rest, "frames": frames}
+        if len(faces):
+            arrays["faces"] = faces
+        return self.submit(context, "rig.from_motion", params, options, arrays)
+
+
+class TESSERA_OT_export_gltf(bpy.types.Operator):
+    """Export the selected armature and the meshes it deforms as GLB, with skins and animation"""
+
+    bl_idname = "tessera.export_gltf"
+    bl_label = "Export Rig (GLB)"
+    bl_options = {"REGISTER"}
+
+    filepath: bpy.props.StringProperty(name="File", subtype="FILE_PATH", description="The .glb file to write")
+    filter_glob: bpy.props.StringProperty(default="*.glb", options={"HIDDEN"})
+
+    def execute(self, context):
+        if not self.filepath:
+            self.report({"ERROR"}, "Choose a .glb file to write.")
+            return {"CANCELLED"}
+        armatures = [ob for ob in context.selected_objects if ob.type == "ARMATURE"]
+        active = context.active_object
+        if not armatures and active is not None and active.type == "ARMATURE":
+            armatures = [active]
+        if not armatures:
+            self.report({"ERROR"}, "Select the rig's armature (its rigged meshes are exported with it).")
+            return {"CANCELLED"}
+        meshes = [
+            ob
+            for ob in context.view_layer.objects
+            if ob.type == "MESH"
+            and any(mod.type == "ARMATURE" and mod.object in armatures and mod.show_render for mod in ob.modifiers)
+        ]
+        path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".glb")
+        selection = [ob for ob in context.view_layer.objects if ob.select_get()]
+        try:
+            for ob in selection:
+                ob.select_set(False)
+            for ob in armatures + meshes:
+                ob.select_set(True)
+            result = bpy.ops.export_scene.gltf(
+                filepath=path,
+                export_format="GLB",
+                use_selection=True,
+                export_animations=True,
+                export_skins=True,
+                export_apply=False,
+            )
+        except RuntimeError as exc:
+            self.report({"ERROR"}, f"glTF export failed: {exc}")
+            return {"CANCELLED"}
+        finally:
+            for ob in armatures + meshes:
+                ob.select_set(False)
+            for ob in selection:
+                ob.select_set(True)
+        if result != {"FINISHED"}:
+            self.report({"ERROR"}, f"glTF export did not finish ({', '.join(result)}).")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {len(armatures)} armature(s) and {len(meshes)} mesh(es) to {path}.")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        if not self.filepath:
+            self.filepath = "rig.glb"
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
 
 
 class TESSERA_OT_cancel_job(bpy.types.Operator):
@@ -353,6 +482,8 @@ CLASSES = (
     TESSERA_OT_load_mesh_sequence,
     TESSERA_OT_load_gaussian_sequence,
     TESSERA_OT_run_plugin,
+    TESSERA_OT_rig_from_motion,
+    TESSERA_OT_export_gltf,
     TESSERA_OT_cancel_job,
     TESSERA_OT_fetch_job,
     TESSERA_OT_release_gpu,

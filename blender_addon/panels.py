@@ -128,6 +128,26 @@ class VIEW3D_PT_tessera_plugins(_TesseraPanel, bpy.types.Panel):
         layout.operator("tessera.run_plugin", icon="PLAY").plugin = spec.name
 
 
+class VIEW3D_PT_tessera_rig(_TesseraPanel, bpy.types.Panel):
+    bl_label = "Rig"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.tessera
+        ob = context.active_object
+        if ob is None or ob.type not in ("MESH", "ARMATURE"):
+            layout.label(text="Select an animated mesh to rig")
+        layout.prop(settings, "rig_bones")
+        layout.prop(settings, "rig_mode")
+        layout.prop(settings, "rig_influences")
+        layout.prop(settings, "rig_target")
+        op = layout.operator("tessera.rig_from_motion", icon="ARMATURE_DATA")
+        op.bones, op.mode = settings.rig_bones, settings.rig_mode
+        op.max_influences, op.target = settings.rig_influences, settings.rig_target
+        if ob is not None and ob.type == "ARMATURE":
+            layout.operator("tessera.export_gltf", icon="EXPORT")
+
+
 def _wrapped(layout, text: str, icon: str = "NONE", width: int = 48) -> None:
     """Long messages as several labels (a label does not wrap)."""
     col = layout.column(align=True)
@@ -143,4 +163,10 @@ def _wrapped(layout, text: str, icon: str = "NONE", width: int = 48) -> None:
         col.label(text=line, icon=icon if first else "BLANK1")
 
 
-CLASSES = (VIEW3D_PT_tessera_connection, VIEW3D_PT_tessera_jobs, VIEW3D_PT_tessera_load, VIEW3D_PT_tessera_plugins)
+CLASSES = (
+    VIEW3D_PT_tessera_connection,
+    VIEW3D_PT_tessera_jobs,
+    VIEW3D_PT_tessera_load,
+    VIEW3D_PT_tessera_rig,
+    VIEW3D_PT_tessera_plugins,
+)

@@ -93,6 +93,24 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
         name="Splat Folder", description="Folder of 3DGS PLY files on the backend's disk", subtype="DIR_PATH"
     )
     max_gaussians: bpy.props.IntProperty(name="Max Gaussians", description="0 keeps all", min=0)
+    rig_bones: bpy.props.IntProperty(name="Bones", default=0, min=0, description="0 picks the count automatically")
+    rig_mode: bpy.props.EnumProperty(
+        name="Mode",
+        items=[
+            ("SKELETON", "Skeleton", "A bone hierarchy with joints, for animators"),
+            ("FREE", "Free", "Independent rigid bones: lowest error, no hierarchy"),
+        ],
+        default="SKELETON",
+    )
+    rig_influences: bpy.props.IntProperty(name="Influences", default=4, min=1, max=8, description="Bones per vertex")
+    rig_target: bpy.props.EnumProperty(
+        name="Target",
+        items=[
+            ("COPY", "Copy", "Rig a copy of the mesh; the original keeps its animation"),
+            ("REPLACE", "Replace", "Rig the mesh itself; its old animation is muted, not deleted"),
+        ],
+        default="COPY",
+    )
 
 
 CLASSES = (TesseraParam, TesseraRuntime, TesseraSceneSettings)
