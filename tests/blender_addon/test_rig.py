@@ -261,7 +261,10 @@ def test_rig_result_that_does_not_fit_the_mesh_changes_nothing(blender):
 def test_a_20_bone_rig_on_horse_gallop_applies_quickly(blender):
     bpy = blender
     horse = load(HORSE)
-    ob = mesh_object(bpy, "Horse", horse["rest"], horse["faces"])
+    ob = shape_key_animated(bpy, "Horse", horse["rest"], horse["faces"], horse["frames"])
+    start = time.perf_counter()
+    addon().collectors.mesh_motion.evaluated_motion(bpy.context, ob, 1, len(horse["frames"]))
+    print(f"horse-gallop motion collected in {time.perf_counter() - start:.3f} s")
     rng = np.random.default_rng(0)
     b, t, v = 20, len(horse["frames"]), len(horse["rest"])
     parents = np.arange(-1, b - 1, dtype=np.int32)
@@ -402,3 +405,29 @@ def test_quaternions_round_trip_including_half_turns(blender):
     again = np.array([np.array(Quaternion(x).to_matrix()) for x in back])
     np.testing.assert_allclose(again, mats, atol=1e-6)
     assert Matrix(again[0].tolist())  # a valid rotation for Blender
+
+
+def test_rig_from_motion_sends_the_collected_motion_and_remembers_where_it_goes(blender, backend, monkeypatch):
+    """The operator's request as the backend would receive it (the client's submit is recorded)."""
+    bpy = blender
+    cat = load(CAT)
+    ob = shape_key_animated(bpy, "Cat", cat["rest"], cat["faces"], cat["frames"])
+    bpy.context.view_layer.objects.active = ob
+    connect(bpy, backend)
+    client = addon().session.SESSION.client
+    sent = {}
+
+    def record(plugin, params=None, arrays=None, options=None):
+        sent.update(plugin=plugin, params=params, arrays=arrays, options=options)
+        return type("Job", (), {"id": "job-x"})()
+
+    monkeypatch.setattr(client, "submit", record)
+    start = time.perf_counter()
+    assert bpy.ops.tessera.rig_from_motion(bones=7, mode="FREE", max_influences=3, target="REPLACE") == {"FINISHED"}
+    print(f"collected {cat['frames'].shape} in {time.perf_counter() - start:.3f} s")
+    assert sent["plugin"] == "rig.from_motion"
+    assert sent["params"] == {"bones": 7, "mode": "free", "max_influences": 3, "iterations": 30, "name": "Cat Rig"}
+    assert set(sent["arrays"]) == {"rest", "frames", "faces"}
+    np.testing.assert_allclose(sent["arrays"]["frames"], cat["frames"], atol=1e-5)
+    assert sent["arrays"]["faces"].shape == cat["faces"].shape
+    assert sent["options"] == {"rig_source": "Cat", "rig_frame_start": 1, "rig_target": "REPLACE"}
