@@ -1,4 +1,4 @@
-"""The `tessera4d` command: serve, keys, plugins, run.
+"""The `tessera4d` command: serve, keys, plugins, run, rig.
 
 Sub-apps are plain `typer.Typer()` objects added to the module-level `app`.
 """
@@ -207,6 +207,73 @@ def _run_with_progress(cls: type[Plugin], params: dict, folder: JobFolder) -> Jo
             ctx.cancel_event.set()
             raise
     return record
+
+
+@app.command("rig")
+def rig_command(
+    input: Annotated[
+        Path, typer.Argument(help="Mesh sequence: an .npz (rest, faces, frames), an OBJ folder or a .pc2.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Rig file to write (.npz, documented in backend/rig/rig_file.py).")
+    ],
+    bones: Annotated[
+        int, typer.Option(min=0, help="Number of bones; 0 picks the smallest count meeting --tolerance.")
+    ] = 0,
+    mode: Annotated[
+        str, typer.Option(help="skeleton (hierarchy with joints) or free (independent bones).")
+    ] = "skeleton",
+    max_influences: Annotated[int, typer.Option(min=1, max=8, help="Bones per vertex at most.")] = 4,
+    iterations: Annotated[int, typer.Option(min=1, help="Solver iterations.")] = 30,
+    tolerance: Annotated[float, typer.Option(min=0.0, help="E_RMS target for --bones 0.")] = 2.0,
+    rest_mesh: Annotated[Path | None, typer.Option(help="For a .pc2 INPUT: the mesh it animates.")] = None,
+    glb: Annotated[Path | None, typer.Option(help="Also write a skinned, animated glTF binary here.")] = None,
+) -> None:
+    """Rig a mesh animation: bones, skin weights and bone motion that reproduce it; prints E_RMS and time."""
+    from .formats.mesh_sequence import open_mesh_sequence
+    from .plugins.rig import solve_rig
+    from .rig.ssdr import validate_sequence
+
+    started = time.perf_counter()
+    try:
+        if mode not in ("free", "skeleton"):
+            raise TesseraError(f"--mode must be 'free' or 'skeleton', got {mode!r}.")
+        reader = open_mesh_sequence(input, rest_mesh)
+        seq = reader.read_all()
+        faces = seq.faces if len(seq.faces) else None
+        validate_sequence(seq.rest, seq.frames, bones or 1)  # bad input: one line, before any bar
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
+        with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("rig", total=1.0)
+            rig = solve_rig(
+                seq.rest,
+                seq.frames,
+                bones=bones,
+                mode=mode,
+                max_influences=max_influences,
+                iterations=iterations,
+                tolerance=tolerance,
+                faces=faces,
+                name=reader.name,
+                fps=float(reader.fps or 0.0),
+                progress=lambda stage, f, msg: bar.update(task, completed=f, description=f"{stage}: {msg}"),
+            )
+            bar.update(task, completed=1.0)
+        path = rig.save(out)
+        if glb is not None:
+            from .rig.gltf_export import write_glb
+
+            write_glb(rig, seq.rest, faces, glb)
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    except OSError as exc:
+        raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None
+    seconds = time.perf_counter() - started
+    console.print(
+        f"{reader.name}: {rig.bone_count} bones ({rig.mode}), {rig.frame_count} frames, "
+        f"E_RMS {rig.e_rms:.3f}, {seconds:.1f} s → {path}" + (f" and {glb}" if glb is not None else ""),
+        highlight=False,
+    )
 
 
 addon_app = typer.Typer(help="The Blender extension.", no_args_is_help=True)
