@@ -44,8 +44,10 @@ def test_synthetic_sequence_gives_one_checked_rig(tmp_path, mode) -> None:
     recon = Rig.from_result(meta, out).reconstruct(seq.rest)
     assert e_rms(seq.frames, recon, seq.rest) == pytest.approx(meta["e_rms"], rel=1e-3, abs=1e-3)
     assert meta["e_rms"] < 0.5
-    if mode == "skeleton":
-        assert sorted(out["parents"].tolist()) == [-1, 0, 1, 2]
+    if mode == "skeleton":  # a chain: one root, every bone joined to at most two others
+        parents = out["parents"]
+        degree = np.bincount(parents[parents >= 0], minlength=4) + (parents >= 0)
+        assert (parents == -1).sum() == 1 and degree.max() <= 2
 
 
 def test_real_cat_sequence_from_a_path(tmp_path) -> None:
