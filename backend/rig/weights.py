@@ -39,7 +39,9 @@ def smoothing_operator(u: np.ndarray, x: np.ndarray, faces: np.ndarray) -> Smoot
     v = u.shape[0]
     f = np.asarray(faces, dtype=np.int64)
     e = np.concatenate([f[:, [i, (i + 1) % f.shape[1]]] for i in range(f.shape[1])])
-    e = np.unique(np.sort(e, axis=1), axis=0)
+    e = np.sort(e, axis=1)
+    key = np.unique(e[:, 0] * v + e[:, 1])  # 1-D unique: much faster than unique(axis=0)
+    e = np.stack([key // v, key % v], axis=1)
     e = e[e[:, 0] != e[:, 1]]
     rest_len = np.linalg.norm(u[e[:, 0]] - u[e[:, 1]], axis=1)
     t = x.shape[1] // 3
@@ -119,7 +121,7 @@ def solve_sparse_weights(
     v = x.shape[0]
     t, b = m.shape[:2]
     mr = m.transpose(0, 2, 1, 3).reshape(3 * t, 4 * b)
-    cross = np.einsum("vbc,vc->vb", (x @ mr).reshape(v, b, 4), uh)  # c_ij
+    cross = np.einsum("vbc,vc->vb", (x @ mr.astype(x.dtype, copy=False)).astype(np.float64).reshape(v, b, 4), uh)
     h = (mr.T @ mr).reshape(b, 4, b, 4).transpose(1, 3, 0, 2).reshape(16, b * b)
     uu = (uh[:, :, None] * uh[:, None, :]).reshape(v, 16)
     qfull = (uu @ h).reshape(v, b, b)  # ũᵀ H_jl ũ for every vertex and bone pair: one (V×16)(16×B²) product
