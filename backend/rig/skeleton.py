@@ -145,7 +145,6 @@ def build_skeleton(
     for b in range(1, nb):
         a, c = sorted((int(order[parents[b]]), int(order[b])))
         heads[b] = joints[edge_of[(a, c)]]
-    rest_rot = bone_frames(u, lab, heads, parents, centroid)
 
     # 6. joint-constrained transforms ⇄ weights.
     smooth = smoothing_operator(u, x, faces) if faces is not None and len(faces) else None
@@ -154,7 +153,7 @@ def build_skeleton(
     history: list[float] = []
     m = pin_joints(m, heads, parents)
     for it in range(1, max(1, iterations) + 1):
-        m = hierarchical_transforms(*weight_moments(xt, uh, w), m, heads, parents, _SWEEPS)
+        m, heads = hierarchical_transforms(*weight_moments(xt, uh, w), m, heads, parents, _SWEEPS)
         index, value, sse = solve_sparse_weights(x, uh, bb, m, index, value, k, smooth)
         w = _dense(index, value, nb)
         history.append(e_rms_from_sse(sse, t, v, bbox_diagonal(u)))
@@ -163,6 +162,7 @@ def build_skeleton(
         if len(history) > 1 and history[-2] - history[-1] < tolerance * history[-2]:
             break
 
+    rest_rot = bone_frames(u, lab, heads, parents, centroid)
     # Back to the caller's units: x' = R x + (σ t + c − R c); heads σ h + c.
     rot = m[..., :3]
     trans = sigma * m[..., 3] + centre - rot @ centre
@@ -315,8 +315,14 @@ def subtrees(parents: np.ndarray) -> np.ndarray:
 
 
 def hierarchical_transforms(
-    c: np.ndarray, g: np.ndarray, m: np.ndarray, heads: np.ndarray, parents: np.ndarray, sweeps: int
-) -> np.ndarray:
+    c: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    heads: np.ndarray,
+    parents: np.ndarray,
+    sweeps: int,
+    move_joints: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Joint-constrained transform step: the exact best rigid motion of each bone's whole subtree.
 
     c (T,B,3,4), g (B,B,4,4) from `weight_moments`; m (T,B,3,4) transforms that meet the constraints;
@@ -324,14 +330,16 @@ def hierarchical_transforms(
     rigidly about the joint's current place q = m[parent] @ heads[j] (the root: moves freely) by the
     rotation minimising Σ_t Σ_i ‖v_ti − Σ_b w_ib m_tb ũ_i‖², i.e. argmax tr(Rᵀ A) with
     A = Σ_i (r_i − W_i q)(s_i − W_i q)ᵀ, s_i = Σ_{l∈S} w_il m_l ũ_i, r_i = v_i − rec_i + s_i, W_i = Σ_{l∈S} w_il,
-    every sum a contraction of the moments (no pass over vertices). Each update lowers the error or keeps
-    it, and moving whole subtrees keeps every joint together and every bone length constant.
+    every sum a contraction of the moments (no pass over vertices). With move_joints, each joint then slides
+    (in the rest pose) to where it best explains the residual (Le & Deng 2014 re-fit joint locations too).
+    Each update lowers the error or keeps it, and moving whole subtrees keeps every joint together and every
+    bone length constant. Returns (transforms (T,B,3,4), heads (B,3)), s[0] == j so moved[:, 0] is bone j.
     """
     t, b = m.shape[:2]
     sub = subtrees(parents)
     gf = g.transpose(0, 2, 1, 3).reshape(4 * b, 4 * b)  # rows (bone, c), columns (bone, d)
     cf = c.transpose(0, 2, 1, 3).reshape(t, 3, 4 * b)
-    m = m.copy()
+    m, heads = m.copy(), heads.copy()
     for _ in range(sweeps):
         for j in range(b):
             s = np.flatnonzero(sub[j])
@@ -364,8 +372,19 @@ def hierarchical_transforms(
             delta_t = q_dst - np.einsum("tij,tj->ti", rot, q_src)
             moved = np.einsum("tij,tljk->tlik", rot, ms)
             moved[..., 3] += delta_t[:, None]
+            if move_joints and parents[j] >= 0:
+                # Slide the joint: rest point heads[j] + δ shifts the subtree by D_t δ, D_t = R_parent − R_j;
+                # δ minimises Σ_t Σ_i ‖e_ti − W_i D_t δ‖² (+ a small ridge), e the residual after the turn.
+                d = m[:, parents[j], :, :3] - moved[:, 0, :, :3]
+                ws_new = np.einsum("tij,tj->ti", rot, ws - w2 * q_src) + w2 * q_dst
+                lhs = w2 * np.einsum("tki,tkj->ij", d, d)
+                rhs = np.einsum("tki,tk->i", d, wr - ws_new)
+                lhs += (_JOINT_MU * np.trace(lhs) / 3.0 + 1e-12 * w2) * np.eye(3)
+                delta = np.linalg.solve(lhs, rhs)
+                heads[j] += delta
+                moved[..., 3] += (d @ delta)[:, None]
             m[:, s] = moved
-    return m
+    return m, heads
 
 
 def _nearest_rotation(cov: np.ndarray) -> np.ndarray:
