@@ -83,7 +83,7 @@ def solve_rig(
                 frames,
                 free,
                 faces=faces,
-                iterations=max(3, iterations // 3),
+                iterations=iterations,
                 progress=lambda s, f, m, sub=sub, split=split: sub(s, f, m, weight=(split, 1.0)),
                 check_cancelled=check_cancelled,
             )

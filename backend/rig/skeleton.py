@@ -42,7 +42,7 @@ Progress = Callable[[str, float, str], None]
 
 _KNN = 8  # neighbours per vertex for part adjacency when there are no faces
 _JOINT_MU = 1e-3  # joint regulariser, relative to trace(Σ DᵀD)/3 (reference §7.2 step 2)
-_SWEEPS = 2  # Gauss–Seidel sweeps over bones per iteration
+_SWEEPS = 8  # Gauss–Seidel sweeps over bones per iteration (cheap: moments only)
 
 
 @dataclass
