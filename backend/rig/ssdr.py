@@ -207,6 +207,7 @@ def rigid_clusters(
     bb = np.einsum("vk,vk->v", x, x)
     lab = np.zeros(v, np.int64) if labels is None else labels.astype(np.int64)
     nb = int(lab.max()) + 1
+    least = max(1, min(_MIN_CLUSTER, v // bones))  # smallest part kept; tiny meshes still get every bone
 
     def fit(lab: np.ndarray, nb: int) -> np.ndarray:
         onehot = np.zeros((v, nb))
@@ -221,10 +222,14 @@ def rigid_clusters(
             err = single_bone_error(x, uh, m, bb)
             new = np.argmin(err, axis=1)
             counts = np.bincount(new, minlength=nb)
-            # A bone that lost (almost) all vertices is re-seeded at the worst-fit vertices (Dem Bones prunes).
-            for j in np.flatnonzero(counts < _MIN_CLUSTER):
-                worst = np.argsort(-err[np.arange(v), new])[:_MIN_CLUSTER]
-                new[worst] = j
+            # A bone that lost (almost) all vertices is re-seeded at the worst-fit vertices that other,
+            # large enough parts can spare (Dem Bones prunes such clusters; we keep the bone count).
+            starved = np.flatnonzero(counts < least)
+            if starved.size:
+                order = np.argsort(-err[np.arange(v), new])
+                order = order[counts[new[order]] > least]
+                for n, j in enumerate(starved):
+                    new[order[n * least : (n + 1) * least]] = j
             if np.array_equal(new, lab):
                 break
             lab = new
@@ -248,16 +253,20 @@ def rigid_clusters(
         new = lab.copy()
         for j in splits:
             members = np.flatnonzero(lab == j)
-            if members.size < 2 * _MIN_CLUSTER:
+            if members.size < 2 * least:
                 continue
             seed = members[np.argmax(score[members])]
             # The seed's nearest neighbours along the whole motion form the new part's core.
             dist = np.einsum("vk,vk->v", x[members] - x[seed], x[members] - x[seed])
-            core = members[np.argsort(dist)[: max(_MIN_CLUSTER, min(members.size // 4, 16))]]
+            core = members[np.argsort(dist)[: max(least, min(members.size // 4, 16))]]
             new[core] = nb
             nb += 1
-        if np.array_equal(new, lab):
-            break  # nothing left to split (tiny clusters): fewer bones than asked
+        if np.array_equal(new, lab):  # every part too small to split: split off the worst-fit vertices
+            sizes = np.bincount(lab, minlength=nb)
+            spare = np.argsort(-err)
+            spare = spare[sizes[lab[spare]] > 1][: bones - nb]
+            new[spare] = nb + np.arange(spare.size)
+            nb += spare.size
         lab, m = lloyd(new, nb, _LLOYD_PER_SPLIT)
     lab, m = lloyd(lab, nb, _LLOYD_FINAL)
     return lab, m

@@ -189,3 +189,12 @@ def test_horse_gallop_small_rig():
     measured = e_rms(frames, rec, rest)
     assert measured == pytest.approx(sol.e_rms, rel=1e-3)
     assert measured < 15.0  # measured 13.2 here; Dem Bones at 8 bones (30 iterations): 20.2
+
+
+def test_tiny_meshes_get_every_bone_they_ask_for():
+    rest, frames, _ = hinge_chain(n=10)
+    for v, bones in [(4, 4), (12, 5), (30, 30)]:
+        sol = solve_free(rest[:v], frames[:, :v], bones, iterations=3)
+        assert_valid(sol, v, len(frames), bones, 4)
+        assert np.bincount(sol.labels, minlength=bones).min() >= 1
+        assert sol.e_rms < 0.5
