@@ -63,7 +63,7 @@ def solve_rig(
             f = weight[0] + (weight[1] - weight[0]) * fraction
             report(stage, share[0] + (share[1] - share[0]) * f, tag + message)
 
-        split = 0.7 if mode == "skeleton" else 1.0
+        split = 0.5 if mode == "skeleton" else 1.0
         free = solve_free(
             rest,
             frames,

@@ -78,7 +78,7 @@ def build_skeleton(
     faces: np.ndarray | None = None,
     root: int | None = None,
     *,
-    iterations: int = 10,
+    iterations: int = 30,
     tolerance: float = 1e-3,
     progress: Progress | None = None,
     check_cancelled: Callable[[], None] | None = None,
