@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pygltflib
 import pytest
+from scipy.spatial.transform import Rotation
 from synthetic_rig import chain
 
 from backend.formats.mesh_sequence import MeshSequence, write_npz, write_pc2
@@ -70,6 +71,23 @@ def test_rig_writes_a_rig_file_and_a_readable_glb(tmp_path, sequence) -> None:
     assert np.allclose(weights.sum(axis=1), 1.0, atol=1e-6)
     times = accessor(gltf, gltf.animations[0].samplers[0].input, np.float32, 1)
     assert np.allclose(times, np.arange(8) / 24.0)
+
+    # the animation, composed down the node hierarchy, gives back the rig's skinning transforms
+    anim = gltf.animations[0]
+    pose = np.zeros((8, 4, 4, 4))
+    for j, node in enumerate(skin.joints):
+        trs = np.tile(np.eye(4), (8, 1, 1))
+        trs[:, :3, 3] = gltf.nodes[node].translation
+        for ch in (c for c in anim.channels if c.target.node == node):
+            width = 4 if ch.target.path == "rotation" else 3
+            values = accessor(gltf, anim.samplers[ch.sampler].output, np.float32, width)
+            if ch.target.path == "rotation":
+                trs[:, :3, :3] = Rotation.from_quat(values).as_matrix()
+            else:
+                trs[:, :3, 3] = values
+        parent = rig.parents[j]
+        pose[:, j] = trs if parent < 0 else pose[:, parent] @ trs
+    assert np.allclose(pose @ ibm, rig.pose_matrices @ np.linalg.inv(rig.rest_matrices), atol=1e-4)
 
     import trimesh
 
