@@ -21,6 +21,7 @@ from shared.schemas import InputSpec, ParamSpec, PluginSpec
 
 from ..formats.mesh_sequence import open_mesh_sequence
 from ..plugin_host import JobContext, Output, Plugin, Progress
+from ..rig.metrics import e_rms
 from ..rig.rig_file import Rig
 from ..rig.skeleton import build_skeleton
 from ..rig.ssdr import solve_free
@@ -88,6 +89,7 @@ def solve_rig(
                 check_cancelled=check_cancelled,
             )
             rig = Rig.from_skeleton(solve, name=name, fps=fps)
+        rig.e_rms = e_rms(frames, rig.reconstruct(rest), rest)  # what the rig file reproduces, measured
         if bones > 0 or rig.e_rms <= tolerance:
             break
         report("auto", share[1], f"{count} bones: E_RMS {rig.e_rms:.3f} > tolerance {tolerance:g}")
