@@ -15,11 +15,13 @@ Steps (../shared/reference/anchors-motion-rig.md §7.2):
    the global motion, and the heaviest part keeps the chains to the extremities short.
 5. bones: head at the joint to the parent (root: its part's weight centroid), Y axis toward the children's
    joints (a leaf: toward its part's centroid), rigid rest matrices bone → object.
-6. transforms re-solved under the joint constraints, SSDR style (Le & Deng 2014): Gauss–Seidel over bones,
-   parents first; each child's rotation is a weighted Procrustes fit about its pivot, the point where the
-   parent carries the joint, so a joint never separates and every bone length stays constant by
-   construction; the root also gets translation. Weights re-fit with those transforms (the free solver's
-   sparse convex weight step), alternating a few times.
+6. transforms re-solved under the joint constraints, SSDR style (Le & Deng 2014): start from the free
+   rotations with every child pinned to where its parent carries its joint; then Gauss–Seidel over bones,
+   parents first: the best rotation of each bone's whole subtree about its joint (the root: the best rigid
+   motion of everything), then the joint slides in the rest pose to where it best explains the residual.
+   Subtrees move rigidly, so joints never separate and bone lengths stay constant by construction; each
+   step is exact from the moment matrices and never raises the error. Weights are re-fit with those
+   transforms (the free solver's sparse convex weight step), alternating up to `iterations` times.
 """
 
 from __future__ import annotations
