@@ -14,6 +14,7 @@ and comparing with the frames. Runs alternate ours / Dem Bones per sequence; bes
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,6 +124,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"{sk_t:.2f} s", f"{db_t:.2f} s", f"{sk_t / db_t:.2f}",
                 )  # fmt: skip
     console.print(table)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    console.print(
+        f"{os.cpu_count()} CPUs, load average at the end {load:.2f}: times compare only within a run "
+        "(Dem Bones' OpenMP threads slow down most when other processes share the cores)."
+    )
 
 
 if __name__ == "__main__":

@@ -5,17 +5,25 @@ Given a rest pose u (V,3) and frames v (T,V,3), find B rigid bone transforms per
 Σ_t Σ_i ‖v_ti − Σ_b W_ib M_tb ũ_i‖². Steps (see ../shared/reference/anchors-motion-rig.md §7.1):
 
 1. rigid clustering init (`rigid_clusters`): LBG-style splitting — every round, the clusters with the
-   largest error split at their worst-fitting vertex (Dem Bones' seed rule), then a few Lloyd rounds of
-   per-cluster Kabsch fit + relabel-by-least-error. Every step is a matrix product over all vertices, so
-   it is far cheaper than Dem Bones' per-split region growing and lands on a comparable partition.
+   largest error split at their worst-fitting vertex (Dem Bones' seed rule) with its nearest neighbours
+   along the motion as the new part's core, then a few Lloyd rounds of per-cluster Kabsch fit +
+   relabel-by-least-error, on at most 64 frames. Chosen for error per second: every step is one matrix
+   product over all vertices (no per-split region growing as in Dem Bones), it costs 0.25–0.7 s on the
+   benchmark sequences at 20 bones, and the first iteration after it is already at Dem Bones' final
+   error (horse-gallop: 5.0 after one iteration vs 4.78 after Dem Bones' 30). Splitting where the error
+   is, rather than k-means / farthest-point seeding on trajectories, puts bones on the parts that move
+   differently (legs) instead of spreading them by distance over rigid regions (the torso).
 2. alternate (a) transforms: weighted Procrustes per bone on the "other bones removed" residual, in
-   Gauss–Seidel order over bones and vectorised over frames (Dem Bones' update), and (b) weights: an exact
-   sparse convex least squares per vertex over a few candidate bones (`weights.solve_sparse_weights`).
+   Gauss–Seidel order over bones (bones sharing no vertex together), vectorised over frames (Dem Bones'
+   update; rotations by Horn's quaternion method), and (b) weights: sparse convex least squares per
+   vertex over 8 candidate bones (`weights.solve_sparse_weights`), Laplacian-smoothed prior when faces
+   are given.
 
 All heavy work is a BLAS product through the 4×4 moment matrices, so one iteration costs a few
-(V × 3T) × (3T × 4B) products and does not grow with T in the weight step.
-Coordinates are centred and scaled to unit RMS radius inside the solver (conditioning; float64 where
-sums of squares cancel), then transforms are mapped back to the caller's units.
+(V × 3T) × (3T × 4B) products (float32) and the weight solve does not grow with T.
+Coordinates are centred (rest centroid, and each frame on its own centroid — exact with Σw = 1) and
+scaled to unit RMS radius inside the solver, float64 wherever sums of squares cancel; the reported final
+E_RMS is computed exactly in float64; transforms are mapped back to the caller's units.
 """
 
 from __future__ import annotations
