@@ -13,8 +13,9 @@ group `tessera4d.plugins` (the built-in ones too), e.g. in a third-party pyproje
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -100,6 +101,50 @@ class JobContext:
         """Call between steps of long inner loops; raises JobCancelled once the user cancelled."""
         if self.cancel_event.is_set():
             raise JobCancelled(f"Job {self.job_id} was cancelled.")
+
+
+def stream_progress(
+    ctx: JobContext, solve: Callable[[Callable[[str, float, str], None], Callable[[], None]], Any]
+) -> Generator[Progress, None, Any]:
+    """Run a callback-style computation `solve(progress, check_cancelled)` and stream its progress.
+
+    For compute cores written as plain functions (`progress(stage, fraction, message)` callbacks,
+    `check_cancelled()` between steps): `result = yield from stream_progress(ctx, lambda p, c: ...)`.
+    The computation runs on a helper thread so its progress reaches the client while it works;
+    when the job stops listening (cancel, backend stop) it is stopped at its next check, and its
+    exception, if any, is re-raised here.
+    """
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def check() -> None:
+        if stop.is_set():
+            raise JobCancelled(f"Job {ctx.job_id} was stopped.")
+        ctx.check_cancelled()
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        events.put(Progress(stage, fraction, message))
+
+    def work() -> None:
+        try:
+            outcome["result"] = solve(progress, check)
+        except BaseException as exc:  # re-raised in the job's thread
+            outcome["error"] = exc
+        finally:
+            events.put(None)
+
+    worker = threading.Thread(target=work, name=f"job-{ctx.job_id}", daemon=True)
+    worker.start()
+    try:
+        while (item := events.get()) is not None:
+            yield item
+    finally:
+        stop.set()  # the job stopped listening: the computation stops at its next check
+        worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 class Plugin:

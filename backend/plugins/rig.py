@@ -8,19 +8,17 @@ progress; cancelling stops them between iterations.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from shared.errors import InputError, JobCancelled
+from shared.errors import InputError
 from shared.results import RIG
 from shared.schemas import InputSpec, ParamSpec, PluginSpec
 
 from ..formats.mesh_sequence import open_mesh_sequence
-from ..plugin_host import JobContext, Output, Plugin, Progress
+from ..plugin_host import JobContext, Output, Plugin, Progress, stream_progress
 from ..rig.metrics import e_rms
 from ..rig.rig_file import Rig
 from ..rig.skeleton import build_skeleton
@@ -153,48 +151,24 @@ class RigFromMotion(Plugin):
         rest, frames, faces, labels, name, fps = _inputs(ctx)
         name = str(p.get("name") or name or "rig")
         yield Progress("reading", 0.0, f"{name}: {frames.shape[0]} frames × {rest.shape[0]} vertices")
-        events: queue.Queue = queue.Queue()
-        stop = threading.Event()
-        outcome: dict[str, Any] = {}
-
-        def check() -> None:
-            if stop.is_set():
-                raise JobCancelled(f"Job {ctx.job_id} was stopped.")
-            ctx.check_cancelled()
-
-        def work() -> None:
-            try:
-                outcome["rig"] = solve_rig(
-                    rest,
-                    frames,
-                    bones=int(p.get("bones") or 0),
-                    mode=str(p.get("mode") or "skeleton"),
-                    max_influences=int(p.get("max_influences") or 4),
-                    iterations=int(p.get("iterations") or 30),
-                    tolerance=float(p["tolerance"] if p.get("tolerance") is not None else 2.0),
-                    faces=faces,
-                    labels=labels,
-                    name=name,
-                    fps=fps,
-                    progress=lambda stage, fraction, message: events.put(Progress(stage, fraction, message)),
-                    check_cancelled=check,
-                )
-            except BaseException as exc:  # re-raised in the job's thread
-                outcome["error"] = exc
-            finally:
-                events.put(None)
-
-        worker = threading.Thread(target=work, name=f"rig-{ctx.job_id}", daemon=True)
-        worker.start()
-        try:
-            while (item := events.get()) is not None:
-                yield item
-        finally:
-            stop.set()  # the job stopped listening (cancel, close): the solver stops at its next check
-            worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        rig: Rig = outcome["rig"]
+        rig: Rig = yield from stream_progress(
+            ctx,
+            lambda progress, check_cancelled: solve_rig(
+                rest,
+                frames,
+                bones=int(p.get("bones") or 0),
+                mode=str(p.get("mode") or "skeleton"),
+                max_influences=int(p.get("max_influences") or 4),
+                iterations=int(p.get("iterations") or 30),
+                tolerance=float(p["tolerance"] if p.get("tolerance") is not None else 2.0),
+                faces=faces,
+                labels=labels,
+                name=name,
+                fps=fps,
+                progress=progress,
+                check_cancelled=check_cancelled,
+            ),
+        )
         meta, arrays = rig.to_result()
         yield Progress("done", 1.0, f"{rig.bone_count} bones ({rig.mode}), E_RMS {rig.e_rms:.3f}")
         yield Output(RIG, meta, arrays)

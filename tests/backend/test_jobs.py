@@ -178,3 +178,43 @@ def test_one_worker_per_device_runs_jobs_side_by_side(tmp_path: Path) -> None:
     finally:
         WhereAmI.release.set()
         m.stop()
+
+
+def test_stream_progress_streams_a_callback_computation_and_stops_it_on_cancel(tmp_path: Path) -> None:
+    from backend.plugin_host import stream_progress
+
+    ctx = JobContext(job_id="s", params={}, arrays={}, job_dir=tmp_path)
+
+    def solve(progress, check_cancelled):
+        for i in range(3):
+            check_cancelled()
+            progress("step", (i + 1) / 3, f"step {i}")
+        return "answer"
+
+    def plugin():
+        result = yield from stream_progress(ctx, solve)
+        yield Output("mesh.frames", {"result": result}, {})
+
+    events = list(plugin())
+    assert [e.message for e in events[:3]] == ["step 0", "step 1", "step 2"]
+    assert events[-1].meta == {"result": "answer"}
+
+    steps = []
+
+    def endless(progress, check_cancelled):
+        while True:
+            check_cancelled()
+            steps.append(1)
+            progress("loop", 0.5, "")
+            time.sleep(0.001)
+
+    gen = stream_progress(ctx, endless)
+    next(gen)
+    gen.close()  # the job stopped listening: the computation ends at its next check
+    settled = len(steps)
+    time.sleep(0.05)
+    assert len(steps) == settled
+
+    ctx.cancel_event.set()
+    with pytest.raises(JobCancelled):
+        list(stream_progress(ctx, solve))
