@@ -1,0 +1,1 @@
+"""Motion data: skeletons, BVH files, model features, body parts, datasets and evaluation metrics."""
