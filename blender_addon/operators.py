@@ -255,10 +255,16 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
         scene = context.scene
         try:
             _need_client()
-            rest, frames, faces = evaluated_motion(context, ob, scene.frame_start, scene.frame_end)
+            motion = evaluated_motion(context, ob, scene.frame_start, scene.frame_end)
+            if motion.object_moves and self.target == "REPLACE" and (ob.parent is not None or ob.constraints):
+                raise MotionError(
+                    f"'{ob.name}' moves with its parent or constraints, which Replace cannot switch off: "
+                    "rig into a copy (Target: Copy)."
+                )
         except (ClientError, MotionError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        rest, frames, faces = motion.rest, motion.frames, motion.faces
         params = {
             "bones": self.bones,
             "mode": self.mode.lower(),
@@ -268,7 +274,13 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
         }
         if self.tolerance > 0:
             params["tolerance"] = self.tolerance
-        options = RigOptions(source=ob.name, frame_start=scene.frame_start, target=self.target).as_job_options()
+        options = RigOptions(
+            source=ob.name,
+            frame_start=scene.frame_start,
+            target=self.target,
+            object_matrix=tuple(motion.object_matrix.ravel().tolist()),
+            object_moves=motion.object_moves,
+        ).as_job_options()
         arrays = {"rest": rest, "frames": frames}
         if len(faces):
             arrays["faces"] = faces

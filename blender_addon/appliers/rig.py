@@ -44,6 +44,9 @@ class RigOptions:
     source: str = ""  # the mesh object the motion was collected from ("" = unknown: armature only)
     frame_start: int = 1  # scene frame of pose 0
     target: str = "COPY"
+    # the source's world matrix at the first collected frame, row-major (16 floats); empty = its current one
+    object_matrix: tuple[float, ...] = ()
+    object_moves: bool = False  # the source had object-level motion, baked into the rig
 
     @classmethod
     def from_job(cls, options: dict, scene: bpy.types.Scene) -> RigOptions:
@@ -51,10 +54,18 @@ class RigOptions:
             source=str(options.get("rig_source", "")),
             frame_start=int(options.get("rig_frame_start", scene.frame_start)),
             target=str(options.get("rig_target", "COPY")),
+            object_matrix=tuple(float(x) for x in options.get("rig_object_matrix", ())),
+            object_moves=bool(options.get("rig_object_moves", False)),
         )
 
     def as_job_options(self) -> dict:
-        return {"rig_source": self.source, "rig_frame_start": self.frame_start, "rig_target": self.target}
+        return {
+            "rig_source": self.source,
+            "rig_frame_start": self.frame_start,
+            "rig_target": self.target,
+            "rig_object_matrix": list(self.object_matrix),
+            "rig_object_moves": self.object_moves,
+        }
 
 
 @dataclass
@@ -292,6 +303,28 @@ def _disable_old_animation(ob: bpy.types.Object) -> list[str]:
     return disabled
 
 
+TRANSFORM_PATHS = {
+    "location", "rotation_euler", "rotation_quaternion", "rotation_axis_angle", "scale",
+    "delta_location", "delta_rotation_euler", "delta_rotation_quaternion", "delta_scale",
+}  # fmt: skip
+
+
+def _mute_object_motion(ob: bpy.types.Object) -> list[str]:
+    """Mute the F-curves that move the object itself (its action keeps them); what was muted."""
+    anim = ob.animation_data
+    if anim is None or anim.action is None:
+        return []
+    muted = set()
+    for layer in anim.action.layers:
+        for strip in layer.strips:
+            for bag in getattr(strip, "channelbags", ()):
+                for fc in bag.fcurves:
+                    if fc.data_path in TRANSFORM_PATHS and not fc.mute:
+                        fc.mute = True
+                        muted.add(fc.data_path)
+    return [f"object {path} keys" for path in sorted(muted)]
+
+
 def apply_rig(context: bpy.types.Context, job_id: str, meta: dict, arrays: dict, options: RigOptions) -> RigResult:
     """Create the armature, weights, modifier and action for one `rig` result. Raises InputError /
     LookupError before touching the scene when the result does not fit the source."""
@@ -339,12 +372,21 @@ def apply_rig(context: bpy.types.Context, job_id: str, meta: dict, arrays: dict,
 
     mesh_ob = None
     if source is not None:
-        arm_ob.matrix_world = source.matrix_world
+        placed = (
+            Matrix(np.reshape(options.object_matrix, (4, 4)).tolist())
+            if len(options.object_matrix) == 16
+            else source.matrix_world.copy()
+        )
+        arm_ob.matrix_world = placed
         if options.target == "COPY":
             mesh_ob = _rigged_copy(scene, source, arm_ob)
         else:
             mesh_ob = source
-            mesh_ob["tessera_disabled"] = ", ".join(_disable_old_animation(source))
+            disabled = _disable_old_animation(source)
+            if options.object_moves:  # the rig carries the object's motion now: stop its own
+                disabled += _mute_object_motion(source)
+                source.matrix_world = placed
+            mesh_ob["tessera_disabled"] = ", ".join(disabled)
         add_weights(mesh_ob, bone_names, arrays["weight_index"], arrays["weight_value"])
         mod = mesh_ob.modifiers.new(MODIFIER_NAME, "ARMATURE")
         mod.object = arm_ob

@@ -2,11 +2,16 @@
 MESH_CACHE / Alembic), evaluated through the depsgraph frame by frame.
 
 `rest` is the mesh data's own vertices (undeformed), `frames` the evaluated vertices per
-scene frame, both in object space, and `faces` the rest mesh's triangles. The scene's
-current frame is restored afterwards.
+scene frame and `faces` the rest mesh's triangles. Object-level motion (keyed location /
+rotation / scale, a moving parent, constraints) is baked into `frames`: they are expressed in
+the object's space at the first frame (`object_matrix`, its world matrix there), so a rig
+placed at that matrix reproduces the motion in world space. The scene's current frame is
+restored afterwards.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import bpy
 import numpy as np
@@ -18,6 +23,14 @@ MOTION_EPSILON = 1e-6  # relative to the mesh size: below this nothing moves
 
 class MotionError(InputError):
     """The object's animation cannot be rigged (not a mesh, topology changes, too short, static)."""
+
+
+class CollectedMotion(NamedTuple):
+    rest: np.ndarray  # (V, 3) float32, the mesh data's undeformed vertices
+    frames: np.ndarray  # (T, V, 3) float32, evaluated, in the object's space at the first frame
+    faces: np.ndarray  # (F, 3) int32
+    object_matrix: np.ndarray  # (4, 4) float64, the object's world matrix at the first frame
+    object_moves: bool  # its world matrix changes over the range (baked into `frames`)
 
 
 def vertex_positions(mesh: bpy.types.Mesh) -> np.ndarray:
@@ -37,8 +50,8 @@ def triangles(mesh: bpy.types.Mesh) -> np.ndarray:
 
 def evaluated_motion(
     context: bpy.types.Context, ob: bpy.types.Object, frame_start: int, frame_end: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """rest (V,3) f32, frames (T,V,3) f32, faces (F,3) i32 of `ob` over frames start..end (inclusive).
+) -> CollectedMotion:
+    """The motion of `ob` over frames start..end (inclusive); see CollectedMotion.
 
     Raises MotionError with what to change when the motion cannot be rigged.
     """
@@ -57,6 +70,7 @@ def evaluated_motion(
     if v == 0:
         raise MotionError(f"Mesh '{ob.name}' has no vertices.")
     frames = np.empty((count, v, 3), np.float32)
+    matrices = np.empty((count, 4, 4), np.float64)
     scene = context.scene
     frame_current, subframe = scene.frame_current, scene.frame_subframe
     try:
@@ -78,17 +92,22 @@ def evaluated_motion(
                         "rigging needs one topology."
                     )
                 mesh.vertices.foreach_get("co", frames[i].reshape(-1))
+                matrices[i] = np.array(ob_eval.matrix_world, np.float64)
             finally:
                 ob_eval.to_mesh_clear()
     finally:
         scene.frame_set(frame_current, subframe=subframe)
+    size = float(np.linalg.norm(rest.max(axis=0) - rest.min(axis=0))) or 1.0
+    relative = np.linalg.inv(matrices[0]) @ matrices  # each frame's object space → the first frame's
+    object_moves = bool(np.abs(relative - np.eye(4)).max() > MOTION_EPSILON)
+    if object_moves:
+        frames = (frames @ relative[:, :3, :3].transpose(0, 2, 1) + relative[:, None, :3, 3]).astype(np.float32)
     if not np.isfinite(frames).all():
         t = int(np.argwhere(~np.isfinite(frames))[0][0])
         raise MotionError(f"Mesh '{ob.name}' has NaN or infinite vertex positions at frame {frame_start + t}.")
-    size = float(np.linalg.norm(rest.max(axis=0) - rest.min(axis=0))) or 1.0
     if float(np.abs(frames - frames[0]).max()) <= MOTION_EPSILON * size:
         raise MotionError(
             f"Mesh '{ob.name}' does not move over frames {frame_start}..{frame_end}: nothing moves, so there is "
             "nothing to rig. Animate it (shape keys, modifiers, a mesh cache) or set the frame range to its animation."
         )
-    return rest, frames, faces
+    return CollectedMotion(rest, frames, faces, matrices[0], object_moves)
