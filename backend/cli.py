@@ -321,12 +321,16 @@ def demo(
     y_up: Annotated[
         bool | None, typer.Option("--y-up/--z-up", help="Axis convention of --mesh (default: Y-up for ../shared data).")
     ] = None,
+    rig_bones: Annotated[int, typer.Option(min=0, help="Bones for the rig-from-motion step (0 skips it).")] = 20,
 ) -> None:
-    """Run the main job: backend + real Blender through the add-on, save demo.blend, render a contact sheet."""
+    """Run the main job: backend + real Blender through the add-on (load a mesh sequence and splats, rig the
+    mesh from its motion), save demo.blend, render a contact sheet."""
     from .demo import run_demo
 
     try:
-        result = run_demo(out, mesh, frames, y_up, on_line=lambda line: console.print(f"  {line}", highlight=False))
+        result = run_demo(
+            out, mesh, frames, y_up, rig_bones, on_line=lambda line: console.print(f"  {line}", highlight=False)
+        )
     except TesseraError as exc:
         raise _fail(exc.message) from None
     console.print(f"[bold green]Demo done[/] in {result.seconds:.0f} s: {result.blend} and {result.contact_sheet}")

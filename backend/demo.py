@@ -2,7 +2,8 @@
 
 It builds the extension, starts a backend, and drives real Blender (bpy) through the
 add-on in a separate process: load a mesh sequence and a Gaussian PLY sequence via the
-backend, save `demo.blend`, render a contact sheet. This module never imports bpy (the
+backend, rig the mesh sequence from its motion (`rig.from_motion`, skeleton mode), save
+`demo.blend`, render a contact sheet of the splats, the original and the rigged mesh. This module never imports bpy (the
 layer rule); the Blender side is `blender_addon/batch/demo.py`.
 """
 
@@ -62,7 +63,12 @@ def prepare_inputs(out: Path, mesh: Path | None) -> tuple[Path, Path]:
 
 
 def run_demo(
-    out: Path, mesh: Path | None = None, render_frames: int = 6, y_up: bool | None = None, on_line=print
+    out: Path,
+    mesh: Path | None = None,
+    render_frames: int = 6,
+    y_up: bool | None = None,
+    rig_bones: int = 20,
+    on_line=print,
 ) -> DemoResult:
     """Run the whole demo into `out`; `on_line` receives Blender's progress lines.
 
@@ -101,6 +107,8 @@ def run_demo(
         str(out),
         "--frames",
         str(render_frames),
+        "--rig-bones",
+        str(rig_bones),
         *(["--y-up"] if y_up else []),
     ]
     blender_log = out / "blender.log"

@@ -1,8 +1,10 @@
 """Blender side of `tessera4d demo` (run by it with the Python that has bpy installed).
 
 It does what a user does: install the extension zip, connect to the backend, load a mesh
-sequence and a Gaussian PLY sequence through it, save the .blend, render frames to a contact
-sheet. Everything goes through the add-on's public operators (`bpy.ops.tessera.*`).
+sequence and a Gaussian PLY sequence through it, rig the mesh sequence from its motion (an
+armature, skin weights and an action), save the .blend, render frames to a contact sheet
+(left to right: the splats, the original mesh sequence, the rigged copy). Everything goes
+through the add-on's public operators (`bpy.ops.tessera.*`).
 Run by hand:  python blender_addon/batch/demo.py --zip Z --address A --mesh M --gaussians G --out O
 """
 
@@ -52,10 +54,30 @@ def splat_bounds(ob) -> tuple[np.ndarray, np.ndarray]:
     return bounds(np.array([tuple(c) for f in frames for c in f.bound_box]))
 
 
-def stage_scene(mesh_obj, splat_obj) -> None:
-    """Put the splats beside the mesh, add a camera that frames both and a sun."""
+def rig_from_motion(mesh_obj, bones: int):
+    """Rig the mesh sequence into a copy (the original keeps its cache): (armature, rigged mesh)."""
+    for ob in bpy.context.view_layer.objects:
+        ob.select_set(False)
+    bpy.context.view_layer.objects.active = mesh_obj
+    mesh_obj.select_set(True)
+    before = set(bpy.data.objects)
+    bpy.ops.tessera.rig_from_motion(bones=bones, mode="SKELETON", max_influences=4, target="COPY")
+    bpy.ops.tessera.wait(timeout=600)
+    new = [o for o in bpy.data.objects if o not in before]
+    arm = next(o for o in new if o.type == "ARMATURE")
+    rigged = next(o for o in new if o.type == "MESH")
+    return arm, rigged
+
+
+def stage_scene(mesh_obj, splat_obj, arm_obj=None) -> None:
+    """Put the splats and the rigged copy beside the mesh, add a camera that frames all and a sun."""
     scene = bpy.context.scene
     lo, hi = mesh_bounds(mesh_obj)
+    if arm_obj is not None:  # the rigged copy follows its armature: move the armature along +Y
+        gap = 0.15 * float(np.linalg.norm(hi - lo))
+        arm_obj.location.y += float(hi[1] - lo[1]) + gap
+        bpy.context.view_layer.update()
+        hi = hi + np.array([0.0, float(hi[1] - lo[1]) + gap, 0.0])
     if splat_obj is not None:
         s_lo, s_hi = splat_bounds(splat_obj)
         gap = 0.2 * float(np.linalg.norm(hi - lo))
@@ -122,6 +144,7 @@ def main() -> None:
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--y-up", action="store_true", help="the mesh sequence is Y-up (the ../shared data is)")
+    parser.add_argument("--rig-bones", type=int, default=20, help="bones for the rig step (0: skip it)")
     args = parser.parse_args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -146,7 +169,15 @@ def main() -> None:
     splat_obj = next((o for o in bpy.data.objects if o not in before and o.modifiers), None)
     say(f"Gaussian sequence loaded as '{splat_obj.name if splat_obj else '?'}'")
 
-    stage_scene(mesh_obj, splat_obj)
+    arm_obj = None
+    if args.rig_bones > 0:
+        t_rig = time.perf_counter()
+        arm_obj, rigged = rig_from_motion(mesh_obj, args.rig_bones)
+        say(
+            f"rigged '{mesh_obj.name}' into '{rigged.name}': {len(arm_obj.data.bones)} bones, "
+            f"E_RMS {float(arm_obj['tessera_e_rms']):.2f} ({time.perf_counter() - t_rig:.1f} s)"
+        )
+    stage_scene(mesh_obj, splat_obj, arm_obj)
     blend = out / "demo.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     say(f"saved {blend}")
