@@ -2,9 +2,9 @@
 
 Runs our free-bone solver (backend.rig.ssdr.solve_free, SSDR in Dem Bones' setting) and the
 `py-dem-bones` baseline (solve_skinning(rest, frames, bones, faces=faces, max_influences=4), 30
-iterations, its defaults) on the mesh sequences in ../shared/data/mesh-sequences/; when
-backend.rig.skeleton.build_skeleton is there, also the skeleton mode (its time includes the free solve it
-starts from). E_RMS is Kavan et al. 2010 (../shared/data/README.md), measured by skinning each result
+iterations, its defaults) on the mesh sequences in ../shared/data/mesh-sequences/, and the
+skeleton mode (backend.rig.skeleton.build_skeleton; its time includes the free solve it starts
+from). E_RMS is Kavan et al. 2010 (../shared/data/README.md), measured by skinning each result
 and comparing with the frames. Runs alternate ours / Dem Bones per sequence; best of --repeats times.
 
     .venv/bin/python benchmarks/bench_rig.py [--sequences horse-gallop samba chickenCrossing] [--bones 20]
@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.rig.metrics import e_rms
+from backend.rig.skeleton import build_skeleton
 from backend.rig.skinning import bone_transforms, linear_blend_skin
 from backend.rig.ssdr import solve_free
 
@@ -62,15 +63,6 @@ def run_dem_bones(rest, frames, faces, bones, k, repeats):
     return e_rms(frames, rec, rest), secs, w.shape[0]
 
 
-def skeleton_builder():
-    """backend.rig.skeleton.build_skeleton when that module exists (another part of issue 3), else None."""
-    try:
-        from backend.rig.skeleton import build_skeleton
-    except ImportError:
-        return None
-    return build_skeleton
-
-
 def run_skeleton(build, rest, frames, faces, bones, k, repeats):
     def both():
         free = solve_free(rest, frames, bones, faces=faces, max_influences=k)
@@ -90,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-skeleton", action="store_true", help="skip the skeleton mode even if it is there")
     args = ap.parse_args(argv)
-    build = None if args.no_skeleton else skeleton_builder()
+    build = None if args.no_skeleton else build_skeleton
 
     table = Table(title=f"Rig from motion vs Dem Bones ({args.bones} bones, ≤ {args.influences} influences)")
     for col in ("sequence", "V × T", "mode", "bones", "E_RMS ours", "E_RMS Dem Bones", "ratio"):
