@@ -11,13 +11,16 @@ reshape; the hierarchy (a few hundred tokens) is walked in Python.
 Conventions (the de-facto BVH ones, as Blender and the CMU/LAFAN1 tools read them): a joint's rotation
 channels, in the order listed, are intrinsic Euler angles in degrees — `Zrotation Xrotation Yrotation` is
 R = Rz·Rx·Ry (scipy order "ZXY"); position channels replace the joint's OFFSET on the axes they name.
-Rotations are stored as float32 quaternions, so a read → write → read round trip gives the same motion
-to float32 precision, and written angles match the file's to about 1e-4 degrees (Euler angles come back in
-scipy's canonical range; files written that way, like Bandai-Namco's, round-trip to the printed digits).
+Offsets and positions are kept as float32 and written as the shortest text that reads back to the same
+float32, so they reproduce a file's printed digits (Bandai-Namco's hierarchy text comes back token for
+token). Rotations are kept as float32 quaternions and written as Euler angles with 9 significant digits:
+read → write → read gives the same motion to float32 precision, and written angles match the file's to
+about 1e-4 degrees (measured ≤ 1.1e-4 on the Bandai-Namco clips), in scipy's canonical Euler range.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +59,7 @@ def write_bvh(path: str | Path, motion: Motion, rotation_order: str | None = Non
     every joint when they carry `translations`) and rotation channels everywhere."""
     skeleton = motion.skeleton
     channels = _channels_to_write(motion, rotation_order)
-    columns = []
+    columns: list[list[str]] = []
     trans = motion.local_translations()
     for j, names in enumerate(channels):
         rot_names = [c for c in names if c in ROTATION_CHANNELS]
@@ -65,14 +68,13 @@ def write_bvh(path: str | Path, motion: Motion, rotation_order: str | None = Non
         euler = quat_to_euler(motion.rotations[:, j], order + "".join(a for a in "XYZ" if a not in order))
         for c in names:
             if c in POSITION_CHANNELS:
-                columns.append(trans[:, j, POSITION_CHANNELS.index(c)].astype(np.float64))
+                columns.append(_shortest(trans[:, j, POSITION_CHANNELS.index(c)]))
             else:
-                columns.append(euler[:, rot_names.index(c)])
-    data = np.stack(columns, axis=1) if columns else np.zeros((motion.n_frames, 0))
+                columns.append(np.char.mod("%.9g", euler[:, rot_names.index(c)]).tolist())
     out = ["HIERARCHY"]
     _write_joint(out, skeleton, channels, 0, 0)
     out += ["MOTION", f"Frames: {motion.n_frames}", f"Frame Time: {1.0 / motion.fps:.9g}"]
-    body = "\n".join(" ".join(row) for row in np.char.mod("%.9g", data).tolist())
+    body = "\n".join(" ".join(row) for row in zip(*columns, strict=True)) if columns else "\n" * motion.n_frames
     Path(path).write_text("\n".join(out) + "\n" + body + "\n", encoding="utf-8")
 
 
@@ -183,7 +185,12 @@ def _parse_motion(lines: list[str], begin: int, n_channels: int, where: str):
     if len(body) != n_frames:
         raise InputError(f"{where}: header says {n_frames} frames, the MOTION block has {len(body)} lines")
     # fromstring parses the whole block in C; it stops quietly at a bad token, so a short result is diagnosed
-    data = np.fromstring("\n".join(line for _, line in body), dtype=np.float64, sep=" ")
+    with warnings.catch_warnings():  # numpy warns (and will raise) on a bad token; both mean "diagnose"
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            data = np.fromstring("\n".join(line for _, line in body), dtype=np.float64, sep=" ")
+        except ValueError:
+            data = np.empty(0)
     if data.size != n_frames * n_channels:
         for n, line in body:
             values = line.split()
@@ -263,13 +270,18 @@ def _channels_to_write(motion: Motion, rotation_order: str | None) -> list[tuple
 def _write_joint(out: list[str], skeleton: Skeleton, channels, j: int, depth: int) -> None:
     pad = "  " * depth
     kind = "ROOT" if j == 0 else "JOINT"
-    off = " ".join(f"{v:.9g}" for v in skeleton.offsets[j])
+    off = " ".join(_shortest(skeleton.offsets[j]))
     out += [f"{pad}{kind} {skeleton.names[j]}", f"{pad}{{", f"{pad}  OFFSET {off}"]
     if channels[j]:
         out.append(f"{pad}  CHANNELS {len(channels[j])} {' '.join(channels[j])}")
     for c in skeleton.children(j):
         _write_joint(out, skeleton, channels, c, depth + 1)
     if j in skeleton.end_sites:
-        end = " ".join(f"{v:.9g}" for v in skeleton.end_sites[j])
+        end = " ".join(_shortest(skeleton.end_sites[j]))
         out += [f"{pad}  End Site", f"{pad}  {{", f"{pad}    OFFSET {end}", f"{pad}  }}"]
     out.append(f"{pad}}}")
+
+
+def _shortest(values: np.ndarray) -> list[str]:
+    """Shortest text that reads back to the same float32 (positions and offsets are stored as float32)."""
+    return [text[:-2] if (text := str(v)).endswith(".0") else text for v in np.asarray(values, dtype=np.float32)]
