@@ -18,6 +18,12 @@ gaussians.frame  arrays: means (N,3) f32, scales (N,3) f32 (log scale, as in 3DG
                          rotations (N,4) f32 (w,x,y,z), opacities (N,) f32 (logit),
                          sh_dc (N,3) f32, optional sh_rest (N,K,3) f32
                  meta:   name (str), frame (int), frames (int, total), ply (str, file name)
+motion.clip      arrays: rotations (T,J,4) f32 unit quaternions (w,x,y,z), LOCAL to the parent joint with
+                         world-aligned rest frames (BVH convention, Y-up), root_positions (T,3) f32 (the
+                         root joint's position per frame, the armature's units)
+                 meta:   name (str), fps (number), joints (list of J joint names, parent before child),
+                         kept (list of [a, b] inclusive 0-based clip frame ranges the model left exactly
+                         as they were sent; [] when none)
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ MESH_REST = "mesh.rest"
 MESH_FRAMES = "mesh.frames"
 GAUSSIANS_FRAME = "gaussians.frame"
 RIG = "rig"
+MOTION_CLIP = "motion.clip"
 
-RESULT_TYPES = (MESH_REST, MESH_FRAMES, GAUSSIANS_FRAME, RIG)
+RESULT_TYPES = (MESH_REST, MESH_FRAMES, GAUSSIANS_FRAME, RIG, MOTION_CLIP)
+UNIT_TOLERANCE = 1e-3  # a motion clip's quaternions: | |q| - 1 | at most this
 
 GAUSSIAN_ARRAYS = ("means", "scales", "rotations", "opacities", "sh_dc")
 
@@ -152,3 +160,46 @@ def check_rig(
     if meta.get("mode") not in ("free", "skeleton"):
         raise InputError(f"{what}: meta 'mode' must be 'free' or 'skeleton', got {meta.get('mode')!r}.")
     return b
+
+
+def check_motion_clip(
+    arrays: dict[str, np.ndarray], meta: dict[str, Any], joint_count: int | None = None, what: str = "Motion clip"
+) -> tuple[int, int]:
+    """Check a motion.clip result (see the module docstring); return (frames T, joints J)."""
+    rotations = _need(arrays, "rotations", what)
+    _check(rotations, "rotations", what, "float32", (None, joint_count, 4))
+    t, j = rotations.shape[0], rotations.shape[1]
+    if t == 0 or j == 0:
+        raise InputError(f"{what} is empty ({t} frames, {j} joints).")
+    _check(_need(arrays, "root_positions", what), "root_positions", what, "float32", (t, 3))
+    norms = np.linalg.norm(rotations, axis=-1)
+    off = np.abs(norms - 1.0)
+    if (off > UNIT_TOLERANCE).any():
+        frame, joint = np.unravel_index(int(np.argmax(off)), off.shape)
+        raise InputError(
+            f"{what}: rotation of joint {joint} at frame {frame} is not a unit quaternion "
+            f"(|q| = {norms[frame, joint]:.6f})."
+        )
+    name = meta.get("name")
+    if not isinstance(name, str):
+        raise InputError(f"{what}: meta 'name' must be a string, got {name!r}.")
+    fps = meta.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0:
+        raise InputError(f"{what}: meta 'fps' must be a positive number, got {fps!r}.")
+    joints = meta.get("joints")
+    if not isinstance(joints, list) or len(joints) != j or not all(isinstance(n, str) and n for n in joints):
+        raise InputError(f"{what}: meta 'joints' must list {j} non-empty joint names (one per rotation column).")
+    if len(set(joints)) != j:
+        raise InputError(f"{what}: joint names must be unique.")
+    kept = meta.get("kept")
+    if not isinstance(kept, list):
+        raise InputError(f"{what}: meta 'kept' must be a list of [first, last] frame ranges, got {kept!r}.")
+    for r in kept:
+        if (
+            not isinstance(r, (list, tuple))
+            or len(r) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+            or not 0 <= r[0] <= r[1] < t
+        ):
+            raise InputError(f"{what}: kept range {r!r} must be [first, last] with 0 ≤ first ≤ last < {t}.")
+    return t, j
