@@ -14,8 +14,11 @@ R = Rz·Rx·Ry (scipy order "ZXY"); position channels replace the joint's OFFSET
 Offsets and positions are kept as float32 and written as the shortest text that reads back to the same
 float32, so they reproduce a file's printed digits (Bandai-Namco's hierarchy text comes back token for
 token). Rotations are kept as float32 quaternions and written as Euler angles with 9 significant digits:
-read → write → read gives the same motion to float32 precision, and written angles match the file's to
-about 1e-4 degrees (measured ≤ 1.1e-4 on the Bandai-Namco clips), in scipy's canonical Euler range.
+read → write → read gives the same motion to float32 precision (quaternions within 1.2e-7), and written
+angles come back in scipy's canonical Euler range. Measured on all 152 Bandai-Namco clips (1.89 M angle
+values): positions identical; all but 11 angles within 1e-3 degrees of the file's (typically ~1e-5); of the
+11, ten sit next to gimbal lock (middle angle ≈ ±89.9°, where the outer two are ill-conditioned; worst
+1.4e-3°) and one is 180 written as -180 — the same rotations in every case.
 """
 
 from __future__ import annotations
