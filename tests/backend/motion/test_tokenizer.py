@@ -73,7 +73,7 @@ def test_training_on_sinusoids_cuts_the_reconstruction_loss():
     model = MotionTokenizer(tiny_config())
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
-    for _ in range(150):
+    for _ in range(100):
         x = sinusoids(generator)
         recon, stats = model(x)
         loss, terms = model.loss(x, recon, stats)
