@@ -6,10 +6,13 @@ import time
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from . import preferences
+from .appliers.motion import MotionOptions
 from .appliers.rig import RigOptions
 from .client import BackendClient, ClientError, ConnectionState
+from .collectors import armature_motion
 from .collectors.mesh_motion import MotionError, evaluated_motion
 from .local_backend import LocalBackend, LocalBackendError
 from .pump import pump
@@ -287,6 +290,209 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
         return self.submit(context, "rig.from_motion", params, options, arrays)
 
 
+# -- motion tokens: in-between, edit, generate, train on an armature ------------------------------
+
+MOTION_NO_MODEL = "Choose a motion model: set the model path in the Tessera sidebar's Motion box, or train one (Train)."
+
+
+def _fps(scene) -> float:
+    return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
+
+
+def _active_armature(context):
+    ob = context.active_object
+    if ob is None or ob.type != "ARMATURE":
+        what = f"'{ob.name}' is a {ob.type.lower()} object" if ob is not None else "No object is active"
+        raise armature_motion.MotionError(f"{what}: select the armature to animate.")
+    return ob
+
+
+class _MotionSubmitting(_Submitting):
+    def model_path(self, context) -> str:
+        model = self.model.strip() or context.scene.tessera.motion_model.strip()
+        if not model:
+            raise armature_motion.MotionError(MOTION_NO_MODEL)
+        return bpy.path.abspath(model)
+
+    def clip_request(self, context, arm_ob, model: str) -> tuple[dict, dict]:
+        """The params and arrays every clip-editing request carries: the action over the scene range."""
+        scene = context.scene
+        clip = armature_motion.armature_clip(context, arm_ob, scene.frame_start, scene.frame_end)
+        params = {"model": model, "joints": "\n".join(clip.names), "fps": _fps(scene)}
+        arrays = {
+            "parents": clip.parents,
+            "offsets": clip.offsets,
+            "rotations": clip.rotations,
+            "root_positions": clip.root_positions,
+        }
+        return params, arrays
+
+
+class TESSERA_OT_motion_inbetween(_MotionSubmitting, bpy.types.Operator):
+    """Fill in the motion between the keyed poses of the active armature (over the scene's frame range)
+    with a motion model: a new take; the keyed frames stay exactly as keyed"""
+
+    bl_idname = "tessera.motion_inbetween"
+    bl_label = "In-between"
+    bl_options = {"REGISTER", "UNDO"}
+
+    model: bpy.props.StringProperty(name="Model", description="Empty: the scene's motion model")
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            arm_ob = _active_armature(context)
+            model = self.model_path(context)
+            keyed = [f for f in armature_motion.keyed_frames(arm_ob) if scene.frame_start <= f <= scene.frame_end]
+            if not keyed and armature_motion.keyed_frames(arm_ob):
+                raise armature_motion.MotionError(
+                    f"Armature '{arm_ob.name}' has no keyframes in the frame range {scene.frame_start}.."
+                    f"{scene.frame_end}: key poses there, or set the frame range to the keyed poses."
+                )
+            params, arrays = self.clip_request(context, arm_ob, model)
+        except armature_motion.MotionError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        kept = armature_motion.frame_ranges([f - scene.frame_start for f in keyed])
+        params["keep"] = armature_motion.ranges_text(kept)
+        options = MotionOptions(arm_ob.name, scene.frame_start, "inbetween", kept).as_job_options()
+        return self.submit(context, "motion.inbetween", params, options, arrays)
+
+
+class TESSERA_OT_motion_edit(_MotionSubmitting, bpy.types.Operator):
+    """Regenerate the motion of the selected pose bones over the preview range (else the scene's frame
+    range) with a motion model: a new take; everything outside the range stays as it is"""
+
+    bl_idname = "tessera.motion_edit"
+    bl_label = "Edit Selected"
+    bl_options = {"REGISTER", "UNDO"}
+
+    model: bpy.props.StringProperty(name="Model", description="Empty: the scene's motion model")
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0, description="Another seed, another variation")
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            arm_ob = _active_armature(context)
+            model = self.model_path(context)
+            bones = [pb.name for pb in arm_ob.pose.bones if _selected(pb)]
+            if not bones:
+                raise armature_motion.MotionError(
+                    f"No bones of '{arm_ob.name}' are selected: select the pose bones to regenerate (Pose Mode)."
+                )
+            first, last = (
+                (scene.frame_preview_start, scene.frame_preview_end)
+                if scene.use_preview_range
+                else (scene.frame_start, scene.frame_end)
+            )
+            first, last = max(first, scene.frame_start), min(last, scene.frame_end)
+            if first > last:
+                raise armature_motion.MotionError(
+                    f"The preview range lies outside the frame range {scene.frame_start}..{scene.frame_end}: "
+                    "set the preview range to the frames to regenerate."
+                )
+            params, arrays = self.clip_request(context, arm_ob, model)
+        except armature_motion.MotionError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        a, b = first - scene.frame_start, last - scene.frame_start
+        count = scene.frame_end - scene.frame_start + 1
+        kept = [r for r in ((0, a - 1), (b + 1, count - 1)) if r[0] <= r[1]]
+        params.update(frames=f"{a}-{b}", bones="\n".join(bones), seed=self.seed)
+        options = MotionOptions(arm_ob.name, scene.frame_start, "edit", kept).as_job_options()
+        return self.submit(context, "motion.edit", params, options, arrays)
+
+
+def _selected(pb) -> bool:
+    select = getattr(pb, "select", None)  # PoseBone.select from Blender 5.0; Bone.select before
+    return bool(pb.bone.select if select is None else select)
+
+
+class TESSERA_OT_motion_generate(_MotionSubmitting, bpy.types.Operator):
+    """Generate a new take for the active armature from a text prompt with a motion model"""
+
+    bl_idname = "tessera.motion_generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    text: bpy.props.StringProperty(name="Text", description="What the motion should be, e.g. 'walk, tired'")
+    frames: bpy.props.IntProperty(name="Frames", default=120, min=2, description="Length of the take")
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0, description="Another seed, another take")
+    model: bpy.props.StringProperty(name="Model", description="Empty: the scene's motion model")
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            arm_ob = _active_armature(context)
+            model = self.model_path(context)
+            if not self.text.strip():
+                raise armature_motion.MotionError("Type what the motion should be (e.g. 'walk, tired').")
+            skeleton = armature_motion.armature_skeleton(context, arm_ob)
+        except armature_motion.MotionError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        params = {
+            "model": model,
+            "joints": "\n".join(skeleton.names),
+            "fps": _fps(scene),
+            "text": self.text.strip(),
+            "frames": self.frames,
+            "seed": self.seed,
+        }
+        arrays = {"parents": skeleton.parents, "offsets": skeleton.offsets}
+        options = MotionOptions(arm_ob.name, scene.frame_start, "generate", []).as_job_options()
+        return self.submit(context, "motion.generate", params, options, arrays)
+
+
+class TESSERA_OT_motion_train(_Submitting, bpy.types.Operator):
+    """Train a motion model on a folder of BVH files on the backend's disk, or (no folder) on the active
+    armature's Actions in this file; the scene's motion model becomes the trained one when it finishes"""
+
+    bl_idname = "tessera.motion_train"
+    bl_label = "Train Motion Model"
+    bl_options = {"REGISTER", "UNDO"}
+
+    data: bpy.props.StringProperty(
+        name="BVH Folder", subtype="DIR_PATH", description="On the backend's disk; empty: this file's Actions"
+    )
+    out: bpy.props.StringProperty(
+        name="Model Folder", subtype="DIR_PATH", description="Where the backend writes the trained model"
+    )
+    steps: bpy.props.IntProperty(name="Steps", default=2000, min=1, description="Training steps")
+    labels_from_filenames: bpy.props.BoolProperty(
+        name="Labels from File Names", default=True, description="Text labels from the BVH file names"
+    )
+
+    def execute(self, context):
+        out = self.out.strip()
+        data = self.data.strip()
+        arrays = None
+        params = {
+            "data": bpy.path.abspath(data).rstrip("/\\") if data else "",
+            "out": bpy.path.abspath(out).rstrip("/\\") if out else "",
+            "labels_from_filenames": self.labels_from_filenames,
+            "steps": self.steps,
+        }
+        try:
+            if not out:
+                raise armature_motion.MotionError("Choose a folder for the trained model (Model Folder).")
+            if not data:
+                arm_ob = _active_armature(context)
+                clip, lengths, labels = armature_motion.action_clips(context, arm_ob)
+                arrays = {
+                    "parents": clip.parents,
+                    "offsets": clip.offsets,
+                    "rotations": clip.rotations,
+                    "root_positions": clip.root_positions,
+                    "clip_lengths": np.array(lengths, np.int32),
+                }
+                params["labels"] = "\n".join(labels)
+        except armature_motion.MotionError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return self.submit(context, "motion.train", params, {"motion_train_out": params["out"]}, arrays)
+
+
 class TESSERA_OT_export_gltf(bpy.types.Operator):
     """Export the selected armature and the meshes it deforms as GLB, with skins and animation"""
 
@@ -495,6 +701,10 @@ CLASSES = (
     TESSERA_OT_load_gaussian_sequence,
     TESSERA_OT_run_plugin,
     TESSERA_OT_rig_from_motion,
+    TESSERA_OT_motion_inbetween,
+    TESSERA_OT_motion_edit,
+    TESSERA_OT_motion_generate,
+    TESSERA_OT_motion_train,
     TESSERA_OT_export_gltf,
     TESSERA_OT_cancel_job,
     TESSERA_OT_fetch_job,

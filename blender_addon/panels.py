@@ -148,6 +148,36 @@ class VIEW3D_PT_tessera_rig(_TesseraPanel, bpy.types.Panel):
             layout.operator("tessera.export_gltf", icon="EXPORT")
 
 
+class VIEW3D_PT_tessera_motion(_TesseraPanel, bpy.types.Panel):
+    bl_label = "Motion"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.tessera
+        ob = context.active_object
+        box = layout.box()
+        box.prop(settings, "motion_model")
+        if ob is None or ob.type != "ARMATURE":
+            box.label(text="Select an armature", icon="INFO")
+        box.operator("tessera.motion_inbetween", icon="IPO_BEZIER")
+        op = box.operator("tessera.motion_edit", icon="BONE_DATA")
+        op.seed = settings.motion_seed
+        col = box.column(align=True)
+        col.prop(settings, "motion_text")
+        row = col.row(align=True)
+        row.prop(settings, "motion_frames")
+        row.prop(settings, "motion_seed")
+        op = col.operator("tessera.motion_generate", icon="PLAY")
+        op.text, op.frames, op.seed = settings.motion_text, settings.motion_frames, settings.motion_seed
+        train = layout.box()
+        train.label(text="Train")
+        train.prop(settings, "motion_train_data")
+        train.prop(settings, "motion_train_out")
+        train.prop(settings, "motion_train_steps")
+        op = train.operator("tessera.motion_train", icon="EXPERIMENTAL")
+        op.data, op.out, op.steps = settings.motion_train_data, settings.motion_train_out, settings.motion_train_steps
+
+
 def _wrapped(layout, text: str, icon: str = "NONE", width: int = 48) -> None:
     """Long messages as several labels (a label does not wrap)."""
     col = layout.column(align=True)
@@ -168,5 +198,6 @@ CLASSES = (
     VIEW3D_PT_tessera_jobs,
     VIEW3D_PT_tessera_load,
     VIEW3D_PT_tessera_rig,
+    VIEW3D_PT_tessera_motion,
     VIEW3D_PT_tessera_plugins,
 )

@@ -111,6 +111,21 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
         ],
         default="COPY",
     )
+    motion_model: bpy.props.StringProperty(
+        name="Motion Model",
+        description="Model folder on the backend's disk (set by the last training)",
+        subtype="DIR_PATH",
+    )
+    motion_text: bpy.props.StringProperty(name="Text", description="What to generate, e.g. 'walk, tired'")
+    motion_frames: bpy.props.IntProperty(name="Frames", default=120, min=2, description="Length of a generated take")
+    motion_seed: bpy.props.IntProperty(name="Seed", default=0, min=0, description="Another seed, another take")
+    motion_train_data: bpy.props.StringProperty(
+        name="BVH Folder", description="On the backend's disk; empty: this file's Actions", subtype="DIR_PATH"
+    )
+    motion_train_out: bpy.props.StringProperty(
+        name="Model Folder", description="Where training writes the model", subtype="DIR_PATH"
+    )
+    motion_train_steps: bpy.props.IntProperty(name="Steps", default=2000, min=1, description="Training steps")
 
 
 CLASSES = (TesseraParam, TesseraRuntime, TesseraSceneSettings)

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from .appliers import gaussians, mesh_sequence, rig
+from .appliers import gaussians, mesh_sequence, motion, rig
 from .client import ConnectionState
 from .file_writer import WRITER
 from .local_backend import LocalBackendError
 from .session import SESSION
 from .shared import messages as m
 from .shared.errors import TesseraError
-from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST, RIG
+from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST, MOTION_CLIP, RIG
 
 
 def pump(context: bpy.types.Context | None = None, time_budget: float = 0.005) -> bool:
@@ -78,6 +78,8 @@ def _apply(client, msg: m.Message, context) -> bool:
         return False
     if isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
         SESSION.targets.pop(msg.job, None)  # the sequence is complete; its object stays
+    if isinstance(msg, m.Done):
+        _training_done(client.jobs.get(msg.job), context)
     if not isinstance(msg, m.Result):
         return False
     job = client.jobs[msg.job]
@@ -117,7 +119,31 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         result = rig.apply_rig(rig_context, job.id, msg.meta, msg.arrays, rig.RigOptions.from_job(job.options, scene))
         job.options["rig_result"] = (result.armature, result.mesh)
         return True
+    if msg.type == MOTION_CLIP:
+        # A new take on the armature the operator collected from, in this step: one undo step.
+        options = motion.MotionOptions.from_job(job.options, scene)
+        arm_ob = bpy.data.objects.get(options.armature)
+        if arm_ob is None:
+            raise LookupError(
+                f"The armature '{options.armature}' this motion was made for was deleted or renamed; "
+                "rename it back, or run the motion operator again."
+            )
+        motion_context = context if getattr(context, "view_layer", None) is not None else bpy.context
+        job.options["motion_result"] = motion.apply_clip(
+            motion_context, arm_ob, msg.meta, msg.arrays, options.frame_start, options.mode, options.kept, job.id
+        )
+        return True
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+def _training_done(job, context) -> None:
+    """A finished motion.train job: its model becomes the scene's motion model."""
+    if job is None or "motion_train_out" not in job.options:
+        return
+    out = str(job.options["motion_train_out"])
+    scene = _scene(context)
+    scene.tessera.motion_model = out
+    SESSION.last_notice = f"Motion model trained: {out} (now the scene's motion model)."
 
 
 @dataclass
