@@ -1,0 +1,430 @@
+"""A motion model in one object, and what animators do with it: tokenize, in-between, edit, generate.
+
+`MotionModel` holds the skeleton it was trained for, the feature normaliser, the body parts (one token
+stream each), the tokenizer (`tokenizer.py`) and the masked token transformer (`transformer.py`). It saves
+to and loads from a local folder (`config.json` + `model.safetensors`, see `pretrained.py`).
+
+How the operations use tokens (MoMask/MMM editing, reference/anchors-motion-rig.md §1.4, §7.4):
+
+- in-between: frames outside the kept ranges are first filled by interpolation (only so the encoder sees a
+  plausible clip), the clip is tokenized, every token that covers a frame to generate is masked and the
+  transformer fills them by confidence decoding, conditioned on the kept tokens around them. The decoded
+  motion is then fitted into each gap: moved rigidly (heading + position) onto the kept frame before the
+  gap, and the remaining differences at both ends (per-joint rotations, root position) are cross-faded
+  across the gap, so it meets the kept frames on both sides. Kept frames are copied from the input, so
+  they stay exactly as they were.
+- edit: the tokens of the chosen body parts over the chosen frames are masked and regenerated (with
+  sampling, so each seed gives a variation); only the chosen joints change, cross-faded into the frames
+  around the range.
+- generate: every token is generated, conditioned on a text embedding (`text.py`) when the model was
+  trained with labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.errors import InputError
+
+from .dataset import Normalizer
+from .features import FeatureLayout, feature_layout, features_to_motion, motion_root, motion_to_features
+from .pretrained import load_pretrained, save_pretrained
+from .rotations import quat_conjugate, quat_multiply, quat_rotate, quat_slerp, quat_yaw, yaw_quat
+from .skeleton import Motion, Skeleton, forward_kinematics
+from .tokenizer import MotionTokenizer, TokenizerConfig
+from .transformer import MaskedTokenTransformer, MaskedTransformerConfig
+
+MODEL_KIND = "tessera4d.motion"
+
+
+def group_columns(layout: FeatureLayout, parts: dict[str, list[int]]) -> list[list[int]]:
+    """Feature columns per body part (in `parts` order); the first part also takes the root columns."""
+    groups = []
+    for i, joints in enumerate(parts.values()):
+        cols = layout.columns_for_joints(joints, include_contacts=True)
+        if i == 0:
+            cols = np.concatenate([layout.root_columns, cols])
+        groups.append(sorted(int(c) for c in cols))
+    flat = sorted(c for g in groups for c in g)
+    if flat != list(range(layout.dim)):
+        raise ValueError("body parts do not partition the feature columns")  # a bug, not user input
+    return groups
+
+
+def parse_ranges(text: str, n_frames: int, what: str = "range") -> list[tuple[int, int]]:
+    """"0-9,40-59" → [(0, 9), (40, 59)] (inclusive, 0-based); InputError on bad syntax, out of bounds, overlap."""
+    ranges = []
+    for piece in [p.strip() for p in str(text).split(",") if p.strip()]:
+        a, sep, b = piece.partition("-")
+        try:
+            lo, hi = int(a), int(b) if sep else int(a)
+        except ValueError:
+            raise InputError(f"Bad frame {what} '{piece}': write ranges like 0-9,40-59 (0-based, inclusive)") from None
+        if lo > hi:
+            raise InputError(f"Frame {what} '{piece}' runs backwards; write the smaller frame first")
+        if lo < 0 or hi >= n_frames:
+            raise InputError(f"Frame {what} '{piece}' is outside the clip's frames 0-{n_frames - 1}")
+        ranges.append((lo, hi))
+    if not ranges:
+        raise InputError(f"No frame {what} given: write ranges like 0-9,40-59")
+    ranges.sort()
+    for (a0, b0), (a1, b1) in zip(ranges, ranges[1:], strict=False):
+        if a1 <= b0:
+            raise InputError(f"Frame {what}s {a0}-{b0} and {a1}-{b1} overlap")
+    return ranges
+
+
+@dataclass
+class MotionModel:
+    skeleton: Skeleton
+    fps: float
+    parts: dict[str, list[int]]
+    normalizer: Normalizer
+    tokenizer: MotionTokenizer
+    transformer: MaskedTokenTransformer
+    window: int = 64  # training window in frames: the shortest clip the model takes
+    meta: dict[str, Any] = field(default_factory=dict)
+    trained: bool = False
+
+    # -- construction and files ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        skeleton: Skeleton,
+        fps: float,
+        normalizer: Normalizer,
+        parts: dict[str, list[int]],
+        tokenizer: dict | None = None,
+        transformer: dict | None = None,
+        window: int = 64,
+        max_frames: int = 512,
+        cond_dim: int = 0,
+    ) -> MotionModel:
+        """A new, untrained model for `skeleton`; `tokenizer`/`transformer` override config fields."""
+        layout = feature_layout(skeleton)
+        tcfg = TokenizerConfig(
+            feature_dim=layout.dim, group_columns=group_columns(layout, parts), groups=list(parts), **(tokenizer or {})
+        )
+        mcfg = MaskedTransformerConfig(
+            codebook_size=tcfg.codebook_size,
+            n_groups=len(parts),
+            max_time_tokens=-(-max_frames // tcfg.downsample),
+            cond_dim=cond_dim,
+            **(transformer or {}),
+        )
+        return cls(skeleton, fps, dict(parts), normalizer, MotionTokenizer(tcfg), MaskedTokenTransformer(mcfg), window)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        meta = dict(self.meta)
+        meta.update(
+            kind=MODEL_KIND,
+            joints=list(self.skeleton.names),
+            fps=self.fps,
+            parts={k: list(map(int, v)) for k, v in self.parts.items()},
+            window=self.window,
+        )
+        save_pretrained(
+            folder,
+            {"tokenizer": self.tokenizer, "transformer": self.transformer},
+            {"tokenizer": self.tokenizer.config, "transformer": self.transformer.config},
+            extra_arrays={
+                "skeleton_parents": self.skeleton.parents,
+                "skeleton_offsets": self.skeleton.offsets,
+                "feature_mean": self.normalizer.mean,
+                "feature_std": self.normalizer.std,
+            },
+            meta=meta,
+            trained=self.trained,
+        )
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, require_trained: bool = True) -> MotionModel:
+        """Load a model folder; InputError naming the folder and what is missing or wrong."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(
+                f"Motion model folder '{folder}' does not exist: train one with "
+                "`tessera4d motion train --data DIR_OF_BVH --out MODEL_DIR`, or point to an existing one"
+            )
+        loaded = load_pretrained(
+            folder,
+            {
+                "tokenizer": (TokenizerConfig, MotionTokenizer),
+                "transformer": (MaskedTransformerConfig, MaskedTokenTransformer),
+            },
+            required_arrays=("skeleton_parents", "skeleton_offsets", "feature_mean", "feature_std"),
+            require_trained=require_trained,
+        )
+        meta = loaded.meta
+        if meta.get("kind") != MODEL_KIND:
+            raise InputError(f"'{folder}' holds a model of kind {meta.get('kind')!r}, not a motion model")
+        skeleton = Skeleton(
+            tuple(meta["joints"]), loaded.arrays["skeleton_parents"], loaded.arrays["skeleton_offsets"]
+        )
+        normalizer = Normalizer(loaded.arrays["feature_mean"], loaded.arrays["feature_std"])
+        parts = {k: list(v) for k, v in meta["parts"].items()}
+        return cls(
+            skeleton,
+            float(meta["fps"]),
+            parts,
+            normalizer,
+            loaded.modules["tokenizer"],
+            loaded.modules["transformer"],
+            int(meta.get("window", 64)),
+            {k: v for k, v in meta.items() if k not in ("kind", "joints", "fps", "parts", "window")},
+            loaded.trained,
+        )
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    @property
+    def downsample(self) -> int:
+        return self.tokenizer.config.downsample
+
+    @property
+    def max_frames(self) -> int:
+        return self.transformer.config.max_time_tokens * self.downsample
+
+    def check_clip(self, motion: Motion, what: str = "clip") -> None:
+        self.skeleton.check_same(motion.skeleton, f"The {what}'s skeleton (model: {len(self.skeleton.names)} joints)")
+        if motion.n_frames < self.window:
+            raise InputError(
+                f"The {what} has {motion.n_frames} frames; this model needs at least {self.window} "
+                "(its training window)"
+            )
+        if abs(motion.fps - self.fps) > 1e-3 * self.fps:
+            raise InputError(f"The {what} runs at {motion.fps:g} fps; this model was trained at {self.fps:g} fps")
+
+    def features(self, motion: Motion) -> torch.Tensor:
+        """(1, T, D) normalised features."""
+        feats, _ = motion_to_features(motion)
+        return torch.from_numpy(self.normalizer.apply(feats)).float()[None]
+
+    def tokenize(self, motion: Motion) -> np.ndarray:
+        """(T', G) int64 tokens of a clip (G = body parts, in `parts` order)."""
+        self.check_clip(motion)
+        self.tokenizer.eval()
+        return self.tokenizer.encode(self.features(motion))[0].numpy()
+
+    def decode(self, codes: np.ndarray | torch.Tensor, n_frames: int, like: Motion | None = None) -> Motion:
+        """Motion from (T', G) tokens, starting where `like` starts (heading and ground position) if given."""
+        codes = torch.as_tensor(codes, dtype=torch.long)[None]
+        self.tokenizer.eval()
+        with torch.no_grad():
+            feats = self.normalizer.invert(self.tokenizer.decode(codes, n_frames)[0].double().numpy())
+        start, yaw = np.zeros(3), 0.0
+        if like is not None:
+            first = slice(0, 1)
+            gpos, grot = forward_kinematics(
+                like.skeleton, like.rotations[first], like.root_positions[first], like.local_translations()[first]
+            )
+            r = motion_root(self.skeleton)
+            start, yaw = gpos[0, r].astype(np.float64), float(quat_yaw(grot[0, r].astype(np.float64)))
+        return features_to_motion(feats, self.skeleton, self.fps, start, yaw)
+
+    def _fill(self, codes: np.ndarray, editable: np.ndarray, cond, seed: int, temperature: float) -> np.ndarray:
+        """Generate the editable tokens, in windows of at most the transformer's length."""
+        out = codes.copy()
+        limit = self.transformer.config.max_time_tokens
+        rows = np.flatnonzero(editable.any(axis=1))
+        if rows.size == 0:
+            return out
+        generator = torch.Generator().manual_seed(int(seed))
+        cond_t = None if cond is None else torch.as_tensor(np.asarray(cond, np.float32)).reshape(1, -1)
+        spans, start = [], rows[0]
+        for a, b in zip(rows, rows[1:], strict=False):
+            if b != a + 1:
+                spans.append((start, a))
+                start = b
+        spans.append((start, rows[-1]))
+        for a, b in spans:
+            if b - a + 1 > limit:
+                raise InputError(
+                    f"Frames {a * self.downsample}-{(b + 1) * self.downsample - 1} to generate in one go are longer "
+                    f"than this model's {limit * self.downsample}-frame limit; keep some frames in between"
+                )
+            lo = int(np.clip((a + b + 1) // 2 - limit // 2, 0, max(0, len(codes) - limit)))
+            hi = min(len(codes), lo + limit)
+            window = torch.as_tensor(out[lo:hi])[None]
+            mask = torch.as_tensor(editable[lo:hi])[None]
+            mask[:, : max(0, a - lo)] = False
+            mask[:, b + 1 - lo :] = False
+            filled = self.transformer.generate(
+                window, mask, cond_t, temperature=temperature, generator=generator, cfg_scale=3.0
+            )
+            out[lo:hi] = filled[0].numpy()
+        return out
+
+    # -- the operations -------------------------------------------------------------------------------------
+
+    def inbetween(
+        self, motion: Motion, keep: list[tuple[int, int]], seed: int = 0, temperature: float = 0.0
+    ) -> Motion:
+        """Frames outside the inclusive `keep` ranges are generated; kept frames are returned unchanged."""
+        self.check_clip(motion)
+        t = motion.n_frames
+        kept = np.zeros(t, bool)
+        for a, b in keep:
+            if not (0 <= a <= b < t):
+                raise InputError(f"Kept frames {a}-{b} are outside the clip's frames 0-{t - 1}")
+            kept[a : b + 1] = True
+        if not kept.any():
+            raise InputError("Keep at least one frame: in-betweening fills the frames between kept ones")
+        source = _fill_by_interpolation(motion, kept)
+        codes = self.tokenize(source)
+        d = self.downsample
+        pad = len(codes) * d - t
+        kept_padded = np.concatenate([kept, np.repeat(kept[-1:], pad)])
+        editable_rows = ~kept_padded.reshape(-1, d).all(axis=1)
+        editable = np.repeat(editable_rows[:, None], codes.shape[1], axis=1)
+        new_codes = self._fill(codes, editable, None, seed, temperature)
+        decoded = self.decode(new_codes, t, like=source)
+        out = _copy(motion)
+        all_joints = np.arange(self.skeleton.n_joints)
+        for a, b in _runs(~kept):
+            _fit_into(out, decoded, a, b, all_joints, with_root=True)
+        return out
+
+    def edit(
+        self,
+        motion: Motion,
+        frames: tuple[int, int],
+        joints: list[int],
+        seed: int = 0,
+        temperature: float = 1.0,
+    ) -> Motion:
+        """Regenerate `joints` over the inclusive frame range; everything else is returned unchanged."""
+        self.check_clip(motion)
+        t = motion.n_frames
+        a, b = frames
+        if not (0 <= a <= b < t):
+            raise InputError(f"Frames {a}-{b} to edit are outside the clip's frames 0-{t - 1}")
+        if not joints:
+            raise InputError("Choose at least one joint or body part to edit")
+        codes = self.tokenize(motion)
+        d = self.downsample
+        groups = [g for g, members in enumerate(self.parts.values()) if set(members) & set(joints)]
+        editable = np.zeros(codes.shape, bool)
+        editable[a // d : b // d + 1, groups] = True
+        new_codes = self._fill(codes, editable, None, seed, temperature)
+        decoded = self.decode(new_codes, t, like=motion)
+        out = _copy(motion)
+        with_root = motion_root(self.skeleton) in joints or 0 in joints
+        _fit_into(out, decoded, a, b + 1, np.asarray(sorted(joints)), with_root=with_root)
+        return out
+
+    def generate(self, n_frames: int, text: str = "", seed: int = 0, temperature: float = 1.0) -> Motion:
+        """A new clip of `n_frames`, conditioned on `text` when the model was trained with labels."""
+        if not self.window <= n_frames <= self.max_frames:
+            raise InputError(f"Generate between {self.window} and {self.max_frames} frames with this model")
+        cond = None
+        if text.strip():
+            if not self.transformer.config.cond_dim:
+                raise InputError("This model was trained without labels, so it cannot follow a text; leave it empty")
+            from .text import embed
+
+            cond = embed([text.strip()])[0]
+        rows = -(-n_frames // self.downsample)
+        codes = np.zeros((rows, len(self.parts)), np.int64)
+        new_codes = self._fill(codes, np.ones(codes.shape, bool), cond, seed, temperature)
+        return self.decode(new_codes, n_frames)
+
+
+# -- motion surgery (numpy) ----------------------------------------------------------------------------------
+
+
+def _copy(motion: Motion) -> Motion:
+    return Motion(
+        motion.skeleton,
+        motion.rotations.copy(),
+        motion.root_positions.copy(),
+        motion.fps,
+        motion.name,
+        None if motion.translations is None else motion.translations.copy(),
+        motion.channels,
+    )
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[(start, stop)) of the True runs of a 1-D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _translations(motion: Motion) -> np.ndarray:
+    return motion.local_translations().astype(np.float64)
+
+
+def _fill_by_interpolation(motion: Motion, kept: np.ndarray) -> Motion:
+    """Frames outside `kept` interpolated from the kept frames around them (SLERP / linear; held at the ends)."""
+    out = _copy(motion)
+    trans = _translations(motion)
+    for a, b in _runs(~kept):
+        left, right = a - 1, b
+        for f in range(a, b):
+            if left < 0 or right >= len(kept):
+                src = right if left < 0 else left
+                w, lo, hi = 0.0, src, src
+            else:
+                w, lo, hi = (f - left) / (right - left), left, right
+            out.rotations[f] = quat_slerp(motion.rotations[lo], motion.rotations[hi], w)
+            trans[f] = (1 - w) * trans[lo] + w * trans[hi]
+    out.root_positions = trans[:, 0].astype(np.float32)
+    if out.translations is not None:
+        out.translations[:, 1:] = trans[:, 1:]
+    return out
+
+
+def _heading_transform(motion: Motion, frame: int) -> tuple[float, np.ndarray]:
+    """(yaw, ground position) of the motion root at `frame`."""
+    r = motion_root(motion.skeleton)
+    sl = slice(frame, frame + 1)
+    trans = motion.local_translations()[sl]
+    gpos, grot = forward_kinematics(motion.skeleton, motion.rotations[sl], motion.root_positions[sl], trans)
+    return float(quat_yaw(grot[0, r].astype(np.float64))), gpos[0, r].astype(np.float64)
+
+
+def _fit_into(out: Motion, decoded: Motion, a: int, b: int, joints: np.ndarray, with_root: bool) -> None:
+    """Write decoded frames [a, b) of `joints` into `out`, matched to out's frames a-1 and b (when they exist)."""
+    t = out.n_frames
+    left, right = a - 1, b
+    dec = _copy(decoded)
+    anchor = left if left >= 0 else (right if right < t else None)
+    if with_root and anchor is not None:  # move the decoded clip rigidly onto the anchor frame's heading and place
+        yaw_out, pos_out = _heading_transform(out, anchor)
+        yaw_dec, pos_dec = _heading_transform(dec, anchor)
+        turn = yaw_quat(np.array(yaw_out - yaw_dec))
+        dec.rotations[:, 0] = quat_multiply(turn, dec.rotations[:, 0].astype(np.float64))
+        moved = quat_rotate(np.broadcast_to(turn, (t, 4)), dec.root_positions.astype(np.float64))
+        shift = pos_out - quat_rotate(turn, pos_dec)
+        shift[1] = 0.0
+        dec.root_positions = (moved + shift).astype(np.float32)
+    dec_trans, out_trans = _translations(dec), _translations(out)
+
+    def deltas(frame: int):
+        dec_rot = dec.rotations[frame, joints].astype(np.float64)
+        rot = quat_multiply(quat_conjugate(dec_rot), out.rotations[frame, joints])
+        return rot, out_trans[frame] - dec_trans[frame]
+
+    ident = np.tile([1.0, 0.0, 0.0, 0.0], (len(joints), 1))
+    zero = np.zeros_like(out_trans[0])
+    d_left = deltas(left) if left >= 0 else None
+    d_right = deltas(right) if right < t else None
+    d_left = d_left or d_right or (ident, zero)
+    d_right = d_right or d_left
+    frames = np.arange(a, b)
+    w = (frames - left) / (right - left) if (left >= 0 and right < t) else np.zeros(len(frames))
+    rot_fix = quat_slerp(d_left[0][None], d_right[0][None], w[:, None])  # (F, J', 4)
+    out.rotations[a:b, joints] = quat_multiply(dec.rotations[a:b, joints].astype(np.float64), rot_fix)
+    if with_root:
+        trans_fix = (1 - w)[:, None, None] * d_left[1] + w[:, None, None] * d_right[1]
+        new = dec_trans[a:b] + trans_fix
+        out.root_positions[a:b] = new[:, 0]
+        if out.translations is not None:
+            out.translations[a:b, 1:] = new[:, 1:]
