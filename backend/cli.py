@@ -1,4 +1,4 @@
-"""The `tessera4d` command: serve, keys, plugins, run, rig.
+"""The `tessera4d` command: serve, keys, plugins, run, rig, motion.
 
 Sub-apps are plain `typer.Typer()` objects added to the module-level `app`.
 """
@@ -275,6 +275,10 @@ def rig_command(
         highlight=False,
     )
 
+
+from .motion_cli import motion_app  # noqa: E402  (after _fail and the consoles it uses)
+
+app.add_typer(motion_app, name="motion")
 
 addon_app = typer.Typer(help="The Blender extension.", no_args_is_help=True)
 app.add_typer(addon_app, name="addon")

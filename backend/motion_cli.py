@@ -1,0 +1,222 @@
+"""`tessera4d motion ...`: train a motion model on BVH files, tokenize, in-between, edit and generate clips.
+
+Heavy modules (torch) are imported inside the commands so that `tessera4d --help` stays fast. Errors are one
+line on stderr and exit status 1, like `tessera4d rig`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shared.errors import TesseraError
+
+motion_app = typer.Typer(
+    help="Motion tokens: train a model on BVH clips, then in-between, edit, generate.", no_args_is_help=True
+)
+
+ModelArg = Annotated[Path, typer.Argument(help="Motion model folder (from `tessera4d motion train`).")]
+ClipArg = Annotated[Path, typer.Argument(help="BVH clip on the model's skeleton.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    from .cli import _fail as fail
+
+    return fail(message)
+
+
+def _console():
+    from .cli import console, err_console
+
+    return console, err_console
+
+
+def _load(model: Path):
+    from .motion.model import MotionModel
+
+    return MotionModel.from_pretrained(model)
+
+
+def _read_clip(path: Path):
+    from .motion.bvh import read_bvh
+
+    if not path.is_file():
+        raise TesseraError(f"BVH file {path} does not exist")
+    return read_bvh(path)
+
+
+def _write(path: Path, motion) -> None:
+    from .motion.bvh import write_bvh
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bvh(path, motion)
+    except OSError as exc:
+        raise TesseraError(f"Cannot write {exc.filename or path}: {exc.strerror or exc}") from None
+
+
+@motion_app.command("train")
+def train_command(
+    data: Annotated[Path, typer.Option("--data", help="Folder of BVH files sharing one skeleton.")],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write (its checkpoint lets a run resume).")],
+    labels_from_filenames: Annotated[
+        bool, typer.Option(help="Text labels from `{prefix}_{content}_{style}_{id}.bvh` names (for --text).")
+    ] = False,
+    steps: Annotated[int | None, typer.Option(min=2, help="Steps in all: 4/7 tokenizer, 3/7 transformer.")] = None,
+    tokenizer_steps: Annotated[int | None, typer.Option(min=1, help="Tokenizer steps (instead of --steps).")] = None,
+    transformer_steps: Annotated[
+        int | None, typer.Option(min=0, help="Transformer steps (instead of --steps).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the checkpoint in --out when it matches.")] = True,
+    config: Annotated[
+        str,
+        typer.Option(help="Advanced: JSON of TrainConfig fields (backend/motion/train.py), e.g. '{\"window\": 32}'."),
+    ] = "",
+) -> None:
+    """Train a motion model (tokenizer, then token transformer) on a folder of BVH clips."""
+    from .motion.dataset import load_library
+    from .motion.train import train
+    from .plugins.motion import train_config
+
+    console, err_console = _console()
+    started = time.perf_counter()
+    try:
+        try:
+            overrides = json.loads(config) if config else {}
+        except json.JSONDecodeError as exc:
+            raise TesseraError(f"--config is not valid JSON: {exc}") from None
+        if not isinstance(overrides, dict):
+            raise TesseraError("--config must be a JSON object of training settings")
+        if steps is not None and (tokenizer_steps is not None or transformer_steps is not None):
+            raise TesseraError("Give either --steps or --tokenizer-steps/--transformer-steps, not both")
+        if tokenizer_steps is not None:
+            overrides.setdefault("tokenizer_steps", tokenizer_steps)
+        if transformer_steps is not None:
+            overrides.setdefault("transformer_steps", transformer_steps)
+        cfg = train_config(steps or 3500, overrides)
+        if not data.is_dir():
+            raise TesseraError(f"BVH folder {data} does not exist")
+        library = load_library(data, labels_from_filenames)
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
+        with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task(f"{len(library)} clips", total=1.0)
+            report = train(
+                library,
+                out,
+                cfg,
+                progress=lambda stage, f, msg: bar.update(task, completed=f, description=f"{stage}: {msg}"),
+                resume=resume,
+            )
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    except OSError as exc:
+        raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None
+    metrics = ", ".join(f"{k} {v}" for k, v in report.metrics.items() if v is not None) or "none (no clip long enough)"
+    console.print(
+        f"Trained on {report.train_clips} clips ({report.held_out_clips} held out) in "
+        f"{time.perf_counter() - started:.1f} s → {report.model_dir}\nheld-out metrics: {metrics}",
+        highlight=False,
+    )
+
+
+@motion_app.command("tokenize")
+def tokenize_command(
+    model: ModelArg,
+    clip: ClipArg,
+    out: Annotated[Path, typer.Option("--out", help=".npz to write: tokens (T',parts), parts, downsample.")],
+) -> None:
+    """Write a clip's motion tokens (time tokens × body parts)."""
+    from .plugins.motion import save_tokens
+
+    console, _ = _console()
+    try:
+        m = _load(model)
+        tokens = m.tokenize(_read_clip(clip))
+        save_tokens(out, tokens, m)
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"{clip.name}: {tokens.shape[0]} × {tokens.shape[1]} tokens (time × parts) → {out}", highlight=False)
+
+
+@motion_app.command("inbetween")
+def inbetween_command(
+    model: ModelArg,
+    clip: ClipArg,
+    keep: Annotated[str, typer.Option("--keep", help="Frames to keep exactly, 0-based inclusive: 0-9,40-59.")],
+    out: Annotated[Path, typer.Option("--out", help="BVH to write (same skeleton and frame count).")],
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Generate the frames outside --keep; kept frames are written as they were."""
+    from .motion.model import parse_ranges
+
+    console, _ = _console()
+    started = time.perf_counter()
+    try:
+        motion = _read_clip(clip)
+        ranges = parse_ranges(keep, motion.n_frames, "to keep")
+        m = _load(model)
+        result = m.inbetween(motion, ranges, seed=seed)
+        _write(out, result)
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    console.print(
+        f"{clip.name}: generated {motion.n_frames - sum(b - a + 1 for a, b in ranges)} of {motion.n_frames} frames "
+        f"in {time.perf_counter() - started:.1f} s → {out}",
+        highlight=False,
+    )
+
+
+@motion_app.command("edit")
+def edit_command(
+    model: ModelArg,
+    clip: ClipArg,
+    frames: Annotated[str, typer.Option("--frames", help="Frames to regenerate, 0-based inclusive: 20-50.")],
+    parts: Annotated[str, typer.Option("--parts", help="Body parts to regenerate, comma-separated: left_arm.")],
+    out: Annotated[Path, typer.Option("--out", help="BVH to write.")],
+    seed: Annotated[int, typer.Option(min=0, help="Another seed, another variation.")] = 0,
+) -> None:
+    """Regenerate body parts over a frame range; everything else is written as it was."""
+    from .motion.model import parse_ranges
+    from .motion.parts import resolve_parts
+
+    console, _ = _console()
+    try:
+        motion = _read_clip(clip)
+        ranges = parse_ranges(frames, motion.n_frames, "range to edit")
+        if len(ranges) != 1:
+            raise TesseraError(f"Edit one frame range at a time (e.g. 20-50), got {frames!r}")
+        m = _load(model)
+        names = [p.strip() for p in parts.split(",") if p.strip()]
+        if not names:
+            raise TesseraError(f"Name the body parts to edit; this model has: {', '.join(m.parts)}")
+        joints = resolve_parts(m.skeleton, names)
+        result = m.edit(motion, ranges[0], joints, seed=seed)
+        _write(out, result)
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    a, b = ranges[0]
+    console.print(f"{clip.name}: regenerated {', '.join(names)} over frames {a}-{b} → {out}", highlight=False)
+
+
+@motion_app.command("generate")
+def generate_command(
+    model: ModelArg,
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Length of the clip.")],
+    out: Annotated[Path, typer.Option("--out", help="BVH to write.")],
+    text: Annotated[str, typer.Option("--text", help="What the motion should be (labelled models).")] = "",
+    seed: Annotated[int, typer.Option(min=0, help="Another seed, another take.")] = 0,
+) -> None:
+    """Generate a new clip, following --text when the model was trained with labels."""
+    console, _ = _console()
+    try:
+        result = _load(model).generate(frames, text, seed=seed)
+        result.name = text or "generated"
+        _write(out, result)
+    except TesseraError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"generated {result.n_frames} frames ({text or 'no text'}) → {out}", highlight=False)
