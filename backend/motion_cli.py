@@ -131,12 +131,13 @@ def tokenize_command(
     out: Annotated[Path, typer.Option("--out", help=".npz to write: tokens (T',parts), parts, downsample.")],
 ) -> None:
     """Write a clip's motion tokens (time tokens × body parts)."""
-    from .plugins.motion import save_tokens
+    from .plugins.motion import inference_threads, save_tokens
 
     console, _ = _console()
     try:
         m = _load(model)
-        tokens = m.tokenize(_read_clip(clip))
+        with inference_threads():
+            tokens = m.tokenize(_read_clip(clip))
         save_tokens(out, tokens, m)
     except TesseraError as exc:
         raise _fail(exc.message) from None
@@ -153,6 +154,7 @@ def inbetween_command(
 ) -> None:
     """Generate the frames outside --keep; kept frames are written as they were."""
     from .motion.model import parse_ranges
+    from .plugins.motion import inference_threads
 
     console, _ = _console()
     started = time.perf_counter()
@@ -160,7 +162,8 @@ def inbetween_command(
         motion = _read_clip(clip)
         ranges = parse_ranges(keep, motion.n_frames, "to keep")
         m = _load(model)
-        result = m.inbetween(motion, ranges, seed=seed)
+        with inference_threads():
+            result = m.inbetween(motion, ranges, seed=seed)
         _write(out, result)
     except TesseraError as exc:
         raise _fail(exc.message) from None
@@ -183,6 +186,7 @@ def edit_command(
     """Regenerate body parts over a frame range; everything else is written as it was."""
     from .motion.model import parse_ranges
     from .motion.parts import resolve_parts
+    from .plugins.motion import inference_threads
 
     console, _ = _console()
     try:
@@ -195,7 +199,8 @@ def edit_command(
         if not names:
             raise TesseraError(f"Name the body parts to edit; this model has: {', '.join(m.parts)}")
         joints = resolve_parts(m.skeleton, names)
-        result = m.edit(motion, ranges[0], joints, seed=seed)
+        with inference_threads():
+            result = m.edit(motion, ranges[0], joints, seed=seed)
         _write(out, result)
     except TesseraError as exc:
         raise _fail(exc.message) from None
@@ -212,9 +217,12 @@ def generate_command(
     seed: Annotated[int, typer.Option(min=0, help="Another seed, another take.")] = 0,
 ) -> None:
     """Generate a new clip, following --text when the model was trained with labels."""
+    from .plugins.motion import inference_threads
+
     console, _ = _console()
     try:
-        result = _load(model).generate(frames, text, seed=seed)
+        with inference_threads():
+            result = _load(model).generate(frames, text, seed=seed)
         result.name = text or "generated"
         _write(out, result)
     except TesseraError as exc:

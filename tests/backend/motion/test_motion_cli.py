@@ -1,0 +1,96 @@
+"""`tessera4d motion ...` through the installed script in real processes: train, tokenize, in-between, edit,
+generate on a tiny model (conftest.py); each bad input exits 1 with one line saying what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_CLIPS, TINY_CONFIG
+
+from backend.motion.bvh import read_bvh
+
+SCRIPT = Path(sys.executable).parent / "tessera4d"
+SHORT = TINY_CLIPS[0].parent / "dataset-1_dash_normal_001.bvh"  # 20 frames: shorter than the 32-frame window
+pytestmark = pytest.mark.timeout(120)
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    # one torch thread: the tiny model runs faster on it, and far faster on busy cores
+    env = {"COLUMNS": "400", "PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1", "HOME": str(Path.home())}
+    return subprocess.run(
+        [str(SCRIPT), "motion", *map(str, args)], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_train_writes_a_model_and_reports_metrics_and_time(tiny_clips, tmp_path):
+    config = json.dumps({k: v for k, v in TINY_CONFIG.items() if not k.endswith("_steps")})
+    out = cli("train", "--data", tiny_clips, "--out", tmp_path / "m", "--steps", 4, "--config", config)
+    assert out.returncode == 0, out.stderr
+    assert "held-out metrics: mpjpe_mm" in out.stdout and " s → " in out.stdout
+    assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "checkpoint.safetensors").is_file()
+
+
+def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
+    clip = TINY_CLIPS[0]
+    out = cli("tokenize", tiny_model, clip, "--out", tmp_path / "t.npz")
+    assert out.returncode == 0, out.stderr
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["tokens"].shape == (62, 5)
+
+    keep = [(0, 9), (40, 59), (237, 246)]
+    out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59,237-246", "--out", tmp_path / "in.bvh")
+    assert out.returncode == 0, out.stderr
+    src, got = read_bvh(clip), read_bvh(tmp_path / "in.bvh")
+    assert got.skeleton.names == src.skeleton.names and got.n_frames == src.n_frames
+    assert got.channels == src.channels  # the input's channel layout
+    np.testing.assert_array_equal(got.skeleton.offsets, src.skeleton.offsets)
+    for a, b in keep:  # kept frames to file precision (angles are written with 9 significant digits)
+        dots = np.abs((got.rotations[a : b + 1] * src.rotations[a : b + 1]).sum(-1))
+        assert dots.min() > 1 - 1e-6
+        assert np.array_equal(got.local_translations()[a : b + 1], src.local_translations()[a : b + 1])
+    assert not np.allclose(got.rotations[10:40], src.rotations[10:40], atol=1e-3)
+
+    out = cli("edit", tiny_model, clip, "--frames", "20-50", "--parts", "left_arm", "--out", tmp_path / "e.bvh")
+    assert out.returncode == 0, out.stderr
+    assert read_bvh(tmp_path / "e.bvh").n_frames == src.n_frames
+
+    out = cli("generate", tiny_model, "--frames", 64, "--out", tmp_path / "g.bvh", "--seed", 2)
+    assert out.returncode == 0, out.stderr
+    gen = read_bvh(tmp_path / "g.bvh")
+    assert gen.n_frames == 64 and gen.skeleton.names == src.skeleton.names
+
+
+@pytest.fixture(scope="module")
+def other_skeleton(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bvh") / "renamed.bvh"
+    path.write_text(TINY_CLIPS[0].read_text().replace("Toes_L", "Toe_L"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("inbetween", "{model}", "{other}", "--keep", "0-9", "--out", "{tmp}/o.bvh"), "does not match: joint 17"),
+        (("inbetween", "{model}", str(SHORT), "--keep", "0-9", "--out", "{tmp}/o.bvh"), "has 20 frames; this model"),
+        (("inbetween", "{model}", str(TINY_CLIPS[0]), "--keep", "0-9,240-300", "--out", "{tmp}/o.bvh"), "outside"),
+        (("inbetween", "{model}", str(TINY_CLIPS[0]), "--keep", "0-9,5-20", "--out", "{tmp}/o.bvh"), "overlap"),
+        (
+            ("edit", "{model}", str(TINY_CLIPS[0]), "--frames", "2-40", "--parts", "tail", "--out", "{tmp}/o.bvh"),
+            "Unknown body part 'tail'; this skeleton has: torso, left_leg, right_leg, left_arm, right_arm",
+        ),
+        (("generate", "{tmp}/no-model", "--frames", "64", "--out", "{tmp}/o.bvh"), "does not exist"),
+    ],
+)
+def test_bad_input_exits_1_with_one_line(tiny_model, other_skeleton, tmp_path, args, message):
+    fill = {"model": tiny_model, "other": other_skeleton, "tmp": tmp_path}
+    out = cli(*(a.format(**fill) for a in args))
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    line = out.stderr.strip()
+    assert "\n" not in line and line.startswith("error:") and message in line, line
+    assert "Traceback" not in out.stderr and not (tmp_path / "o.bvh").exists()
