@@ -451,3 +451,83 @@ def test_a_finished_training_becomes_the_scenes_motion_model(blender):
     assert pump._apply(client, messages.Done(job="job-t", results=0), bpy.context) is False
     assert bpy.context.scene.tessera.motion_model == "/models/new"
     assert "Motion model trained" in addon().session.SESSION.last_notice
+
+
+# -- (f) end to end: a real backend in-betweens with a real (tiny) model --------------------------
+
+WALK = BVH_DIR / "dataset-1_walk_tired_001.bvh"  # 247 frames
+
+
+@pytest.fixture(scope="module")
+def tiny_motion_model(tmp_path_factory):
+    """The motion tests' tiny model (tests/backend/motion/conftest.py sizes), trained by the CLI in its own
+    process so that torch never loads beside bpy here."""
+    import importlib.util
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "motion_test_fixtures", Path(__file__).resolve().parents[1] / "backend" / "motion" / "conftest.py"
+    )
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    base = tmp_path_factory.mktemp("motion")
+    data = base / "clips"
+    data.mkdir()
+    for clip in fixtures.TINY_CLIPS:
+        shutil.copy(clip, data / clip.name)
+    config = json.dumps({k: v for k, v in fixtures.TINY_CONFIG.items() if not k.endswith("_steps")})
+    out = base / "model"
+    cmd = [str(Path(sys.executable).parent / "tessera4d"), "motion", "train", "--data", str(data), "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="400")
+    done = subprocess.run([*cmd, "--steps", "60", "--config", config], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def thin_out_keys(action, keep_frames) -> None:
+    """Keep the action's keys only on `keep_frames` (the imported BVH keys every frame)."""
+    for fc in am().action_fcurves(action):
+        co = np.empty(len(fc.keyframe_points) * 2, np.float32)
+        fc.keyframe_points.foreach_get("co", co)
+        co = co.reshape(-1, 2)
+        kept = co[np.isin(np.round(co[:, 0]), keep_frames)]
+        fc.keyframe_points.clear()
+        fc.keyframe_points.add(len(kept))
+        fc.keyframe_points.foreach_set("co", kept.ravel())
+        fc.update()
+
+
+def test_inbetween_end_to_end_makes_a_take_and_keeps_the_users_keys(blender, backend, tiny_motion_model):
+    bpy = blender
+    ob = import_bvh(bpy, WALK)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 30, 1.0  # the clip's (and the model's) rate
+    scene.frame_start, scene.frame_end = 1, 100
+    keys = [1, 30, 60, 100]
+    user = ob.animation_data.action
+    thin_out_keys(user, keys)
+    before = action_keys(user)
+    names = list(am().armature_clip(bpy.context, ob, 1, 100).names)
+    posed = {f: pose(bpy, ob, names, f) for f in keys}
+    connect(bpy, backend)
+    assert "motion.inbetween" in addon().session.SESSION.client.plugins
+    assert bpy.ops.tessera.motion_inbetween(model=str(tiny_motion_model)) == {"FINISHED"}
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    job = next(j for j in addon().session.SESSION.client.jobs.values() if j.plugin == "motion.inbetween")
+    assert job.state.name == "DONE", (job.state, job.message, job.error_code)
+    take = ob.animation_data.action
+    assert take is not user and take.name == job.options["motion_result"]
+    # the take is keyed on the generated frames, and the user's action and keys are untouched
+    frames = {int(round(f)) for co in action_keys(take).values() for f in co[:, 0]}
+    assert set(range(2, 30)) <= frames and set(range(61, 100)) <= frames
+    after = action_keys(user)
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+    for f in keys:  # the kept (keyed) frames pose the armature as the user keyed them
+        np.testing.assert_allclose(pose(bpy, ob, names, f), posed[f], atol=1e-3)
+    moved = pose(bpy, ob, names, 45)
+    assert np.isfinite(moved).all()
