@@ -207,7 +207,7 @@ class MotionModel:
         return torch.from_numpy(self.normalizer.apply(feats)).float()[None]
 
     def tokenize(self, motion: Motion) -> np.ndarray:
-        """(T', G) int64 tokens of a clip (G = body parts, in `parts` order)."""
+        """(T', G) int64 tokens of a clip (G = body parts, in `parts` order); (T', G, Q) with Q residual layers."""
         self.check_clip(motion)
         self.tokenizer.eval()
         return self.tokenizer.encode(self.features(motion))[0].numpy()
@@ -229,7 +229,14 @@ class MotionModel:
         return features_to_motion(feats, self.skeleton, self.fps, start, yaw)
 
     def _fill(self, codes: np.ndarray, editable: np.ndarray, cond, seed: int, temperature: float) -> np.ndarray:
-        """Generate the editable tokens, in windows of at most the transformer's length."""
+        """Generate the editable (T', G) tokens, in windows of at most the transformer's length. With residual
+        layers (codes (T', G, Q)) the transformer fills the base layer; generated positions get no residual
+        codes (-1: absent, which the decoder is trained for) and the others keep theirs."""
+        if codes.ndim == 3:
+            out = codes.copy()
+            out[..., 0] = self._fill(codes[..., 0], editable, cond, seed, temperature)
+            out[..., 1:][editable] = -1
+            return out
         out = codes.copy()
         limit = self.transformer.config.max_time_tokens
         rows = np.flatnonzero(editable.any(axis=1))
@@ -282,7 +289,7 @@ class MotionModel:
         pad = len(codes) * d - t
         kept_padded = np.concatenate([kept, np.repeat(kept[-1:], pad)])
         editable_rows = ~kept_padded.reshape(-1, d).all(axis=1)
-        editable = np.repeat(editable_rows[:, None], codes.shape[1], axis=1)
+        editable = np.repeat(editable_rows[:, None], len(self.parts), axis=1)
         new_codes = self._fill(codes, editable, None, seed, temperature)
         decoded = self.decode(new_codes, t, like=source)
         out = _copy(motion)
@@ -310,7 +317,7 @@ class MotionModel:
         codes = self.tokenize(motion)
         d = self.downsample
         groups = [g for g, members in enumerate(self.parts.values()) if set(members) & set(joints)]
-        editable = np.zeros(codes.shape, bool)
+        editable = np.zeros(codes.shape[:2], bool)
         editable[a // d : b // d + 1, groups] = True
         new_codes = self._fill(codes, editable, None, seed, temperature)
         decoded = self.decode(new_codes, t, like=motion)
@@ -331,8 +338,9 @@ class MotionModel:
 
             cond = embed([text.strip()])[0]
         rows = -(-n_frames // self.downsample)
-        codes = np.zeros((rows, len(self.parts)), np.int64)
-        new_codes = self._fill(codes, np.ones(codes.shape, bool), cond, seed, temperature)
+        layers = self.tokenizer.config.n_quantizers
+        codes = np.zeros((rows, len(self.parts)) + ((layers,) if layers > 1 else ()), np.int64)
+        new_codes = self._fill(codes, np.ones(codes.shape[:2], bool), cond, seed, temperature)
         return self.decode(new_codes, n_frames)
 
 

@@ -35,19 +35,20 @@ CHECKPOINT = "checkpoint.safetensors"
 # Sizes for a 2-core CPU (measured: tokenizer ≈ 0.1 s per step of 32 × 64 frames, transformer ≈ 0.3 s per step
 # of 32 × 24 tokens × 5 parts, in-betweening a 10-second clip ≈ 70 ms). The modules' own defaults are the
 # larger T2M-GPT/MoMask-like sizes, for a GPU.
-CPU_TOKENIZER = {"group_width": 64, "width": 128, "depth": 2, "codebook_size": 256, "code_dim": 32}
+CPU_TOKENIZER = {"group_width": 64, "width": 128, "depth": 2, "codebook_size": 256, "code_dim": 32, "n_quantizers": 3}
 CPU_TRANSFORMER = {"d_model": 128, "n_layers": 3, "n_heads": 4, "ff": 512}
 
 
 @dataclass
 class TrainConfig:
     window: int = 64  # frames per tokenizer training window (and the shortest clip the model takes)
-    tokenizer_steps: int = 2000
-    transformer_steps: int = 1500
+    tokenizer_steps: int = 4000
+    transformer_steps: int = 2500
     tokenizer_batch: int = 32
     transformer_batch: int = 32
     transformer_window: int = 96  # frames per transformer training window (24 tokens)
     lr: float = 4e-4
+    position_weight: float = 2.0  # tokenizer loss weight of the joint-position columns relative to the others
     held_out_fraction: float = 0.1
     seed: int = 0
     checkpoint_every: int = 250
@@ -181,6 +182,8 @@ def train(
     try:
         # -- stage 1: tokenizer ---------------------------------------------------------------------------
         sample = _windows_sampler(clips, config.window, rng)
+        weights = torch.ones(feature_layout(skeleton).dim)
+        weights[feature_layout(skeleton).positions] = config.position_weight
         tok.train()
         last = time.perf_counter()
         while step < config.tokenizer_steps:
@@ -188,7 +191,7 @@ def train(
             x, _ = sample(config.tokenizer_batch)
             x = torch.from_numpy(x)
             recon, stats = tok(x)
-            loss, terms = tok.loss(x, recon, stats)
+            loss, terms = tok.loss(x, recon, stats, extra_weights=weights)
             sched(opt_tok, step, config.tokenizer_steps)
             opt_tok.zero_grad(set_to_none=True)
             loss.backward()
@@ -212,6 +215,7 @@ def train(
         tok.eval()
         with torch.no_grad():
             codes = [tok.encode(torch.from_numpy(c)[None])[0] for c in clips]
+            codes = [c[..., 0] if c.ndim == 3 else c for c in codes]  # the transformer models the base layer
         d = tok.config.downsample
         span = max(2, config.transformer_window // d)
         code_sample = _windows_sampler([c.numpy() for c in codes], min(span, min(len(c) for c in codes)), rng)

@@ -24,12 +24,13 @@ def clip():
     return read_bvh(REAL_CLIPS[0])
 
 
-@pytest.fixture(scope="module")
-def model(clip):
+@pytest.fixture(scope="module", params=[1, 3], ids=["one-layer", "residual"])
+def model(clip, request):
     torch.manual_seed(0)
     feats, _ = motion_to_features(clip)
+    tokenizer = dict(TINY_TOKENIZER, n_quantizers=request.param)
     m = MotionModel.create(
-        clip.skeleton, clip.fps, Normalizer.fit([feats]), body_parts(clip.skeleton), TINY_TOKENIZER, TINY_TRANSFORMER
+        clip.skeleton, clip.fps, Normalizer.fit([feats]), body_parts(clip.skeleton), tokenizer, TINY_TRANSFORMER
     )
     m.trained = True  # marked so it loads; what is checked here holds for any weights
     return m
