@@ -487,6 +487,8 @@ class TESSERA_OT_motion_train(_Submitting, bpy.types.Operator):
                     "clip_lengths": np.array(lengths, np.int32),
                 }
                 params["labels"] = "\n".join(labels)
+                params["joints"] = "\n".join(clip.names)  # so the model's skeleton carries the bone names
+                params["fps"] = _fps(context.scene)
         except armature_motion.MotionError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

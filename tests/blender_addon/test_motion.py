@@ -368,6 +368,8 @@ def test_train_sends_the_files_actions_or_a_folder(blender, sent):
     lengths = sent["arrays"]["clip_lengths"]
     assert lengths.dtype == np.int32 and sum(lengths) == len(sent["arrays"]["rotations"])
     assert sent["arrays"]["rotations"].shape[1:] == (21, 4) and sent["arrays"]["root_positions"].shape[1] == 3
+    assert params["joints"].split("\n") == [b.name for b in dash.data.bones][1:]  # the clip root's skeleton
+    assert params["fps"] == pytest.approx(bpy.context.scene.render.fps / bpy.context.scene.render.fps_base)
     assert sent["options"] == {"motion_train_out": "/models/new"}
     assert dash.animation_data.action == own and dash.animation_data.action_slot == own_slot  # restored
     assert bpy.ops.tessera.motion_train(data="/bvh", out="/models/new", labels_from_filenames=False) == {"FINISHED"}
