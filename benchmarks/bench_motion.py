@@ -1,0 +1,185 @@
+"""Motion tokens: tokenizer reconstruction, in-betweening against the interpolation and zero-velocity
+baselines (LAFAN1 protocol of Harvey et al. 2020, `backend/motion/metrics.py`), and in-betweening latency.
+
+Every figure is computed on the model's held-out clips (named in its config.json, never trained on) and
+the baselines are run in this script on the same windows.
+
+    .venv/bin/python benchmarks/bench_motion.py MODEL_DIR [--data ../shared/data/motion/bandai-namco-1/data]
+        [--lengths 5 15 30] [--stride 20]
+
+In-betweening windows: in each held-out clip, transitions of n frames start every `stride` frames, with 10
+context frames before and the target frame after (LAFAN1). Rows:
+- "ours, clip context": the model keeps every frame of the clip outside the transition (an animator's
+  in-between: the whole take around the gap is known);
+- "ours, 10+1 context": the model keeps only the 10 context frames and the target frame (LAFAN1's strict
+  setting; the rest of the clip is generated too, and only the transition is scored);
+- "interpolation": SLERP of local rotations, linear root (the benchmark's baseline), from frames s−1 and s+n;
+- "zero velocity": frame s−1 held.
+Before scoring, each window is moved so that the root at its last context frame stands at the origin facing
++Z (the benchmark's normalisation); L2P uses the per-coordinate std of the held-out windows' positions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from backend.motion.bvh import read_bvh
+from backend.motion.features import motion_root
+from backend.motion.metrics import interpolation_inbetween, l2p, l2q, npss, position_stats, zero_velocity_inbetween
+from backend.motion.model import MotionModel
+from backend.motion.rotations import quat_multiply, quat_rotate, quat_yaw, yaw_quat
+from backend.motion.skeleton import forward_kinematics
+from backend.motion.train import evaluate_tokenizer
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "motion" / "bandai-namco-1" / "data"
+CONTEXT = 10
+
+
+def global_pose(motion, frames: slice):
+    pos, rot = forward_kinematics(
+        motion.skeleton, motion.rotations[frames], motion.root_positions[frames], motion.local_translations()[frames]
+    )
+    return pos.astype(np.float64), rot.astype(np.float64)
+
+
+def normalise(pos, rot, anchor_pos, anchor_yaw):
+    """Move a window so the root at its last context frame is at the origin (XZ) facing +Z."""
+    turn = yaw_quat(np.array(-anchor_yaw))
+    shift = anchor_pos * np.array([1.0, 0.0, 1.0])
+    pos = quat_rotate(np.broadcast_to(turn, pos.shape[:-1] + (4,)), pos - shift)
+    rot = quat_multiply(np.broadcast_to(turn, rot.shape), rot)
+    return pos, rot
+
+
+def windows(motion, n: int, stride: int):
+    return list(range(CONTEXT, motion.n_frames - n - 1, stride))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[5, 15, 30])
+    parser.add_argument("--stride", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console()
+    model = MotionModel.from_pretrained(args.model)
+    held = [read_bvh(args.data / name) for name in model.meta.get("held_out", [])]
+    held = [m for m in held if m.n_frames >= model.window]
+    if not held:
+        raise SystemExit("The model's config.json names no held-out clips found under --data")
+    units = float(model.meta.get("units_to_mm", 10.0))
+    r = motion_root(model.skeleton)
+    console.print(
+        f"model {args.model} ({model.meta.get('train_seconds', '?')} s training), {len(held)} held-out clips, "
+        f"{sum(m.n_frames for m in held)} frames, {torch.get_num_threads()} torch threads"
+    )
+
+    # -- tokenizer reconstruction --------------------------------------------------------------------------
+    rec = evaluate_tokenizer(model, held, units)
+    table = Table(title="Tokenizer reconstruction on held-out clips (downsampling ×4)")
+    for col in ("MPJPE (mm, root-aligned)", "foot skate (mm/s), reconstruction", "foot skate, source", "ratio"):
+        table.add_column(col, justify="right")
+    skate, skate_src = rec.get("foot_skate_mm"), rec.get("foot_skate_source_mm")
+    table.add_row(
+        f"{rec['mpjpe_mm']:.1f}",
+        f"{skate:.1f}" if skate is not None else "-",
+        f"{skate_src:.1f}" if skate_src is not None else "-",
+        f"{skate / skate_src:.2f}×" if skate and skate_src else "-",
+    )
+    console.print(table)
+
+    # -- in-betweening ---------------------------------------------------------------------------------------
+    methods = ["ours, clip context", "ours, 10+1 context", "interpolation", "zero velocity"]
+    results: dict[tuple[str, int], list[tuple]] = {}
+    for n in args.lengths:
+        for motion in held:
+            for s in windows(motion, n, args.stride):
+                end = s + n
+                truth = motion
+                outs = {
+                    "ours, clip context": model.inbetween(motion, [(0, s - 1), (end, motion.n_frames - 1)]),
+                    "ours, 10+1 context": model.inbetween(motion, [(s - CONTEXT, s - 1), (end, end)]),
+                    "interpolation": interpolation_inbetween(motion, s, end),
+                    "zero velocity": zero_velocity_inbetween(motion, s, end),
+                }
+                a_pos, a_rot = global_pose(truth, slice(s - 1, s))
+                yaw = float(quat_yaw(a_rot[0, r]))
+                t_pos, t_rot = normalise(*global_pose(truth, slice(s, end)), a_pos[0, r], yaw)
+                for name, out in outs.items():
+                    p_pos, p_rot = normalise(*global_pose(out, slice(s, end)), a_pos[0, r], yaw)
+                    results.setdefault((name, n), []).append((p_pos, p_rot, t_pos, t_rot))
+    all_truth = np.concatenate([w[2] for (name, _), ws in results.items() if name == "zero velocity" for w in ws])
+    mean, std = position_stats(all_truth)
+    std = np.maximum(std, 1e-6)
+    table = Table(title="In-betweening on held-out clips (LAFAN1 metrics, lower is better)")
+    table.add_column("method")
+    for n in args.lengths:
+        table.add_column(f"L2P n={n}", justify="right")
+    for n in args.lengths:
+        table.add_column(f"L2Q n={n}", justify="right")
+    for n in args.lengths:
+        table.add_column(f"NPSS n={n}", justify="right")
+    scores = {}
+    for name in methods:
+        row = []
+        for metric in ("l2p", "l2q", "npss"):
+            for n in args.lengths:
+                ws = results[(name, n)]
+                if metric == "l2p":
+                    value = float(np.mean([l2p(p, t, mean, std) for p, _, t, _ in ws]))
+                elif metric == "l2q":
+                    value = float(np.mean([l2q(q, tq) for _, q, _, tq in ws]))
+                else:
+                    value = npss(
+                        np.stack([q.reshape(n, -1) for _, q, _, _ in ws]),
+                        np.stack([tq.reshape(n, -1) for *_, tq in ws]),
+                    )
+                scores[(name, metric, n)] = value
+                row.append(f"{value:.3f}")
+        table.add_row(name, *row)
+    for name in methods[:2]:
+        ratios = [scores[(name, "l2p", n)] / scores[("interpolation", "l2p", n)] for n in args.lengths]
+        table.add_row(f"{name} / interpolation", *[f"{x:.2f}×" for x in ratios], *([""] * (2 * len(args.lengths))))
+    console.print(table)
+    console.print(
+        "windows per length: " + ", ".join(f"n={n}: {len(results[('interpolation', n)])}" for n in args.lengths)
+    )
+
+    # -- latency -------------------------------------------------------------------------------------------
+    longest = max((read_bvh(p) for p in sorted(args.data.glob("*.bvh"))[:40]), key=lambda m: m.n_frames)
+    frames = min(longest.n_frames, 300)
+    clip = type(longest)(
+        longest.skeleton,
+        longest.rotations[:frames],
+        longest.root_positions[:frames],
+        longest.fps,
+        longest.name,
+        None if longest.translations is None else longest.translations[:frames],
+    )
+    keep = [(0, frames // 2 - 16), (frames // 2 + 15, frames - 1)]
+    model.inbetween(clip, keep)  # warm up
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        model.inbetween(clip, keep)
+        times.append((time.perf_counter() - t0) * 1000)
+    table = Table(title=f"In-betweening latency, {frames}-frame clip ({frames / clip.fps:.1f} s), 30-frame gap")
+    for col in ("median ms", "min ms", "target", "anchor: MMM per sentence (GPU)"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{np.median(times):.0f}", f"{min(times):.0f}", "≤ 100 ms (2 CPU cores)", "81 ms")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
