@@ -111,7 +111,7 @@ def remove_quat_discontinuities(q: np.ndarray) -> np.ndarray:
 def zero_velocity_inbetween(motion: Motion, start: int, end: int) -> Motion:
     """Frames start..end−1 hold frame start−1 (the last context frame); the rest is unchanged."""
     _check_range(motion, start, end)
-    out = _copy(motion)
+    out = motion.copy()
     out.rotations[start:end] = motion.rotations[start - 1]
     out.root_positions[start:end] = motion.root_positions[start - 1]
     if out.translations is not None:
@@ -123,7 +123,7 @@ def interpolation_inbetween(motion: Motion, start: int, end: int) -> Motion:
     """Frames start..end−1 interpolated between frame start−1 and frame `end`: root position (and animated
     translations) linearly, local quaternions by SLERP, at fractions (t − start + 1) / (end − start + 1)."""
     _check_range(motion, start, end)
-    out = _copy(motion)
+    out = motion.copy()
     a, b = start - 1, end
     alpha = (np.arange(start, end) - a) / (b - a)
     out.rotations[start:end] = quat_slerp(
@@ -144,15 +144,3 @@ def _check_range(motion: Motion, start: int, end: int) -> None:
             f"In-between range [{start}, {end}) needs a context frame before and a target frame after "
             f"within the clip's {motion.n_frames} frames"
         )
-
-
-def _copy(motion: Motion) -> Motion:
-    return Motion(
-        motion.skeleton,
-        motion.rotations.copy(),
-        motion.root_positions.copy(),
-        motion.fps,
-        motion.name,
-        None if motion.translations is None else motion.translations.copy(),
-        motion.channels,
-    )

@@ -57,7 +57,7 @@ def group_columns(layout: FeatureLayout, parts: dict[str, list[int]]) -> list[li
 
 
 def parse_ranges(text: str, n_frames: int, what: str = "range") -> list[tuple[int, int]]:
-    """"0-9,40-59" → [(0, 9), (40, 59)] (inclusive, 0-based); InputError on bad syntax, out of bounds, overlap."""
+    """ "0-9,40-59" → [(0, 9), (40, 59)] (inclusive, 0-based); InputError on bad syntax, out of bounds, overlap."""
     ranges = []
     for piece in [p.strip() for p in str(text).split(",") if p.strip()]:
         a, sep, b = piece.partition("-")
@@ -164,9 +164,7 @@ class MotionModel:
         meta = loaded.meta
         if meta.get("kind") != MODEL_KIND:
             raise InputError(f"'{folder}' holds a model of kind {meta.get('kind')!r}, not a motion model")
-        skeleton = Skeleton(
-            tuple(meta["joints"]), loaded.arrays["skeleton_parents"], loaded.arrays["skeleton_offsets"]
-        )
+        skeleton = Skeleton(tuple(meta["joints"]), loaded.arrays["skeleton_parents"], loaded.arrays["skeleton_offsets"])
         normalizer = Normalizer(loaded.arrays["feature_mean"], loaded.arrays["feature_std"])
         parts = {k: list(v) for k, v in meta["parts"].items()}
         return cls(
@@ -270,9 +268,7 @@ class MotionModel:
 
     # -- the operations -------------------------------------------------------------------------------------
 
-    def inbetween(
-        self, motion: Motion, keep: list[tuple[int, int]], seed: int = 0, temperature: float = 0.0
-    ) -> Motion:
+    def inbetween(self, motion: Motion, keep: list[tuple[int, int]], seed: int = 0, temperature: float = 0.0) -> Motion:
         """Frames outside the inclusive `keep` ranges are generated; kept frames are returned unchanged."""
         self.check_clip(motion)
         t = motion.n_frames
@@ -292,7 +288,7 @@ class MotionModel:
         editable = np.repeat(editable_rows[:, None], len(self.parts), axis=1)
         new_codes = self._fill(codes, editable, None, seed, temperature)
         decoded = self.decode(new_codes, t, like=source)
-        out = _copy(motion)
+        out = motion.copy()
         all_joints = np.arange(self.skeleton.n_joints)
         for a, b in _runs(~kept):
             _fit_into(out, decoded, a, b, all_joints, with_root=True)
@@ -321,7 +317,7 @@ class MotionModel:
         editable[a // d : b // d + 1, groups] = True
         new_codes = self._fill(codes, editable, None, seed, temperature)
         decoded = self.decode(new_codes, t, like=motion)
-        out = _copy(motion)
+        out = motion.copy()
         with_root = motion_root(self.skeleton) in joints or 0 in joints
         _fit_into(out, decoded, a, b + 1, np.asarray(sorted(joints)), with_root=with_root)
         return out
@@ -347,18 +343,6 @@ class MotionModel:
 # -- motion surgery (numpy) ----------------------------------------------------------------------------------
 
 
-def _copy(motion: Motion) -> Motion:
-    return Motion(
-        motion.skeleton,
-        motion.rotations.copy(),
-        motion.root_positions.copy(),
-        motion.fps,
-        motion.name,
-        None if motion.translations is None else motion.translations.copy(),
-        motion.channels,
-    )
-
-
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[(start, stop)) of the True runs of a 1-D mask."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
@@ -371,7 +355,7 @@ def _translations(motion: Motion) -> np.ndarray:
 
 def _fill_by_interpolation(motion: Motion, kept: np.ndarray) -> Motion:
     """Frames outside `kept` interpolated from the kept frames around them (SLERP / linear; held at the ends)."""
-    out = _copy(motion)
+    out = motion.copy()
     trans = _translations(motion)
     for a, b in _runs(~kept):
         left, right = a - 1, b
@@ -402,7 +386,7 @@ def _fit_into(out: Motion, decoded: Motion, a: int, b: int, joints: np.ndarray, 
     """Write decoded frames [a, b) of `joints` into `out`, matched to out's frames a-1 and b (when they exist)."""
     t = out.n_frames
     left, right = a - 1, b
-    dec = _copy(decoded)
+    dec = decoded.copy()
     anchor = left if left >= 0 else (right if right < t else None)
     if with_root and anchor is not None:  # move the decoded clip rigidly onto the anchor frame's heading and place
         yaw_out, pos_out = _heading_transform(out, anchor)

@@ -135,6 +135,18 @@ class Motion:
     def n_frames(self) -> int:
         return self.rotations.shape[0]
 
+    def copy(self) -> Motion:
+        """The same clip with its own arrays (the skeleton and channel layout are shared: they are immutable)."""
+        return Motion(
+            self.skeleton,
+            self.rotations.copy(),
+            self.root_positions.copy(),
+            self.fps,
+            self.name,
+            None if self.translations is None else self.translations.copy(),
+            self.channels,
+        )
+
     def local_translations(self) -> np.ndarray:
         """(T, J, 3) translation of every joint from its parent, root's = root position."""
         if self.translations is not None:
