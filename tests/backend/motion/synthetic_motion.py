@@ -90,3 +90,17 @@ def random_motion(skeleton: Skeleton, frames: int = 40, seed: int = 0, fps: floa
         translations[:, pelvis] = roots + skeleton.offsets[pelvis]
         return Motion(skeleton, rotations, np.zeros((frames, 3)), fps, "synthetic", translations)
     return Motion(skeleton, rotations, roots + skeleton.offsets[0], fps, "synthetic")
+
+
+def motion_fixtures():
+    """tests/backend/motion/conftest.py as a module of its own name (`conftest` is ambiguous in a full run)."""
+    import importlib.util
+    import sys
+
+    name = "tessera_motion_test_fixtures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]

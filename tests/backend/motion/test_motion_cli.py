@@ -11,26 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_motion import motion_fixtures
 
 from backend.motion.bvh import read_bvh
 
-
-def _fixtures():
-    """tests/backend/motion/conftest.py as a module of its own name (`conftest` is ambiguous in a full run)."""
-    import importlib.util
-    import sys
-
-    name = "tessera_motion_test_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-TINY_CLIPS = _fixtures().TINY_CLIPS
-TINY_CONFIG = _fixtures().TINY_CONFIG
+TINY_CLIPS = motion_fixtures().TINY_CLIPS
+TINY_CONFIG = motion_fixtures().TINY_CONFIG
 
 SCRIPT = Path(sys.executable).parent / "tessera4d"
 SHORT = TINY_CLIPS[0].parent / "dataset-1_dash_normal_001.bvh"  # 20 frames: shorter than the 32-frame window

@@ -3,10 +3,9 @@ import of Bandai-Namco files), exact round trips on a real clip, and errors nami
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from synthetic_motion import motion_fixtures
 
 from backend.motion.bvh import read_bvh
 from backend.motion.rotations import quat_multiply
@@ -14,22 +13,7 @@ from backend.motion.skeleton import Motion, Skeleton
 from backend.motion.wire import motion_from_wire, motion_to_wire
 from shared.errors import InputError
 
-
-def _fixtures():
-    """tests/backend/motion/conftest.py as a module of its own name (`conftest` is ambiguous in a full run)."""
-    import importlib.util
-    import sys
-
-    name = "tessera_motion_test_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-TINY_CLIPS = _fixtures().TINY_CLIPS
+TINY_CLIPS = motion_fixtures().TINY_CLIPS
 
 
 @pytest.fixture(scope="module")
