@@ -291,7 +291,7 @@ class MotionModel:
         out = motion.copy()
         all_joints = np.arange(self.skeleton.n_joints)
         for a, b in _runs(~kept):
-            _fit_into(out, decoded, a, b, all_joints, with_root=True)
+            _fit_into(out, decoded, a, b, all_joints, with_root=True, base=source)
         return out
 
     def edit(
@@ -319,7 +319,7 @@ class MotionModel:
         decoded = self.decode(new_codes, t, like=motion)
         out = motion.copy()
         with_root = motion_root(self.skeleton) in joints or 0 in joints
-        _fit_into(out, decoded, a, b + 1, np.asarray(sorted(joints)), with_root=with_root)
+        _fit_into(out, decoded, a, b + 1, np.asarray(sorted(joints)), with_root=with_root, base=motion)
         return out
 
     def generate(self, n_frames: int, text: str = "", seed: int = 0, temperature: float = 1.0) -> Motion:
@@ -382,8 +382,44 @@ def _heading_transform(motion: Motion, frame: int) -> tuple[float, np.ndarray]:
     return float(quat_yaw(grot[0, r].astype(np.float64))), gpos[0, r].astype(np.float64)
 
 
-def _fit_into(out: Motion, decoded: Motion, a: int, b: int, joints: np.ndarray, with_root: bool) -> None:
-    """Write decoded frames [a, b) of `joints` into `out`, matched to out's frames a-1 and b (when they exist)."""
+def _keep_upper_chain(dec: Motion, base: Motion) -> None:
+    """Give `dec` the joints above the motion root from `base` (e.g. a static `joint_Root` over the pelvis),
+    re-expressing the motion root's local rotation and translation so its global pose is unchanged. Without
+    this, moving the decoded clip onto the kept frames turns and shifts joint 0, which the file keeps still."""
+    sk = dec.skeleton
+    r = motion_root(sk)
+    if r == 0 or dec.translations is None:
+        return
+    upper = []
+    j = int(sk.parents[r])
+    while j >= 0:
+        upper.append(j)
+        j = int(sk.parents[j])
+    g_pos, g_rot = forward_kinematics(sk, dec.rotations, dec.root_positions, dec.local_translations())
+    trans = dec.local_translations().astype(np.float64)
+    base_trans = base.local_translations()
+    dec.rotations[:, upper] = base.rotations[:, upper]
+    trans[:, upper] = base_trans[:, upper]
+    p_pos, p_rot = forward_kinematics(sk, dec.rotations, trans[:, 0], trans)
+    parent = int(sk.parents[r])
+    inv = quat_conjugate(p_rot[:, parent].astype(np.float64))
+    dec.rotations[:, r] = quat_multiply(inv, g_rot[:, r].astype(np.float64))
+    trans[:, r] = quat_rotate(inv, (g_pos[:, r] - p_pos[:, parent]).astype(np.float64))
+    dec.root_positions = trans[:, 0].astype(np.float32)
+    dec.translations[:, 1:] = trans[:, 1:]
+
+
+def _fit_into(
+    out: Motion,
+    decoded: Motion,
+    a: int,
+    b: int,
+    joints: np.ndarray,
+    with_root: bool,
+    base: Motion | None = None,
+) -> None:
+    """Write decoded frames [a, b) of `joints` into `out`, matched to out's frames a-1 and b (when they exist).
+    `base` supplies the joints above the motion root for those frames (see `_keep_upper_chain`)."""
     t = out.n_frames
     left, right = a - 1, b
     dec = decoded.copy()
@@ -397,6 +433,8 @@ def _fit_into(out: Motion, decoded: Motion, a: int, b: int, joints: np.ndarray, 
         shift = pos_out - quat_rotate(turn, pos_dec)
         shift[1] = 0.0
         dec.root_positions = (moved + shift).astype(np.float32)
+        if base is not None:
+            _keep_upper_chain(dec, base)
     dec_trans, out_trans = _translations(dec), _translations(out)
 
     def deltas(frame: int):

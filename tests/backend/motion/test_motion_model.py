@@ -10,7 +10,7 @@ from synthetic_motion import REAL_CLIPS
 
 from backend.motion.bvh import read_bvh
 from backend.motion.dataset import Normalizer
-from backend.motion.features import motion_to_features
+from backend.motion.features import motion_root, motion_to_features
 from backend.motion.model import MotionModel, parse_ranges
 from backend.motion.parts import body_parts
 from shared.errors import InputError
@@ -65,6 +65,11 @@ def test_inbetween_keeps_kept_frames_bit_identical(model, clip):
     biggest = np.linalg.norm(np.diff(src, axis=0), axis=-1).max()
     for seam in (9, 39, 59):
         assert np.linalg.norm(pos[seam + 1] - pos[seam], axis=-1).max() <= 2 * biggest
+    # Bandai-Namco's joint_Root sits still above the pelvis: generated frames leave it where the file has it
+    r = motion_root(clip.skeleton)
+    assert r != 0 and np.ptp(clip.root_positions, axis=0).max() == 0.0
+    assert np.allclose(out.root_positions, clip.root_positions, atol=1e-6)
+    assert np.allclose(np.abs(out.rotations[:, 0] @ clip.rotations[0, 0]), 1.0, atol=1e-6)
 
 
 def test_edit_changes_only_the_chosen_joints_in_the_range(model, clip):
