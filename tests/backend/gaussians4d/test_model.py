@@ -1,0 +1,77 @@
+"""DynamicGaussians: the B-spline basis, evaluation at times, rotation offsets, row replacement."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from backend.gaussians4d.model import DynamicGaussians, bspline_basis, quat_multiply, quat_to_rotmat
+
+
+@pytest.mark.parametrize("knots", [1, 2, 3, 4, 7, 16])
+def test_basis_is_a_partition_of_unity_clamped_at_the_ends(knots):
+    b = bspline_basis(np.linspace(0.0, 1.0, 33), knots)
+    assert b.shape == (33, knots)
+    assert np.all(b >= -1e-12)
+    np.testing.assert_allclose(b.sum(1), 1.0, atol=1e-12)
+    assert b[0, 0] == pytest.approx(1.0) and b[-1, -1] == pytest.approx(1.0)
+
+
+def test_spline_with_one_knot_per_frame_passes_through_any_frame_positions():
+    """K = frames: solving for control points reproduces arbitrary per-frame offsets exactly."""
+    frames = np.linspace(0.0, 1.0, 9)
+    targets = torch.randn(9, 5, 3, dtype=torch.float64)
+    model = DynamicGaussians.from_points(np.zeros((5, 3)), np.full((5, 3), 0.5), 0.1, knots=9).double()
+    w = torch.as_tensor(bspline_basis(frames, 9))
+    with torch.no_grad():
+        model.mean_ctrl.copy_(torch.linalg.solve(w, targets.reshape(9, -1)).reshape(9, 5, 3).permute(1, 0, 2))
+    out = model.at(torch.as_tensor(frames))
+    torch.testing.assert_close(out["means"], targets)
+
+
+def test_new_model_is_static_and_activated():
+    rng = np.random.default_rng(0)
+    means, colors = rng.normal(size=(6, 3)), rng.random((6, 3))
+    model = DynamicGaussians.from_points(means, colors, np.full(6, 0.05), knots=4, opacity=0.3)
+    assert len(model) == 6 and model.knots == 4
+    a, b = model.at(0.0), model.at(0.8)
+    for key in ("means", "quats", "scales", "opacities", "colors"):
+        torch.testing.assert_close(a[key], b[key])
+    assert a["means"].shape == (6, 3) and a["opacities"].shape == (6,)
+    torch.testing.assert_close(a["scales"], torch.full((6, 3), 0.05))
+    torch.testing.assert_close(a["opacities"], torch.full((6,), 0.3))
+    batch = model.at(torch.tensor([0.0, 0.5, 1.0]))
+    assert batch["means"].shape == (3, 6, 3) and batch["quats"].shape == (3, 6, 4)
+
+
+def test_rotation_offset_turns_the_gaussian_about_the_world_axis():
+    model = DynamicGaussians.from_points(np.zeros((1, 3)), np.full((1, 3), 0.5), 0.1, knots=1)
+    with torch.no_grad():
+        model.quats.copy_(torch.tensor([[math.cos(0.3), math.sin(0.3), 0.0, 0.0]]))  # 0.6 rad about x
+        model.rot_ctrl[:, 0] = torch.tensor([0.0, 0.0, math.pi / 2])  # then 90° about world z
+    r = quat_to_rotmat(model.at(0.5)["quats"])[0]
+    rz = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    rx = quat_to_rotmat(torch.tensor([math.cos(0.3), math.sin(0.3), 0.0, 0.0]))
+    torch.testing.assert_close(r, rz @ rx, atol=1e-6, rtol=0)
+
+
+def test_quat_multiply_matches_rotation_matrix_product():
+    q1, q2 = torch.randn(4), torch.randn(4)
+    q1, q2 = q1 / q1.norm(), q2 / q2.norm()
+    torch.testing.assert_close(quat_to_rotmat(quat_multiply(q1, q2)), quat_to_rotmat(q1) @ quat_to_rotmat(q2))
+
+
+def test_replace_rows_changes_the_count_and_keeps_the_trajectories():
+    model = DynamicGaussians.from_points(np.zeros((4, 3)), np.full((4, 3), 0.5), 0.1, knots=3)
+    with torch.no_grad():
+        model.mean_ctrl.copy_(torch.arange(36, dtype=torch.float32).reshape(4, 3, 3))
+    rows = {name: torch.cat([p[[0, 2]], p[[2]]]) for name, p in model.per_gaussian_parameters().items()}
+    model.replace_rows(rows)
+    assert len(model) == 3 and model.config.num_gaussians == 3
+    torch.testing.assert_close(model.mean_ctrl[2], model.mean_ctrl[1])
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError):
+        model.replace_rows({"means": torch.zeros(2, 3)})
