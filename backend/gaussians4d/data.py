@@ -1,0 +1,428 @@
+"""Multi-view video in and out: the NeRF / D-NeRF `transforms.json` folder convention.
+
+A folder holds `transforms_{split}.json` (or `transforms.json` for the training split) and the images it
+names. Each entry of `frames` is one image of one camera at one time:
+
+    {"camera_angle_x": 0.69,                       # or fl_x / fl_y / cx / cy, here or per entry
+     "frames": [{"file_path": "./train/r_000",     # ".png" is tried when there is no extension
+                 "time": 0.0,                       # in [0, 1]: 0 = first frame, 1 = last
+                 "transform_matrix": [[...4x4...]]  # camera → world, OpenGL (x right, y up, looking −Z)
+                }, ...]}
+
+`load_transforms` checks everything a fit needs before it returns (files, sizes, times, at least two
+views, every camera seeing the object), so a bad folder fails in a second with a message naming the entry,
+never after minutes of optimisation. `write_transforms` writes the same layout (RGBA PNGs when there is
+alpha) and is what the Blender capture and `benchmarks/render_views.py` produce.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shared.errors import InputError
+
+from .cameras import Cameras, cameras_from_nerf, nerf_c2w
+
+ALPHA_THRESHOLD = 0.5  # a pixel belongs to the object's silhouette above this alpha
+_GRID = 40  # voxels per side for the bounds' carving (two passes: coarse box, then refined)
+_INTRINSIC_KEYS = ("camera_angle_x", "fl_x", "fl_y", "cx", "cy")
+
+
+@dataclass
+class MultiViewVideo:
+    """Images of one scene from several cameras over time: one entry per (view, time).
+
+    images (F, H, W, 3) float32 in [0, 1], composited over the background they were loaded with;
+    alphas (F, H, W) float32 in [0, 1] or None; cameras: F cameras (OpenCV viewmats + pixel Ks), one per
+    entry; times (F,) float32 in [0, 1]; names: each entry's `file_path` as written in the json.
+    """
+
+    images: np.ndarray
+    alphas: np.ndarray | None
+    cameras: Cameras
+    times: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+    def time_values(self) -> np.ndarray:
+        """(T,) float32 sorted distinct times."""
+        return np.unique(self.times).astype(np.float32)
+
+    def view_count(self) -> int:
+        """The number of distinct camera poses."""
+        return len(_pose_groups(self.cameras.viewmats))
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The object's world bounding box (min (3,), max (3,)) over all times.
+
+        With alphas: the visual hull, i.e. the points inside every view's silhouette (the union of that
+        view's alpha masks over time), so the box holds the object at every time. Without alphas: the
+        region every camera sees (the intersection of the view frusta), around the point the cameras look
+        at. Both are carved on a voxel grid twice (coarse box, then refined); the result is padded by one
+        voxel.
+        """
+        groups = _pose_groups(self.cameras.viewmats)
+        views = self.cameras.subset(np.array([g[0] for g in groups]))
+        masks = None
+        if self.alphas is not None:
+            masks = np.stack([(self.alphas[g] > ALPHA_THRESHOLD).any(axis=0) for g in groups])
+        centre = _look_at_point(views)
+        half = float(np.linalg.norm(views.centers() - centre, axis=1).max()) or 1.0
+        lo, hi = centre - half, centre + half
+        for use_masks in (False, True) if masks is not None else (False,):
+            for _ in range(2):
+                box = _carve(views, masks if use_masks else None, lo, hi)
+                if box is None:
+                    break
+                lo, hi = box
+        return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def _pose_groups(viewmats: np.ndarray) -> list[np.ndarray]:
+    """Entry indices grouped by camera pose (equal up to 1e-5 of the scene's scale), in first-seen order."""
+    v = np.asarray(viewmats, np.float64).reshape(len(viewmats), 16)
+    scale = max(float(np.abs(v[:, [3, 7, 11]]).max(initial=0.0)), 1.0)
+    keys = np.round(v / (1e-5 * scale)).astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(first)
+    return [np.flatnonzero(inverse == k) for k in order]
+
+
+def _look_at_point(views: Cameras) -> np.ndarray:
+    """The point nearest to all optical axes in the least-squares sense (the cameras' common target)."""
+    centres = views.centers().astype(np.float64)
+    forward = np.linalg.inv(np.asarray(views.viewmats, np.float64))[:, :3, 2]  # OpenCV +z in world
+    forward /= np.linalg.norm(forward, axis=1, keepdims=True)
+    projectors = np.eye(3) - forward[:, :, None] * forward[:, None, :]
+    a = projectors.sum(axis=0)
+    b = (projectors @ centres[:, :, None]).sum(axis=0)[:, 0]
+    point, *_ = np.linalg.lstsq(a, b, rcond=None)
+    return point
+
+
+def _carve(
+    views: Cameras, masks: np.ndarray | None, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bounding box of the grid points in [lo, hi] that every view sees (and, with masks, inside
+    every silhouette), padded by one voxel; None when no point is left."""
+    axes = [np.linspace(lo[i], hi[i], _GRID) for i in range(3)]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    xy, depth = views.project(points)
+    xy = np.clip(np.nan_to_num(xy, nan=-1.0), -1.0, 1e7)  # behind the camera: NaN
+    col, row = np.floor(xy[..., 0]).astype(np.int64), np.floor(xy[..., 1]).astype(np.int64)
+    inside = (depth > 0) & (col >= 0) & (col < views.width) & (row >= 0) & (row < views.height)
+    if masks is not None:
+        h, w = masks.shape[1:]
+        c = np.clip(col * w // views.width, 0, w - 1)
+        r = np.clip(row * h // views.height, 0, h - 1)
+        inside &= masks[np.arange(len(masks))[:, None], r, c]
+    kept = points[inside.all(axis=0)]
+    if len(kept) == 0:
+        return None
+    voxel = (np.asarray(hi) - np.asarray(lo)) / (_GRID - 1)
+    return kept.min(axis=0) - voxel, kept.max(axis=0) + voxel
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def load_transforms(
+    folder: str | Path,
+    split: str = "train",
+    *,
+    max_size: int | None = None,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> MultiViewVideo:
+    """Load `folder/transforms_{split}.json` (`transforms.json` for "train" when that is missing).
+
+    Images larger than `max_size` (longest side, pixels) are downscaled by area averaging (intrinsics
+    follow). RGBA images give alphas and are composited over `background` (RGB in [0, 1]).
+
+    Raises InputError, before returning, for: a missing folder or json, an unreadable json, entries
+    without `file_path` / `transform_matrix` / `time`, times outside [0, 1], missing image files,
+    images of different sizes, fewer than 2 distinct camera poses, and cameras that do not see the object.
+    """
+    folder = Path(folder)
+    json_path = _json_path(folder, split)
+    meta = _read_json(json_path)
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise InputError(f"{json_path} has no 'frames' list: it needs one entry per image (file_path, time, ...).")
+    names, c2w, times, intrinsics = _parse_entries(json_path, meta, frames)
+    images, alphas, original_hw = _load_images(folder, json_path, names, max_size, background)
+    cameras = _cameras(c2w, intrinsics, original_hw, images.shape[1:3])
+    video = MultiViewVideo(images, alphas, cameras, times, names)
+    _check_views(video, json_path)
+    return video
+
+
+def _json_path(folder: Path, split: str) -> Path:
+    if not folder.is_dir():
+        raise InputError(f"Multi-view folder {folder} does not exist: give the folder that holds transforms_*.json.")
+    path = folder / f"transforms_{split}.json"
+    if path.is_file():
+        return path
+    if split == "train" and (folder / "transforms.json").is_file():
+        return folder / "transforms.json"
+    present = sorted(p.name for p in folder.glob("transforms*.json"))
+    also = f" (found: {', '.join(present)})" if present else ""
+    raise InputError(
+        f"{folder} has no transforms_{split}.json{also}: a D-NeRF folder holds transforms_train.json "
+        "(or transforms.json) and transforms_test.json next to the images."
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not readable JSON ({exc}): fix or regenerate the file.") from exc
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} holds a {type(meta).__name__}, not an object with 'frames'.")
+    return meta
+
+
+def _entry_name(i: int, frame: dict) -> str:
+    path = frame.get("file_path") if isinstance(frame, dict) else None
+    return f"entry {i} ('{path}')" if path else f"entry {i}"
+
+
+def _parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str], np.ndarray, np.ndarray, list]:
+    names, c2w, times, intrinsics = [], [], [], []
+    for i, frame in enumerate(frames):
+        where = f"{json_path.name}: {_entry_name(i, frame)}"
+        if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str) or not frame["file_path"]:
+            raise InputError(f"{where} has no 'file_path': each entry names its image, e.g. './train/r_000'.")
+        try:
+            matrix = np.array(frame["transform_matrix"], np.float64)
+        except (KeyError, TypeError, ValueError):
+            matrix = None
+        if matrix is None or matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+            raise InputError(
+                f"{where} needs a 'transform_matrix': a finite 4×4 camera→world matrix (OpenGL: x right, y up, "
+                "looking −Z)."
+            )
+        if "time" not in frame:
+            hint = (
+                " None of the entries has one: this looks like a static NeRF folder."
+                if not any(isinstance(f, dict) and "time" in f for f in frames)
+                else ""
+            )
+            raise InputError(
+                f"{where} has no 'time': each entry of a multi-view video needs 'time' in [0, 1] "
+                f"(0 = first frame, 1 = last).{hint}"
+            )
+        t = frame["time"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0.0 <= t <= 1.0:
+            raise InputError(
+                f"{where} has time {t!r}; it must be a number in [0, 1]: rescale the times so the first frame "
+                "is 0 and the last 1."
+            )
+        own = {k: frame[k] for k in _INTRINSIC_KEYS if k in frame}
+        merged = {k: meta[k] for k in _INTRINSIC_KEYS if k in meta} | own
+        if "fl_x" in merged and not ("camera_angle_x" in own and "fl_x" not in own):
+            merged.pop("camera_angle_x", None)  # pixels win over the angle, as in nerfstudio
+        elif "camera_angle_x" in own:
+            merged.pop("fl_x", None), merged.pop("fl_y", None)
+        if "fl_x" not in merged and "camera_angle_x" not in merged:
+            raise InputError(
+                f"{where} has no focal length: give 'camera_angle_x' (radians) or 'fl_x' (pixels), at the top "
+                "of the json or in the entry."
+            )
+        for k, v in merged.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                raise InputError(f"{where}: '{k}' is {v!r}; it must be a positive number.")
+        names.append(frame["file_path"])
+        c2w.append(matrix)
+        times.append(t)
+        intrinsics.append(merged)
+    return names, np.stack(c2w), np.array(times, np.float32), intrinsics
+
+
+def _image_path(folder: Path, file_path: str) -> Path | None:
+    path = folder / file_path
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg") and path.is_file():
+        return path
+    for candidate in (path, path.with_name(path.name + ".png")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, 3) float32 straight (not premultiplied) RGB and (H, W) alpha or None."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode.startswith("I;16") or mode == "I":
+                gray = np.asarray(im, np.float32) / 65535.0
+                return np.repeat(gray[..., None], 3, axis=-1), None
+            has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info)
+            arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), np.float32) / 255.0
+    except OSError as exc:
+        raise InputError(f"{path} is not a readable image ({exc}): re-export it as PNG.") from exc
+    return (arr[..., :3], arr[..., 3]) if has_alpha else (arr, None)
+
+
+def _resize(channels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, K) float32 → (h, w, K) by area averaging; size is (w, h)."""
+    out = [
+        np.asarray(Image.fromarray(channels[..., k], mode="F").resize(size, Image.BOX))
+        for k in range(channels.shape[-1])
+    ]
+    return np.stack(out, -1).astype(np.float32)
+
+
+def _load_images(folder, json_path, names, max_size, background):
+    bg = np.asarray(background, np.float32).reshape(3)
+    images = alphas = None
+    any_alpha = False
+    first_size = None
+    for i, name in enumerate(names):
+        path = _image_path(folder, name)
+        if path is None:
+            raise InputError(
+                f"{json_path.name}: the image of entry {i} ('{name}') is missing: no {folder / name} "
+                f"(nor with '.png'). Put the file there or fix its 'file_path'."
+            )
+        rgb, alpha = _read_image(path)
+        h, w = rgb.shape[:2]
+        if first_size is None:
+            first_size = (h, w, path)
+            scale = min(1.0, max_size / max(h, w)) if max_size else 1.0
+            out_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+            images = np.empty((len(names), *out_hw, 3), np.float32)
+            alphas = np.ones((len(names), *out_hw), np.float32)
+        elif (h, w) != first_size[:2]:
+            raise InputError(
+                f"Images differ in size: {first_size[2].name} is {first_size[1]}×{first_size[0]} but {path.name} "
+                f"(entry {i}) is {w}×{h}. All images of a multi-view video must have one size."
+            )
+        a = alpha if alpha is not None else np.ones((h, w), np.float32)
+        any_alpha |= alpha is not None
+        premultiplied = np.concatenate([rgb * a[..., None], a[..., None]], -1)
+        if premultiplied.shape[:2] != images.shape[1:3]:
+            premultiplied = _resize(premultiplied, (images.shape[2], images.shape[1]))
+        a = np.clip(premultiplied[..., 3], 0.0, 1.0)
+        images[i] = np.clip(premultiplied[..., :3] + (1.0 - a[..., None]) * bg, 0.0, 1.0)
+        alphas[i] = a
+    return images, (alphas if any_alpha else None), first_size[:2]
+
+
+def _cameras(c2w: np.ndarray, intrinsics: list[dict], original_hw, out_hw) -> Cameras:
+    """One camera per entry; entries that share intrinsics are converted together."""
+    (h0, w0), (h, w) = original_hw, out_hw
+    viewmats = np.empty((len(c2w), 4, 4), np.float32)
+    ks = np.empty((len(c2w), 3, 3), np.float32)
+    groups: dict[tuple, list[int]] = {}
+    for i, k in enumerate(intrinsics):
+        groups.setdefault(tuple(sorted(k.items())), []).append(i)
+    for key, idx in groups.items():
+        cams = cameras_from_nerf(c2w[idx], w0, h0, **dict(key))
+        viewmats[idx], ks[idx] = cams.viewmats, cams.Ks
+    if (h, w) != (h0, w0):  # continuous pixel coordinates scale with the image (pixel edges on integers)
+        ks[:, 0, :] *= w / w0
+        ks[:, 1, :] *= h / h0
+    return Cameras(viewmats=viewmats, Ks=ks, width=int(w), height=int(h))
+
+
+def _check_views(video: MultiViewVideo, json_path: Path) -> None:
+    views = video.view_count()
+    if views < 2:
+        raise InputError(
+            f"{json_path.name} has {views} distinct camera pose(s): fitting a 3D object over time needs at least 2 "
+            "(8 or more around the object work well). Add views from other directions."
+        )
+    lo, hi = video.bounds()
+    centre = ((lo + hi) / 2).astype(np.float32)
+    xy, depth = video.cameras.project(centre[None])
+    x, y, d = xy[:, 0, 0], xy[:, 0, 1], depth[:, 0]
+    bad = ~((d > 0) & (x >= 0) & (x < video.width) & (y >= 0) & (y < video.height))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        where = "behind the camera" if d[i] <= 0 else f"at pixel ({x[i]:.0f}, {y[i]:.0f}), outside the image"
+        raise InputError(
+            f"{json_path.name}: the camera of entry {i} ('{video.names[i]}') does not see the object: its centre "
+            f"{np.round(centre, 3).tolist()} lands {where} ({video.width}×{video.height}). Check that entry's "
+            "'transform_matrix' is camera→world in the OpenGL convention (looking −Z), or remove the entry."
+        )
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def write_transforms(
+    folder: str | Path,
+    video: MultiViewVideo,
+    split: str = "train",
+    *,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> Path:
+    """Write `folder/{split}/r_NNNN.png` (RGBA when the video has alphas) and `folder/transforms_{split}.json`.
+
+    Entries are named `./{split}/r_NNNN` (D-NeRF's layout, no extension). With alphas the images are
+    un-composited from `background` (the one they were loaded or rendered over), so loading the folder
+    over the same background gives the images back within 1/255. Returns the json path.
+    """
+    folder = Path(folder)
+    (folder / split).mkdir(parents=True, exist_ok=True)
+    cams = video.cameras
+    c2w = nerf_c2w(cams)
+    ks = np.asarray(cams.Ks, np.float64)
+    shared = bool(np.all(ks == ks[0]))
+    meta: dict = {"w": video.width, "h": video.height}
+    if shared:
+        meta |= _intrinsics_json(ks[0], video.width)
+    bg = np.asarray(background, np.float32)
+    frames = []
+    for i in range(len(video)):
+        rel = f"{split}/r_{i:04d}"
+        rgb = np.asarray(video.images[i], np.float32)
+        if video.alphas is not None:
+            a = np.asarray(video.alphas[i], np.float32)
+            straight = (rgb - (1.0 - a[..., None]) * bg) / np.maximum(a[..., None], 1e-6)
+            pixels = np.concatenate([np.where(a[..., None] > 0, straight, 0.0), a[..., None]], -1)
+        else:
+            pixels = rgb
+        Image.fromarray(np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)).save(folder / f"{rel}.png")
+        entry = {
+            "file_path": f"./{rel}",
+            "time": float(np.float32(video.times[i])),
+            "transform_matrix": np.asarray(c2w[i], np.float64).tolist(),
+        }
+        if not shared:
+            entry |= _intrinsics_json(ks[i], video.width)
+        frames.append(entry)
+    meta["frames"] = frames
+    path = folder / f"transforms_{split}.json"
+    path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return path
+
+
+def _intrinsics_json(k: np.ndarray, width: int) -> dict:
+    fx = float(k[0, 0])
+    return {
+        "camera_angle_x": 2.0 * math.atan(0.5 * width / fx),
+        "fl_x": fx,
+        "fl_y": float(k[1, 1]),
+        "cx": float(k[0, 2]),
+        "cy": float(k[1, 2]),
+    }

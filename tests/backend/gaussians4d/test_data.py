@@ -1,0 +1,192 @@
+"""Multi-view video folders (NeRF / D-NeRF transforms.json): write → load round trip, the object's bounds,
+and one actionable InputError per kind of bad folder, raised by load_transforms before it returns."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.gaussians4d.cameras import Cameras, ring_cameras
+from backend.gaussians4d.data import MultiViewVideo, load_transforms, write_transforms
+from shared.errors import InputError
+
+SIZE = 16
+RADIUS = 0.5  # the sphere at the origin that every view sees
+
+
+def sphere_video(views: int = 4, times: int = 2, size: int = SIZE, alpha: bool = True) -> MultiViewVideo:
+    """A coloured sphere seen by a ring of cameras: alpha is the exact disk, colour varies per pixel."""
+    ring = ring_cameras(views, radius=3.0, elevation_deg=20.0, fov_deg=40.0, width=size, height=size)
+    idx = np.repeat(np.arange(views), times)
+    cams = ring.subset(idx)
+    t = np.tile(np.linspace(0.0, 1.0, times, dtype=np.float32), views)
+    j, i = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+    images = np.empty((len(idx), size, size, 3), np.float32)
+    alphas = np.empty((len(idx), size, size), np.float32)
+    for f in range(len(idx)):
+        k, v = cams.Ks[f].astype(np.float64), cams.viewmats[f].astype(np.float64)
+        rays = np.stack([(j - k[0, 2]) / k[0, 0], (i - k[1, 2]) / k[1, 1], np.ones_like(i)], -1)
+        rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+        centre_cam = v[:3, 3]  # the origin in camera space
+        miss = np.linalg.norm(np.cross(rays, centre_cam), axis=-1)  # distance of each ray from the centre
+        a = np.round(np.clip((RADIUS - miss) * 40.0 + 0.5, 0.0, 1.0) * 255) / 255  # 8-bit exact
+        colour = np.stack([j / size, i / size, np.full_like(i, t[f])], -1)
+        alphas[f] = a
+        images[f] = colour * a[..., None] + (1.0 - a[..., None])  # over white
+    names = [f"v{f}" for f in range(len(idx))]
+    return MultiViewVideo(images, alphas if alpha else None, cams, t, names)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    write_transforms(tmp_path, sphere_video())
+    return tmp_path
+
+
+def edit_json(folder: Path, change) -> None:
+    path = folder / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_write_then_load_gives_the_same_video(tmp_path):
+    video = sphere_video()
+    path = write_transforms(tmp_path, video)
+    assert path == tmp_path / "transforms_train.json"
+    loaded = load_transforms(tmp_path)
+    assert loaded.images.shape == (8, SIZE, SIZE, 3) and loaded.images.dtype == np.float32
+    assert np.abs(loaded.images - video.images).max() <= 1 / 255 + 1e-6
+    assert np.abs(loaded.alphas - video.alphas).max() <= 1 / 255 + 1e-6
+    np.testing.assert_allclose(loaded.cameras.viewmats, video.cameras.viewmats, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(loaded.cameras.Ks, video.cameras.Ks, rtol=1e-6)
+    np.testing.assert_array_equal(loaded.times, video.times)
+    assert loaded.names == [f"./train/r_{i:04d}" for i in range(8)]
+    assert loaded.view_count() == 4
+    np.testing.assert_array_equal(loaded.time_values(), [0.0, 1.0])
+    with Image.open(tmp_path / "train" / "r_0000.png") as im:
+        assert im.mode == "RGBA"
+
+
+def test_bounds_from_alpha_hold_the_sphere_and_are_tighter_than_the_frusta(folder):
+    video = load_transforms(folder)
+    lo, hi = video.bounds()
+    assert (lo <= -RADIUS * 0.9).all() and (hi >= RADIUS * 0.9).all()
+    assert (hi - lo).max() < 4 * RADIUS
+    frusta_lo, frusta_hi = MultiViewVideo(video.images, None, video.cameras, video.times, video.names).bounds()
+    assert np.prod(frusta_hi - frusta_lo) > 2 * np.prod(hi - lo)
+    assert (frusta_lo <= lo + 1e-6).all() and (frusta_hi >= hi - 1e-6).all()
+
+
+def test_rgb_images_load_without_alpha_and_pass_the_checks(tmp_path):
+    write_transforms(tmp_path, sphere_video(alpha=False))
+    video = load_transforms(tmp_path)
+    assert video.alphas is None
+    with Image.open(tmp_path / "train" / "r_0000.png") as im:
+        assert im.mode == "RGB"
+
+
+def test_max_size_downscales_images_and_intrinsics(tmp_path):
+    video = sphere_video(size=32)
+    write_transforms(tmp_path, video)
+    small = load_transforms(tmp_path, max_size=16, background=(0.0, 0.0, 0.0))
+    assert small.images.shape == (8, 16, 16, 3) and small.cameras.width == 16
+    np.testing.assert_allclose(small.cameras.Ks[:, :2], video.cameras.Ks[:, :2] / 2, rtol=1e-6)
+    # composited over black: where alpha is 0 the pixel is black
+    assert small.images[small.alphas == 0].max() == 0.0
+
+
+def test_dnerf_layout_with_camera_angle_and_transforms_json_fallback(tmp_path):
+    write_transforms(tmp_path, sphere_video())
+    meta = json.loads((tmp_path / "transforms_train.json").read_text())
+    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
+        meta.pop(key)
+    (tmp_path / "transforms_train.json").unlink()
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    video = load_transforms(tmp_path)
+    fx = 0.5 * SIZE / math.tan(math.radians(20.0))
+    np.testing.assert_allclose(video.cameras.Ks[:, 0, 0], fx, rtol=1e-5)
+    with pytest.raises(InputError, match="transforms_test.json"):
+        load_transforms(tmp_path, "test")
+
+
+def test_missing_folder_or_json(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_transforms(tmp_path / "nope")
+    with pytest.raises(InputError, match="no transforms_train.json"):
+        load_transforms(tmp_path)
+    (tmp_path / "transforms_train.json").write_text("{ not json")
+    with pytest.raises(InputError, match="not readable JSON"):
+        load_transforms(tmp_path)
+
+
+def test_missing_image_names_the_first_missing_entry(folder):
+    (folder / "train" / "r_0003.png").unlink()
+    (folder / "train" / "r_0005.png").unlink()
+    with pytest.raises(InputError, match=r"entry 3 \('./train/r_0003'\) is missing"):
+        load_transforms(folder)
+
+
+def test_images_of_different_sizes_name_both(folder):
+    Image.new("RGBA", (8, 16)).save(folder / "train" / "r_0002.png")
+    with pytest.raises(InputError, match=r"r_0000.png is 16×16 but r_0002.png \(entry 2\) is 8×16"):
+        load_transforms(folder)
+
+
+@pytest.mark.parametrize("time", [1.5, -0.1, "0.5", None])
+def test_times_outside_zero_one_are_refused(folder, time):
+    edit_json(folder, lambda m: m["frames"][4].update(time=time))
+    with pytest.raises(InputError, match=r"entry 4 \('./train/r_0004'\) has time .* must be a number in \[0, 1\]"):
+        load_transforms(folder)
+
+
+def test_missing_time_is_refused_and_a_static_folder_is_recognised(folder):
+    edit_json(folder, lambda m: m["frames"][1].pop("time"))
+    with pytest.raises(InputError, match=r"entry 1 .* has no 'time'"):
+        load_transforms(folder)
+    edit_json(folder, lambda m: [f.pop("time", None) for f in m["frames"]])
+    with pytest.raises(InputError, match="static NeRF folder"):
+        load_transforms(folder)
+
+
+def test_bad_transform_matrix_or_no_focal_length(folder):
+    edit_json(folder, lambda m: m["frames"][2].update(transform_matrix=[[1, 0], [0, 1]]))
+    with pytest.raises(InputError, match=r"entry 2 .* 'transform_matrix'"):
+        load_transforms(folder)
+    edit_json(folder, lambda m: [m["frames"][2].update(transform_matrix=m["frames"][0]["transform_matrix"])])
+    edit_json(folder, lambda m: [m.pop(k) for k in ("fl_x", "camera_angle_x")])
+    with pytest.raises(InputError, match="no focal length"):
+        load_transforms(folder)
+
+
+def test_a_single_view_is_refused_with_how_many_are_needed(tmp_path):
+    video = sphere_video(views=1, times=3)
+    write_transforms(tmp_path, video)
+    with pytest.raises(InputError, match="1 distinct camera pose.*at least 2"):
+        load_transforms(tmp_path)
+
+
+def test_a_camera_looking_away_is_named(folder):
+    def turn_away(meta):
+        c2w = np.array(meta["frames"][6]["transform_matrix"])
+        c2w[:3, :3] = c2w[:3, :3] @ np.diag([-1.0, 1.0, -1.0])  # half a turn about its own up axis
+        meta["frames"][6]["transform_matrix"] = c2w.tolist()
+
+    edit_json(folder, turn_away)
+    with pytest.raises(InputError, match=r"entry 6 \('./train/r_0006'\) does not see the object.*behind the camera"):
+        load_transforms(folder)
+
+
+def test_cameras_round_trip_per_entry_intrinsics(tmp_path):
+    video = sphere_video()
+    ks = video.cameras.Ks.copy()
+    ks[1::2, 0, 0] *= 1.1
+    cams = Cameras(video.cameras.viewmats, ks, SIZE, SIZE)
+    write_transforms(tmp_path, MultiViewVideo(video.images, video.alphas, cams, video.times, video.names))
+    assert "fl_x" in json.loads((tmp_path / "transforms_train.json").read_text())["frames"][1]
+    np.testing.assert_allclose(load_transforms(tmp_path).cameras.Ks, ks, rtol=1e-6)
