@@ -1,0 +1,220 @@
+import math
+
+import pytest
+import torch
+
+from backend.gaussians4d.cameras import ring_cameras
+from backend.gaussians4d.rasterize import composite_dense, project_gaussians, rasterize
+from shared.errors import InputError
+
+IDENTITY_QUAT = [1.0, 0.0, 0.0, 0.0]
+
+
+def facing_camera(size: int, focal: float, dtype=torch.float32):
+    """One camera at the origin looking along +Z; the optical axis hits the centre of pixel (size/2, size/2)."""
+    c = size / 2 + 0.5
+    K = torch.tensor([[[focal, 0.0, c], [0.0, focal, c], [0.0, 0.0, 1.0]]], dtype=dtype)
+    return torch.eye(4, dtype=dtype)[None], K
+
+
+def gaussians(means, scales, opacities, colors, quats=None, dtype=torch.float32):
+    means = torch.tensor(means, dtype=dtype)
+    n = len(means)
+    quats = torch.tensor(quats if quats is not None else [IDENTITY_QUAT] * n, dtype=dtype)
+    return (
+        means,
+        quats,
+        torch.tensor(scales, dtype=dtype),
+        torch.tensor(opacities, dtype=dtype),
+        torch.tensor(colors, dtype=dtype),
+    )
+
+
+def random_scene(n: int, cameras: int, size: int, seed: int, dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(n, 3, generator=g) * 0.3
+    quats = torch.randn(n, 4, generator=g)
+    scales = torch.rand(n, 3, generator=g) * 0.06 + 0.02
+    opacities = torch.rand(n, generator=g) * 0.8 + 0.1
+    colors = torch.rand(n, 3, generator=g)
+    cams = ring_cameras(cameras, radius=2.5, elevation_deg=25, fov_deg=45, width=size, height=size)
+    viewmats, Ks = torch.from_numpy(cams.viewmats), torch.from_numpy(cams.Ks)
+    tensors = [means, quats, scales, opacities, colors, viewmats, Ks]
+    return [t.to(dtype=dtype, device=device) for t in tensors]
+
+
+def test_isotropic_gaussian_facing_the_camera_matches_the_closed_form():
+    # s = 0.1 at z = 2 with f = 40: footprint sigma f·s/z = 2 px, widened by the 0.3 px² low-pass filter.
+    viewmats, Ks = facing_camera(32, 40.0)
+    opacity, color, background = 0.6, torch.tensor([1.0, 0.5, 0.25]), torch.tensor([[0.0, 0.2, 1.0]])
+    g = gaussians([[0.0, 0.0, 2.0]], [[0.1, 0.1, 0.1]], [opacity], [color.tolist()])
+    rgb, alpha, meta = rasterize(*g, viewmats, Ks, 32, 32, backgrounds=background)
+    assert rgb.shape == (1, 32, 32, 3) and alpha.shape == (1, 32, 32, 1)
+    # Peak pixel: opacity·colour over (1 − opacity)·background.
+    torch.testing.assert_close(rgb[0, 16, 16], opacity * color + (1 - opacity) * background[0])
+    var = (40.0 * 0.1 / 2.0) ** 2 + 0.3
+    for k in range(0, 10):
+        expected = opacity * math.exp(-(k**2) / (2 * var)) if k <= 3 * math.sqrt(var) else 0.0
+        assert alpha[0, 16, 16 + k, 0].item() == pytest.approx(expected, abs=1e-6), k
+        assert alpha[0, 16 - k, 16, 0].item() == pytest.approx(expected, abs=1e-6), k
+    torch.testing.assert_close(rgb[0], alpha[0] * color + (1 - alpha[0]) * background[0])
+    torch.testing.assert_close(meta["means2d"][0, 0], torch.tensor([16.5, 16.5]))
+    assert meta["depths"][0, 0].item() == pytest.approx(2.0)
+    assert meta["radii"][0, 0].item() == math.ceil(3 * math.sqrt(var))
+
+
+def test_rotated_anisotropic_gaussian_has_its_long_axis_turned():
+    # Scales (0.1, 0.05) rotated 90° about the view axis: 2 px along y, 1 px along x.
+    viewmats, Ks = facing_camera(32, 40.0)
+    q = [math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]
+    g = gaussians([[0.0, 0.0, 2.0]], [[0.1, 0.05, 0.01]], [0.5], [[1.0, 1.0, 1.0]], quats=[q])
+    _, alpha, _ = rasterize(*g, viewmats, Ks, 32, 32)
+    var_x, var_y = 1.0**2 + 0.3, 2.0**2 + 0.3
+    assert alpha[0, 16, 17, 0].item() == pytest.approx(0.5 * math.exp(-1 / (2 * var_x)), abs=1e-5)
+    assert alpha[0, 17, 16, 0].item() == pytest.approx(0.5 * math.exp(-1 / (2 * var_y)), abs=1e-5)
+
+
+def test_overlapping_gaussians_composite_front_to_back_whatever_their_order():
+    viewmats, Ks = facing_camera(16, 20.0)
+    red_front = ([0.0, 0.0, 2.0], 0.6, [1.0, 0.0, 0.0])
+    green_back = ([0.0, 0.0, 3.0], 0.5, [0.0, 1.0, 0.0])
+    expected = torch.tensor([0.6, 0.4 * 0.5, 0.0])
+    for order in ([red_front, green_back], [green_back, red_front]):
+        g = gaussians([o[0] for o in order], [[0.2, 0.2, 0.2]] * 2, [o[1] for o in order], [o[2] for o in order])
+        rgb, alpha, _ = rasterize(*g, viewmats, Ks, 16, 16)
+        torch.testing.assert_close(rgb[0, 8, 8], expected)
+        assert alpha[0, 8, 8, 0].item() == pytest.approx(1 - 0.4 * 0.5)
+
+
+def test_opaque_stack_clamps_alpha_and_stops_early():
+    viewmats, Ks = facing_camera(16, 20.0)
+    colors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    g = gaussians([[0.0, 0.0, 2.0 + i] for i in range(3)], [[0.2] * 3] * 3, [1.0, 0.98, 0.9], colors)
+    rgb, alpha, _ = rasterize(*g, viewmats, Ks, 16, 16)
+    # Opacity 1 is clamped to 0.99 (T = 0.01), the green layer leaves T = 2e-4, and the blue one would take T
+    # below 1e-4, so the pixel stops before it.
+    torch.testing.assert_close(rgb[0, 8, 8], torch.tensor([0.99, 0.01 * 0.98, 0.0]))
+    assert alpha[0, 8, 8, 0].item() == pytest.approx(1 - 0.01 * 0.02, abs=1e-6)
+
+
+def test_gaussian_behind_the_camera_renders_nothing():
+    viewmats, Ks = facing_camera(16, 20.0)
+    g = gaussians([[0.0, 0.0, -2.0], [0.0, 0.0, 0.005]], [[0.2] * 3] * 2, [0.9, 0.9], [[1.0, 1.0, 1.0]] * 2)
+    background = torch.tensor([[0.1, 0.2, 0.3]])
+    rgb, alpha, meta = rasterize(*g, viewmats, Ks, 16, 16, backgrounds=background)
+    assert alpha.abs().max().item() == 0.0
+    torch.testing.assert_close(rgb, background[:, None, None, :].expand(1, 16, 16, 3))
+    assert meta["radii"].tolist() == [[0, 0]]
+
+
+def test_means2d_and_depths_agree_with_camera_projection():
+    means, quats, scales, opacities, colors, viewmats, Ks = random_scene(30, 3, 48, seed=1)
+    cams = ring_cameras(3, radius=2.5, elevation_deg=25, fov_deg=45, width=48, height=48)
+    _, _, meta = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 48, 48)
+    xy, z = cams.project(means.numpy())
+    torch.testing.assert_close(meta["means2d"], torch.from_numpy(xy), atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(meta["depths"], torch.from_numpy(z), atol=1e-5, rtol=1e-5)
+    assert meta["radii"].dtype == torch.int32 and (meta["radii"] > 0).all()
+
+
+def test_pair_compositor_matches_the_dense_reference_with_gradients():
+    scene = [t.requires_grad_(i < 5) for i, t in enumerate(random_scene(60, 2, 32, seed=2, dtype=torch.float64))]
+    means, quats, scales, opacities, colors, viewmats, Ks = scene
+    background = torch.tensor([[0.2, 0.3, 0.4], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    weights = torch.rand(2, 32, 32, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    rgb, alpha, meta = rasterize(*scene, 32, 32, backgrounds=background)
+    loss = (torch.cat([rgb, alpha], -1) * weights).sum()
+    grads = torch.autograd.grad(loss, scene[:5])
+
+    m2d, conics, depths, radii, _ = project_gaussians(means, quats, scales, viewmats, Ks, 32, 32)
+    rgb_d, alpha_d = composite_dense(m2d, conics, depths, radii, opacities, colors, background, 32, 32)
+    loss_d = (torch.cat([rgb_d, alpha_d], -1) * weights).sum()
+    grads_d = torch.autograd.grad(loss_d, scene[:5])
+
+    assert alpha.max().item() > 0.5  # the scene covers a good part of the images
+    torch.testing.assert_close(rgb, rgb_d)
+    torch.testing.assert_close(alpha, alpha_d)
+    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors"], grads, grads_d, strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_gradients_match_finite_differences():
+    viewmats = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    viewmats[1, :3, :3] = torch.tensor([[0.96, 0.0, -0.28], [0.0, 1.0, 0.0], [0.28, 0.0, 0.96]], dtype=torch.float64)
+    viewmats[1, :3, 3] = torch.tensor([0.5, -0.1, 0.2], dtype=torch.float64)
+    Ks = torch.tensor([[8.0, 0.0, 4.0], [0.0, 8.0, 4.0], [0.0, 0.0, 1.0]], dtype=torch.float64).repeat(2, 1, 1)
+    means = torch.tensor([[0.1, -0.2, 3.0], [-0.4, 0.3, 3.5], [0.3, 0.2, 4.0]], dtype=torch.float64)
+    quats = torch.tensor([[0.9, 0.1, -0.2, 0.3], [0.7, -0.3, 0.4, 0.1], [0.5, 0.5, 0.1, -0.6]], dtype=torch.float64)
+    scales = torch.tensor([[1.0, 0.6, 0.8], [0.8, 1.2, 0.4], [1.4, 0.8, 1.0]], dtype=torch.float64)
+    opacities = torch.tensor([0.7, 0.5, 0.8], dtype=torch.float64)
+    colors = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.8, 0.3], [0.2, 0.3, 0.9]], dtype=torch.float64)
+    background = torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.2, 0.1]], dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (means, quats, scales, opacities, colors)]
+
+    def render(*params):
+        rgb, alpha, _ = rasterize(*params, viewmats, Ks, 8, 8, backgrounds=background)
+        return rgb, alpha
+
+    rgb, alpha = render(*inputs)
+    assert (alpha > 0.3).float().mean().item() > 0.4  # the Gaussians overlap over much of both images
+    assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_means2d_grad_is_filled_for_the_densifier():
+    means, quats, scales, opacities, colors, viewmats, Ks = random_scene(20, 2, 32, seed=3)
+    means.requires_grad_()
+    means[0].data += 50.0  # far outside every view
+    rgb, _, meta = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 32, 32)
+    rgb.square().sum().backward()
+    grad = meta["means2d"].grad
+    assert grad is not None and grad.shape == (2, 20, 2)
+    visible = meta["radii"] > 0
+    assert not visible[:, 0].any() and (grad[:, 0] == 0).all()
+    assert (grad[visible].norm(dim=-1) > 0).float().mean().item() > 0.9
+
+
+def test_bad_shapes_and_backends_are_input_errors():
+    means, quats, scales, opacities, colors, viewmats, Ks = random_scene(5, 1, 16, seed=4)
+    with pytest.raises(InputError, match="quats"):
+        rasterize(means, quats[:4], scales, opacities, colors, viewmats, Ks, 16, 16)
+    with pytest.raises(InputError, match="backgrounds"):
+        rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 16, 16, backgrounds=torch.zeros(2, 3))
+    with pytest.raises(InputError, match="backend"):
+        rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 16, 16, backend="cuda")
+    with pytest.raises(InputError, match="CUDA"):
+        rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 16, 16, backend="gsplat")
+
+
+def _gsplat_cuda() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _gsplat_cuda(), reason="needs CUDA and gsplat")
+def test_torch_and_gsplat_renders_and_gradients_agree():
+    scene = random_scene(300, 3, 64, seed=5, device="cuda")
+    background = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.3, 0.5, 0.7]], device="cuda")
+    weights = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(1)).cuda()
+    results = {}
+    for backend in ("torch", "gsplat"):
+        params = [t.detach().clone().requires_grad_(i < 5) for i, t in enumerate(scene)]
+        rgb, alpha, meta = rasterize(*params, 64, 64, backgrounds=background, backend=backend)
+        ((rgb * weights).sum() + alpha.sum()).backward()
+        results[backend] = (rgb, alpha, meta, [p.grad for p in params[:5]])
+    (rgb_t, alpha_t, meta_t, grads_t), (rgb_g, alpha_g, meta_g, grads_g) = results["torch"], results["gsplat"]
+    assert (rgb_t - rgb_g).abs().max().item() <= 1e-2
+    assert (alpha_t - alpha_g).abs().max().item() <= 1e-2
+    both = (meta_t["radii"] > 0) & (meta_g["radii"] > 0)
+    assert both.float().mean().item() > 0.95
+    assert meta_g["radii"].shape == (3, 300) and meta_g["radii"].dtype == torch.int32
+    torch.testing.assert_close(meta_t["means2d"][both], meta_g["means2d"][both], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(meta_t["depths"][both], meta_g["depths"][both], atol=1e-4, rtol=1e-4)
+    assert meta_g["means2d"].grad is not None
+    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors"], grads_t, grads_g, strict=True):
+        assert (a - b).norm().item() <= 0.05 * b.norm().item(), name
