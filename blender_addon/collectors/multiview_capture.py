@@ -1,0 +1,271 @@
+"""Multi-view video of the animated object (or the whole scene), rendered in Blender for the 4D fit.
+
+Workbench renders with flat lighting (the material's viewport colour, or the mesh's colour attribute
+when it has one) on a transparent film, so each image is the object's own colour and its alpha is the
+silhouette: no shading that changes with the view, which is what a multi-view fit wants. The cameras are
+either a ring that `capture` creates around the object (in a temporary collection, removed afterwards)
+or the user's camera objects. `frames` times are spread evenly over the scene's frame range (subframes
+included, so the times are exactly evenly spaced).
+
+Everything `capture` changes (active camera, render engine and settings, colour management, Workbench
+shading, the current frame, other objects' render visibility) is put back afterwards, also on errors.
+The add-on cannot import `backend`, so the ring maths (the same as backend.gaussians4d.cameras.ring_cameras
+with up_axis "Z") lives here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from typing import NamedTuple
+
+import bpy
+import numpy as np
+from mathutils import Matrix, Vector
+
+from ..shared.errors import InputError
+
+RENDERABLE = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
+FILL = 1.15  # the ring's distance leaves this margin around the object's bounding sphere
+
+
+class CapturedViews(NamedTuple):
+    """One entry per (view, time), view-major: entry v * frames + t."""
+
+    images: np.ndarray  # (F, H, W, 3) float32 in [0, 1], straight colour (not composited)
+    alphas: np.ndarray  # (F, H, W) float32 in [0, 1]
+    c2w: np.ndarray  # (F, 4, 4) float32 camera → world, NeRF/OpenGL (x right, y up, looking −Z)
+    fov_x: float  # horizontal field of view, radians (square images: also vertical)
+    times: np.ndarray  # (F,) float32 in [0, 1] over the scene's frame range
+    scene_frames: np.ndarray  # (F,) float64 scene frame (with subframe) of each entry
+
+
+def ring_c2w(n: int, centre, radius: float, elevation_deg: float = 15.0, start_deg: float = 0.0) -> np.ndarray:
+    """(n, 4, 4) camera→world matrices (Blender/OpenGL camera axes) evenly around `centre` (Z up), looking
+    at it. Azimuth 0 is on +X and the ring turns towards +Y."""
+    centre = np.asarray(centre, np.float64)
+    az = np.radians(start_deg + 360.0 * np.arange(n) / n)
+    el = math.radians(elevation_deg)
+    out = np.tile(np.eye(4), (n, 1, 1))
+    for i, a in enumerate(az):
+        eye = centre + radius * np.array([math.cos(el) * math.cos(a), math.cos(el) * math.sin(a), math.sin(el)])
+        forward = (centre - eye) / np.linalg.norm(centre - eye)
+        right = np.cross(forward, (0.0, 0.0, 1.0))
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        out[i, :3, 0], out[i, :3, 1], out[i, :3, 2], out[i, :3, 3] = right, up, -forward, eye
+    return out
+
+
+def capture(
+    context: bpy.types.Context,
+    obj: bpy.types.Object | None,
+    views: int,
+    frames: int,
+    resolution: int,
+    cameras: list[bpy.types.Object] | None = None,
+    *,
+    elevation_deg: float = 15.0,
+    fov_deg: float = 40.0,
+    progress=None,
+) -> CapturedViews:
+    """Render `obj` (None: every renderable object of the scene) from `views` ring cameras (or the given
+    camera objects; `views` is then ignored) at `frames` times over the scene's frame range, as
+    `resolution`² RGBA images. `progress(done, total)` is called after each render when given.
+
+    Raises InputError when there is nothing to render or the cameras cannot be used.
+    """
+    scene = context.scene
+    targets = _targets(scene, obj)
+    if frames < 1 or resolution < 8:
+        raise InputError(f"Capture needs at least 1 frame and 8 pixels (got {frames} frames, {resolution} px).")
+    if cameras:
+        fov_x = _cameras_fov(cameras)
+    elif views < 2:
+        raise InputError(f"A multi-view capture needs at least 2 views around the object, got {views}.")
+    else:
+        fov_x = math.radians(fov_deg)
+    start, end = scene.frame_start, scene.frame_end
+    positions = np.linspace(start, end, frames) if frames > 1 else np.array([float(start)])
+    times = ((positions - start) / (end - start) if end > start else np.zeros(frames)).astype(np.float32)
+
+    saved = _Saved()
+    collection = None
+    tmp = tempfile.mkdtemp(prefix="tessera-capture-")
+    png = os.path.join(tmp, "view.png")
+    frame_current, subframe = scene.frame_current, scene.frame_subframe
+    try:
+        if cameras:
+            cam_objects = list(cameras)
+        else:
+            lo, hi = _bounds_over_time(context, targets, positions)
+            centre, half_diag = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2 or 1.0
+            distance = FILL * half_diag / math.sin(fov_x / 2)
+            collection = bpy.data.collections.new("Tessera capture cameras")
+            scene.collection.children.link(collection)
+            cam_objects = []
+            for i, m in enumerate(ring_c2w(views, centre, distance, elevation_deg)):
+                data = bpy.data.cameras.new(f"Tessera capture {i}")
+                data.sensor_fit, data.angle = "HORIZONTAL", fov_x
+                data.clip_start, data.clip_end = distance * 1e-3, distance * 10 + half_diag * 4
+                cam = bpy.data.objects.new(f"Tessera capture {i}", data)
+                collection.objects.link(cam)
+                cam.matrix_world = Matrix(m.tolist())
+                cam_objects.append(cam)
+        _render_settings(scene, targets, obj, resolution, png, saved)
+        saved.set(scene, "camera", cam_objects[0])
+        n_views = len(cam_objects)
+        images = np.empty((n_views * frames, resolution, resolution, 3), np.float32)
+        alphas = np.empty((n_views * frames, resolution, resolution), np.float32)
+        c2w = np.empty((n_views * frames, 4, 4), np.float32)
+        for t, position in enumerate(positions):
+            whole = math.floor(position)
+            scene.frame_set(whole, subframe=float(position - whole))
+            for v, cam in enumerate(cam_objects):
+                scene.camera = cam
+                if bpy.ops.render.render(write_still=True) != {"FINISHED"}:
+                    raise InputError(f"Blender could not render view {v} at frame {position:.2f}.")
+                rgba = _read_png(png, resolution)
+                e = v * frames + t
+                images[e], alphas[e] = rgba[..., :3], rgba[..., 3]
+                c2w[e] = _normalised(cam.matrix_world)
+                if progress is not None:
+                    progress(t * n_views + v + 1, n_views * frames)
+    finally:
+        scene.frame_set(frame_current, subframe=subframe)
+        saved.restore()
+        if collection is not None:
+            for cam in list(collection.objects):
+                data = cam.data
+                bpy.data.objects.remove(cam)
+                bpy.data.cameras.remove(data)
+            bpy.data.collections.remove(collection)
+        if os.path.exists(png):
+            os.remove(png)
+        os.rmdir(tmp)
+    entry_times = np.tile(times, n_views)
+    return CapturedViews(images, alphas, c2w, float(fov_x), entry_times, np.tile(positions, n_views))
+
+
+class _Saved:
+    """Attribute values to put back, in reverse order of change."""
+
+    def __init__(self):
+        self._items: list[tuple[object, str, object]] = []
+
+    def set(self, owner, attr: str, value) -> None:
+        self._items.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
+
+    def restore(self) -> None:
+        for owner, attr, value in reversed(self._items):
+            setattr(owner, attr, value)
+        self._items.clear()
+
+
+def _targets(scene: bpy.types.Scene, obj) -> list[bpy.types.Object]:
+    if obj is not None:
+        if obj.type not in RENDERABLE:
+            raise InputError(f"'{obj.name}' is a {obj.type.lower()} object: select the object to capture.")
+        if obj.hide_render:
+            raise InputError(f"'{obj.name}' is disabled in renders: enable it (the camera icon) to capture it.")
+        return [obj]
+    targets = [ob for ob in scene.objects if ob.type in RENDERABLE and not ob.hide_render and ob.visible_get()]
+    if not targets:
+        raise InputError("The scene has no visible object to capture: add or unhide the animated object.")
+    return targets
+
+
+def _cameras_fov(cameras) -> float:
+    fovs = []
+    for cam in cameras:
+        if cam.type != "CAMERA" or cam.data.type != "PERSP":
+            raise InputError(f"'{cam.name}' is not a perspective camera: capture uses perspective cameras only.")
+        if cam.data.shift_x or cam.data.shift_y:
+            raise InputError(f"Camera '{cam.name}' has a lens shift: set Shift X/Y to 0 to capture with it.")
+        sensor = cam.data.sensor_height if cam.data.sensor_fit == "VERTICAL" else cam.data.sensor_width
+        fovs.append(2.0 * math.atan(0.5 * sensor / cam.data.lens))  # square images: both axes
+    if max(fovs) - min(fovs) > 1e-6:
+        raise InputError("The selected cameras have different focal lengths: give them one lens to capture.")
+    return fovs[0]
+
+
+def _bounds_over_time(context, targets, positions) -> tuple[np.ndarray, np.ndarray]:
+    """World bounding box of the targets' evaluated geometry over the capture times."""
+    scene = context.scene
+    corners = []
+    for position in positions:
+        whole = math.floor(position)
+        scene.frame_set(whole, subframe=float(position - whole))
+        depsgraph = context.evaluated_depsgraph_get()
+        for ob in targets:
+            ob_eval = ob.evaluated_get(depsgraph)
+            m = ob_eval.matrix_world
+            corners += [tuple(m @ Vector(c)) for c in ob_eval.bound_box]
+    pts = np.array(corners, np.float64)
+    if not np.isfinite(pts).all():
+        raise InputError("The object's bounds are not finite at some frame: check its animation.")
+    return pts.min(axis=0), pts.max(axis=0)
+
+
+def _render_settings(scene, targets, obj, resolution: int, png: str, saved: _Saved) -> None:
+    render, shading = scene.render, scene.display.shading
+    saved.set(render, "engine", "BLENDER_WORKBENCH")
+    for attr, value in (
+        ("resolution_x", resolution),
+        ("resolution_y", resolution),
+        ("resolution_percentage", 100),
+        ("pixel_aspect_x", 1.0),
+        ("pixel_aspect_y", 1.0),
+        ("film_transparent", True),
+        ("use_border", False),
+        ("use_motion_blur", False),
+        ("use_compositing", False),
+        ("use_sequencer", False),
+        ("use_multiview", False),
+        ("use_stamp", False),
+        ("use_file_extension", True),
+        ("filepath", png),
+    ):
+        saved.set(render, attr, value)
+    for attr, value in (("file_format", "PNG"), ("color_mode", "RGBA"), ("color_depth", "8"), ("compression", 0)):
+        saved.set(render.image_settings, attr, value)
+    for attr, value in (("view_transform", "Standard"), ("look", "None"), ("exposure", 0.0), ("gamma", 1.0)):
+        saved.set(scene.view_settings, attr, value)
+    has_colours = all(ob.type == "MESH" and ob.data.color_attributes.active_color is not None for ob in targets)
+    for attr, value in (
+        ("light", "FLAT"),
+        ("color_type", "VERTEX" if has_colours else "MATERIAL"),
+        ("show_object_outline", False),
+        ("show_shadows", False),
+        ("show_cavity", False),
+        ("show_xray", False),
+        ("show_specular_highlight", False),
+        ("use_dof", False),
+        ("show_backface_culling", False),
+    ):
+        saved.set(shading, attr, value)
+    saved.set(scene.display, "render_aa", "8")
+    if obj is not None:  # render the object alone
+        for ob in scene.objects:
+            if ob is not obj and ob.type in RENDERABLE and not ob.hide_render:
+                saved.set(ob, "hide_render", True)
+
+
+def _read_png(path: str, resolution: int) -> np.ndarray:
+    """(H, W, 4) float32 straight RGBA of the rendered PNG, top row first."""
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        pixels = np.empty(resolution * resolution * 4, np.float32)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    return pixels.reshape(resolution, resolution, 4)[::-1]
+
+
+def _normalised(matrix_world) -> np.ndarray:
+    """The camera's world matrix without scale: rotation columns of unit length."""
+    m = np.array(matrix_world, np.float64)
+    m[:3, :3] /= np.linalg.norm(m[:3, :3], axis=0, keepdims=True)
+    return m.astype(np.float32)

@@ -1,0 +1,156 @@
+"""Multi-view capture in real Blender: Workbench renders of an animated object from a ring of cameras
+(or the user's cameras), with cameras in the NeRF convention, silhouettes in alpha, evenly spaced times,
+and the user's scene exactly as it was afterwards."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import numpy as np
+import pytest
+from blender_rig import ADDON_MODULE
+
+from backend.gaussians4d.cameras import cameras_from_nerf, nerf_c2w, ring_cameras
+
+RES = 32
+
+
+def mc():
+    return importlib.import_module(f"{ADDON_MODULE}.collectors.multiview_capture")
+
+
+def moving_cube(bpy, colour=(0.8, 0.2, 0.1, 1.0)):
+    """A 1 m cube keyed from x = -0.5 (frame 1) to x = +0.5 (frame 11), with a flat material colour
+    (Bézier keys: x = 0 at frame 6 by symmetry)."""
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(-0.5, 0.0, 0.0))
+    cube = bpy.context.active_object
+    mat = bpy.data.materials.new("cube colour")
+    mat.diffuse_color = colour
+    cube.data.materials.append(mat)
+    cube.keyframe_insert("location", frame=1)
+    cube.location.x = 0.5
+    cube.keyframe_insert("location", frame=11)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, 11
+    return cube
+
+
+def test_ring_matches_the_backend_ring_cameras(installed_extension):
+    c2w = mc().ring_c2w(6, (0.1, 0.2, 0.3), 4.0, elevation_deg=25.0, start_deg=10.0)
+    backend = nerf_c2w(
+        ring_cameras(6, center=(0.1, 0.2, 0.3), radius=4.0, elevation_deg=25.0, start_deg=10.0, width=8, height=8)
+    )
+    np.testing.assert_allclose(c2w, backend, atol=1e-5)
+
+
+def test_capture_renders_the_moving_object_from_a_ring_and_restores_the_scene(blender):
+    bpy = blender
+    scene = bpy.context.scene
+    cube = moving_cube(bpy)
+    other = bpy.data.objects.new("user cam", bpy.data.cameras.new("user cam"))
+    scene.collection.objects.link(other)
+    scene.camera = other
+    scene.frame_set(4)
+    before = (
+        scene.render.engine,
+        scene.render.resolution_x,
+        scene.render.film_transparent,
+        scene.render.filepath,
+        scene.view_settings.view_transform,
+        scene.display.shading.light,
+        len(bpy.data.objects),
+        len(bpy.data.cameras),
+        len(bpy.data.collections),
+        sorted(i.name for i in bpy.data.images if i.type != "RENDER_RESULT"),  # Blender adds "Render Result"
+    )
+
+    out = mc().capture(bpy.context, cube, views=4, frames=3, resolution=RES)
+
+    assert out.images.shape == (12, RES, RES, 3) and out.images.dtype == np.float32
+    assert out.alphas.shape == (12, RES, RES) and out.c2w.shape == (12, 4, 4)
+    np.testing.assert_allclose(out.times, np.tile([0.0, 0.5, 1.0], 4))
+    np.testing.assert_allclose(out.scene_frames, np.tile([1.0, 6.0, 11.0], 4))
+    assert out.fov_x == pytest.approx(math.radians(40.0))
+    # The user's scene is as it was.
+    assert scene.camera == other and scene.frame_current == 4
+    after = (
+        scene.render.engine,
+        scene.render.resolution_x,
+        scene.render.film_transparent,
+        scene.render.filepath,
+        scene.view_settings.view_transform,
+        scene.display.shading.light,
+        len(bpy.data.objects),
+        len(bpy.data.cameras),
+        len(bpy.data.collections),
+        sorted(i.name for i in bpy.data.images if i.type != "RENDER_RESULT"),  # Blender adds "Render Result"
+    )
+    assert after == before
+
+    # Silhouettes: the cube covers part of each image; its flat colour is the material's (sRGB-encoded).
+    covered = out.alphas > 0.99
+    assert ((covered.mean(axis=(1, 2)) > 0.03) & (covered.mean(axis=(1, 2)) < 0.6)).all()
+    srgb = [12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055 for c in (0.8, 0.2, 0.1)]
+    np.testing.assert_allclose(out.images[covered].mean(axis=0), srgb, atol=0.02)
+
+    # Each silhouette sits where the NeRF cameras project the cube's centre at that time.
+    cams = cameras_from_nerf(out.c2w, RES, RES, camera_angle_x=out.fov_x)
+    for e in range(len(out.times)):
+        centre = np.array([-0.5 + out.times[e], 0.0, 0.0], np.float32)
+        xy, depth = cams.subset(e).project(centre[None])
+        rows, cols = np.nonzero(out.alphas[e] > 0.5)
+        assert depth[0, 0] > 0
+        np.testing.assert_allclose([cols.mean() + 0.5, rows.mean() + 0.5], xy[0, 0], atol=1.5)
+
+
+def test_capture_from_the_users_cameras_and_errors(blender):
+    bpy = blender
+    scene = bpy.context.scene
+    cube = moving_cube(bpy)
+    from mathutils import Matrix
+
+    m = mc()  # its InputError is the extension's vendored copy of shared.errors.InputError
+    user = []
+    for i, c2w in enumerate(m.ring_c2w(2, (0, 0, 0), 5.0, elevation_deg=30.0)):
+        data = bpy.data.cameras.new(f"cam {i}")
+        data.lens = 35.0
+        cam = bpy.data.objects.new(f"cam {i}", data)
+        scene.collection.objects.link(cam)
+        cam.matrix_world = Matrix(c2w.tolist())
+        user.append(cam)
+    out = m.capture(bpy.context, None, views=99, frames=2, resolution=16, cameras=user)
+    assert out.images.shape == (4, 16, 16, 3)
+    np.testing.assert_allclose(out.c2w[0], m.ring_c2w(2, (0, 0, 0), 5.0, elevation_deg=30.0)[0], atol=1e-5)
+    assert out.fov_x == pytest.approx(2 * math.atan(0.5 * 36.0 / 35.0))
+    assert (out.alphas > 0.5).any(axis=(1, 2)).all()
+
+    user[1].data.lens = 50.0
+    with pytest.raises(m.InputError, match="different focal lengths"):
+        m.capture(bpy.context, cube, 2, 2, 16, cameras=user)
+    with pytest.raises(m.InputError, match="at least 2 views"):
+        m.capture(bpy.context, cube, 1, 2, 16)
+    with pytest.raises(m.InputError, match="camera object"):
+        m.capture(bpy.context, user[0], 4, 2, 16)
+    cube.hide_render = True
+    with pytest.raises(m.InputError, match="disabled in renders"):
+        m.capture(bpy.context, cube, 4, 2, 16)
+
+
+def test_a_capture_stopped_midway_leaves_the_scene_as_it_was(blender):
+    bpy = blender
+    scene = bpy.context.scene
+    cube = moving_cube(bpy)
+    scene.frame_set(7)
+    engine, objects, collections = scene.render.engine, len(bpy.data.objects), len(bpy.data.collections)
+
+    def stop_after_two(done, total):
+        assert total == 6
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        mc().capture(bpy.context, cube, views=3, frames=2, resolution=16, progress=stop_after_two)
+    assert scene.render.engine == engine and scene.frame_current == 7 and scene.camera is None
+    assert len(bpy.data.objects) == objects and len(bpy.data.collections) == collections
+    assert not cube.hide_render and scene.render.film_transparent is False
