@@ -86,3 +86,23 @@ def test_export_refusals(cloud, tmp_path):
     with pytest.raises(InputError, match=r"times\[1\]"):
         export_frames_ply(cloud, [0.5, 2.0], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # nothing written before the times are checked
+
+
+def test_real_dynamic_gaussians_export_frames(tmp_path):
+    import torch
+
+    from backend.gaussians4d.model import DynamicGaussians
+
+    points = ball_points(0.2, 0.05)
+    model = DynamicGaussians.from_points(points, np.full((len(points), 3), 0.25), 0.03, knots=3, opacity=0.7)
+    with torch.no_grad():
+        model.mean_ctrl.copy_(0.05 * torch.randn(model.mean_ctrl.shape, generator=torch.Generator().manual_seed(0)))
+    paths = export_frames_ply(model, [0.0, 0.5, 1.0], tmp_path)
+    for path, t in zip(paths, [0.0, 0.5, 1.0], strict=True):
+        frame = read_gaussian_ply(path)
+        with torch.no_grad():
+            g = model.at(t)
+        assert np.allclose(frame.means, g["means"].numpy(), atol=1e-6)
+        assert np.allclose(np.exp(frame.scales), 0.03, rtol=1e-5)
+        assert np.allclose(1 / (1 + np.exp(-frame.opacities)), 0.7, atol=1e-5)
+        assert np.allclose(frame.sh_dc * SH_C0 + 0.5, 0.25, atol=1e-6)

@@ -148,3 +148,38 @@ def test_refusals_name_the_problem(ball):
         deform_mesh(ball, np.zeros((3, 3)), [-0.1])
     with pytest.raises(InputError, match="vertices"):
         deform_mesh(ball, np.zeros((3, 2)), [0.5])
+
+
+def test_real_dynamic_gaussians_mesh_moves_with_the_model():
+    from backend.gaussians4d.model import DynamicGaussians, quat_to_rotmat
+
+    points = ball_points(0.4, 0.05)
+    model = DynamicGaussians.from_points(points, np.full((len(points), 3), 0.5), 0.04, knots=4, opacity=0.8)
+    shift = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.05, 0.0], [0.25, -0.05, 0.1], [0.3, 0.0, 0.2]])
+    with torch.no_grad():
+        model.mean_ctrl.copy_(shift.expand(len(points), -1, -1))  # the whole ball translates along a curve
+    vertices, faces = extract_mesh(model, 0.0, resolution=32)
+    radius = np.linalg.norm(vertices, axis=1)
+    assert np.abs(radius - 0.4).mean() < 0.015
+    times = [0.0, 0.4, 1.0]
+    frames = deform_mesh(model, vertices, times)
+    for frame, t in zip(frames, times, strict=True):
+        with torch.no_grad():
+            offset = (model.at(t)["means"] - model.at(0.0)["means"]).mean(0).numpy()
+        assert np.abs(frame - (vertices + offset)).max() < 1e-5
+
+    # per-Gaussian motion with rotations: with k = 1, a vertex just off a Gaussian's centre rides on that
+    # Gaussian, its offset turned by the Gaussian's rotation since t_ref
+    generator = torch.Generator().manual_seed(0)
+    offset = np.array([0.004, -0.002, 0.003])
+    with torch.no_grad():
+        model.mean_ctrl.copy_(0.1 * torch.randn(model.mean_ctrl.shape, generator=generator))
+        model.rot_ctrl.copy_(0.5 * torch.randn(model.rot_ctrl.shape, generator=generator))
+        ref = model.at(0.3)
+        expected = []
+        for t in times:
+            now = model.at(t)
+            turn = quat_to_rotmat(now["quats"][:20]) @ quat_to_rotmat(ref["quats"][:20]).transpose(1, 2)
+            expected.append((turn.numpy() @ offset) + now["means"][:20].numpy())
+    moved = deform_mesh(model, ref["means"][:20].numpy() + offset, times, k=1, t_ref=0.3)
+    assert np.abs(moved - np.stack(expected)).max() < 1e-5
