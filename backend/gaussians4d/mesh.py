@@ -9,9 +9,10 @@ that holds its 3σ ellipsoid (Gaussians grouped by that ball's radius in voxels,
 group as one matmul, sums with `np.bincount`), so the cost grows with the number of Gaussians times their
 size in voxels, not with grid × Gaussians. Two choices keep the field usable:
 
-- scales are clamped below at half a voxel, so flat surface Gaussians (one scale near zero, common in a
-  fitted 3DGS) still put a value above the level on at least one grid point instead of slipping between
-  grid points; the mesh is then at most about a voxel thicker than the Gaussian sheet;
+- scales are clamped below at one voxel, so a sheet of flat surface Gaussians (one scale near zero, common
+  in a fitted 3DGS) becomes a slab about two voxels thick that marching cubes sees as closed, instead of a
+  film slipping between grid points and leaving holes; the mesh is then the slab's outer side, about 1.5
+  voxels outside the sheet (a shell of radius 0.5 at 96³ comes out at 0.517, closed, with no inner wall);
 - the default level is half the typical density at the Gaussians' own centres (the opacity-weighted
   median of D interpolated at the centres). Inside a dense cloud D is about constant, c, and falls to c/2
   on the cloud's boundary, so this level puts the surface on the boundary whatever the Gaussians' count,
@@ -86,7 +87,7 @@ class DensityGrid:
 
 def density_grid(g: dict[str, np.ndarray], resolution: int) -> DensityGrid:
     """Splat the visible Gaussians of `g` (see `gaussians_at`) into a grid with `resolution` voxels on its
-    longest side. Scales are clamped below at half a voxel (module docstring)."""
+    longest side. Scales are clamped below at one voxel (module docstring)."""
     keep = g["opacities"] >= VISIBLE_OPACITY
     means, quats, opac = g["means"][keep], g["quats"][keep], g["opacities"][keep]
     sigma_max = g["scales"][keep].max(axis=1)
@@ -99,7 +100,7 @@ def density_grid(g: dict[str, np.ndarray], resolution: int) -> DensityGrid:
     h = extent / (resolution - 5)
     origin = lo - 2 * h
     dims = np.minimum(np.ceil((hi - lo) / h).astype(int) + 5, resolution)
-    scales = np.maximum(g["scales"][keep], 0.5 * h)
+    scales = np.maximum(g["scales"][keep], h)
 
     # m = dᵀ P d with d = o·h + δ (o: integer voxel offset from the Gaussian's nearest voxel, δ: that voxel
     # minus the mean) expands into one matmul per chunk: (G,10) Gaussian terms @ (10,B) offset monomials.

@@ -51,6 +51,20 @@ def box_points(half: tuple[float, float, float], spacing: float) -> np.ndarray:
     return lattice(start, -start, spacing)
 
 
+def sphere_shell(count: int, radius: float, tangent_sigma: float, normal_sigma: float) -> RigidCloud:
+    """Flat Gaussians on a sphere (Fibonacci points), their thin axis (local z) along the normal: the
+    kind of surface sheet a fitted 3DGS has, with nothing inside."""
+    i = np.arange(count) + 0.5
+    polar, azimuth = np.arccos(1 - 2 * i / count), np.pi * (1 + 5**0.5) * i
+    normal = np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], 1)
+    axis = np.cross([0.0, 0.0, 1.0], normal)  # turns z onto the normal
+    sin = np.linalg.norm(axis, axis=1, keepdims=True)
+    angle = np.arctan2(sin, normal[:, 2:])
+    quats = np.concatenate([np.cos(angle / 2), axis / np.maximum(sin, 1e-12) * np.sin(angle / 2)], axis=1)
+    sigma = np.tile([tangent_sigma, tangent_sigma, normal_sigma], (count, 1))
+    return RigidCloud(radius * normal, sigma=sigma, opacity=0.9, quats=quats)
+
+
 class RigidCloud:
     """Gaussians at canonical `points` moving rigidly over t ∈ [0, 1] (see the module docstring)."""
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from gaussian_standins import RigidCloud, ball_points, box_points, rot_z
+from gaussian_standins import RigidCloud, ball_points, box_points, rot_z, sphere_shell
 
 from backend.gaussians4d.mesh import deform_mesh, extract_mesh
 from shared.errors import InputError
@@ -61,6 +61,17 @@ def test_turned_box_surface_and_floaters_dropped():
     assert np.abs(signed).mean() < 0.015 and np.percentile(np.abs(signed), 95) < 0.03
     assert np.abs(local).max(axis=0) == pytest.approx(half + 0.02, abs=0.03)  # no floater survived
     assert trimesh.Trimesh(vertices, faces, process=False).is_watertight
+
+
+def test_sheet_of_flat_gaussians_gives_one_closed_outer_surface():
+    # 3,000 discs of radius σ 0.025 and thickness σ 0.002 on a sphere of radius 0.5, hollow inside
+    shell = sphere_shell(3000, 0.5, 0.025, 0.002)
+    vertices, faces = extract_mesh(shell, resolution=48)
+    radius = np.linalg.norm(vertices, axis=1)
+    voxel = 1.15 / 43  # the grid spans the centres ± 3σ = 1.15 with 48 − 5 voxels
+    assert 0.5 < radius.mean() < 0.5 + 2 * voxel and radius.std() < 0.005  # the sheet's outer side only
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert mesh.is_watertight and mesh.volume > 4 / 3 * np.pi * 0.5**3  # closed, no holes into the inside
 
 
 def test_deformed_mesh_follows_the_rigid_motion(ball):
