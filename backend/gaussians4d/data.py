@@ -149,6 +149,7 @@ def load_transforms(
     *,
     max_size: int | None = None,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    min_views: int | None = None,
 ) -> MultiViewVideo:
     """Load `folder/transforms_{split}.json` (`transforms.json` for "train" when that is missing).
 
@@ -157,7 +158,9 @@ def load_transforms(
 
     Raises InputError, before returning, for: a missing folder or json, an unreadable json, entries
     without `file_path` / `transform_matrix` / `time`, times outside [0, 1], missing image files,
-    images of different sizes, fewer than 2 distinct camera poses, and cameras that do not see the object.
+    images of different sizes, fewer than `min_views` distinct camera poses (default: 2 for "train", which a
+    fit needs, 1 for other splits, e.g. one held-out test view), and cameras that do not see the object
+    (checked when there are 2 views or more: the object's bounds need them).
     """
     folder = Path(folder)
     json_path = _json_path(folder, split)
@@ -169,7 +172,7 @@ def load_transforms(
     images, alphas, original_hw = _load_images(folder, json_path, names, max_size, background)
     cameras = _cameras(c2w, intrinsics, original_hw, images.shape[1:3])
     video = MultiViewVideo(images, alphas, cameras, times, names)
-    _check_views(video, json_path)
+    _check_views(video, json_path, (2 if split == "train" else 1) if min_views is None else min_views)
     return video
 
 
@@ -344,13 +347,15 @@ def _cameras(c2w: np.ndarray, intrinsics: list[dict], original_hw, out_hw) -> Ca
     return Cameras(viewmats=viewmats, Ks=ks, width=int(w), height=int(h))
 
 
-def _check_views(video: MultiViewVideo, json_path: Path) -> None:
+def _check_views(video: MultiViewVideo, json_path: Path, min_views: int) -> None:
     views = video.view_count()
-    if views < 2:
+    if views < min_views:
         raise InputError(
-            f"{json_path.name} has {views} distinct camera pose(s): fitting a 3D object over time needs at least 2 "
-            "(8 or more around the object work well). Add views from other directions."
+            f"{json_path.name} has {views} distinct camera pose(s): fitting a 3D object over time needs at least "
+            f"{min_views} (8 or more around the object work well). Add views from other directions."
         )
+    if views < 2:
+        return
     lo, hi = video.bounds()
     centre = ((lo + hi) / 2).astype(np.float32)
     xy, depth = video.cameras.project(centre[None])

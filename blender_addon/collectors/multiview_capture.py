@@ -28,6 +28,9 @@ from ..shared.errors import InputError
 
 RENDERABLE = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
 FILL = 1.15  # the ring's distance leaves this margin around the object's bounding sphere
+# Workbench samples per pixel: smooth silhouettes like a splat renderer's. 128² on llvmpipe (horse, 17k
+# triangles): OFF 22 ms, FXAA 31 ms, "5" 49 ms, "8" 64 ms per image.
+ANTI_ALIASING = "8"
 
 
 class CapturedViews(NamedTuple):
@@ -246,7 +249,7 @@ def _render_settings(scene, targets, obj, resolution: int, png: str, saved: _Sav
         ("show_backface_culling", False),
     ):
         saved.set(shading, attr, value)
-    saved.set(scene.display, "render_aa", "8")
+    saved.set(scene.display, "render_aa", ANTI_ALIASING)
     if obj is not None:  # render the object alone
         for ob in scene.objects:
             if ob is not obj and ob.type in RENDERABLE and not ob.hide_render:

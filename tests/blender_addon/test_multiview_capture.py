@@ -154,3 +154,32 @@ def test_a_capture_stopped_midway_leaves_the_scene_as_it_was(blender):
     assert scene.render.engine == engine and scene.frame_current == 7 and scene.camera is None
     assert len(bpy.data.objects) == objects and len(bpy.data.collections) == collections
     assert not cube.hide_render and scene.render.film_transparent is False
+
+
+def test_render_views_writes_a_dnerf_folder_whose_cameras_line_up_with_the_sequence(blender, tmp_path):
+    import importlib.util
+
+    from blender_rig import DATA, REPO
+
+    from backend.gaussians4d.data import load_transforms
+
+    bpy = blender
+    spec = importlib.util.spec_from_file_location("render_views", REPO / "benchmarks" / "render_views.py")
+    rv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rv)
+    objects, scenes = len(bpy.data.objects), len(bpy.data.scenes)
+    cat = DATA / "mesh-sequences" / "cat-poses.npz"
+    out = rv.render_sequence_views(cat, tmp_path, views=3, frames=2, size=64, test_views=1)
+    assert (len(bpy.data.objects), len(bpy.data.scenes)) == (objects, scenes)  # the scratch scene is gone
+
+    train, test = load_transforms(out), load_transforms(out, "test")
+    assert train.images.shape == (6, 64, 64, 3) and test.images.shape == (2, 64, 64, 3)
+    assert train.view_count() == 3 and test.view_count() == 1
+    with np.load(cat) as data:
+        frames = data["frames"][rv.frame_indices(len(data["frames"]), 2)]
+    # The npz's own (Y-up) vertices project into each silhouette (a few on thin parts fall on soft edges).
+    for video in (train, test):
+        for e in range(len(video)):
+            xy, _ = video.cameras.subset(e).project(frames[int(round(video.times[e]))])
+            col, row = np.clip(np.floor(xy[0]).astype(int), 0, 63).T
+            assert (video.alphas[e][row, col] > 0.1).mean() > 0.97

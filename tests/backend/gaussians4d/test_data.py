@@ -164,11 +164,15 @@ def test_bad_transform_matrix_or_no_focal_length(folder):
         load_transforms(folder)
 
 
-def test_a_single_view_is_refused_with_how_many_are_needed(tmp_path):
+def test_a_single_training_view_is_refused_with_how_many_are_needed(tmp_path):
     video = sphere_video(views=1, times=3)
     write_transforms(tmp_path, video)
     with pytest.raises(InputError, match="1 distinct camera pose.*at least 2"):
         load_transforms(tmp_path)
+    write_transforms(tmp_path, video, "test")
+    assert load_transforms(tmp_path, "test").view_count() == 1  # one held-out view is a valid test split
+    with pytest.raises(InputError, match="at least 3"):
+        load_transforms(tmp_path, "test", min_views=3)
 
 
 def test_a_camera_looking_away_is_named(folder):
