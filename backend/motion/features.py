@@ -15,13 +15,15 @@ Y is up. Per frame, for a skeleton of J joints and C foot-contact joints (layout
 pelvis). Files often put a static joint above it (Bandai-Namco's `joint_Root` sits at the origin while
 `Hips`, its only child, carries the motion); taking the planar motion and heading from the pelvis makes
 the features the same whether or not such a joint exists. Joints above the motion root keep their local
-rotations in the 6D block; on the way back joint 0 is placed from its position columns and the motion root
-gets an animated translation (as in the Bandai-Namco files).
+rotations in the 6D block; their position columns are zero (relative to the pelvis, a still joint's position
+is the whole trajectory turned around: unbounded, and nothing a pose model should learn). On the way back
+joint 0 stays where the caller puts it (`start_top_position`, e.g. where the source clip had it) and the
+motion root gets the animated translation that lands it on the integrated path (as in the Bandai-Namco
+files).
 The heading is the twist of the motion root's global rotation about +Y (see `rotations.quat_yaw`).
 
-Decoding ignores the position and contact columns (except joint 0's position when it sits above the motion
-root): positions come from forward kinematics of the decoded rotations, so a model's output is always a
-valid skeleton pose. `features_to_motion` (numpy) and
+Decoding ignores the position and contact columns: positions come from forward kinematics of the decoded
+rotations, so a model's output is always a valid skeleton pose. `features_to_motion` (numpy) and
 `features_to_positions` (torch, differentiable, root integrated by cumulative sums) share one decoder.
 """
 
@@ -116,6 +118,12 @@ def motion_root(skeleton: Skeleton) -> int:
     return j if skeleton.children(j) else 0
 
 
+def body_joints(skeleton: Skeleton) -> list[int]:
+    """The motion root and the joints below it (the body), in index order; the motion root comes first."""
+    r = motion_root(skeleton)
+    return [j for j in range(skeleton.n_joints) if _is_descendant(skeleton, j, r)]
+
+
 def body_size(skeleton: Skeleton) -> float:
     """Largest side of the rest pose's bounding box below the motion root (ignores the root's placement)."""
     r = motion_root(skeleton)
@@ -168,6 +176,7 @@ def motion_to_features(
     local = quat_to_matrix(motion.rotations.astype(np.float64))
     local[:, r] = quat_to_matrix(quat_multiply(heading_inv, grot[:, r]))
     relative = quat_rotate(heading_inv[:, None], gpos - root[:, None])
+    relative[:, _ancestors(sk, r)] = 0.0
 
     speed = np.zeros((t, layout.n_contacts))
     if t > 1 and layout.n_contacts:
@@ -190,14 +199,17 @@ def features_to_motion(
     start_root_position=(0.0, 0.0, 0.0),
     start_yaw: float = 0.0,
     name: str = "",
+    start_top_position=None,
 ) -> Motion:
     """Motion from (T, D) features: heading and planar root position integrated from `start_yaw` (radians)
-    and `start_root_position` (X, Z used; Y comes from the features), rotations from the 6D columns."""
+    and `start_root_position` (X, Z used; Y comes from the features), rotations from the 6D columns.
+    `start_top_position`: where joint 0 stays when it sits above the motion root (default: the origin)."""
     layout = feature_layout(skeleton)
     feats = torch.as_tensor(np.asarray(features, dtype=np.float64))
     start = torch.as_tensor(np.asarray(start_root_position, dtype=np.float64))
     yaw0 = torch.tensor(float(start_yaw), dtype=torch.float64)
-    local, root_positions, translations = _decode(feats, layout, skeleton, start, yaw0)
+    top = None if start_top_position is None else torch.as_tensor(np.asarray(start_top_position, dtype=np.float64))
+    local, root_positions, translations = _decode(feats, layout, skeleton, start, yaw0, top)
     translations = None if translations is None else translations.numpy()
     return Motion(skeleton, matrix_to_quat_torch(local).numpy(), root_positions.numpy(), fps, name, translations)
 
@@ -217,9 +229,10 @@ def features_to_positions(
     return forward_kinematics_torch(skeleton, local, root_positions, translations)[0]
 
 
-def _decode(features: torch.Tensor, layout: FeatureLayout, skeleton: Skeleton, start, start_yaw):
+def _decode(features: torch.Tensor, layout: FeatureLayout, skeleton: Skeleton, start, start_yaw, top=None):
     """Local rotation matrices (..., T, J, 3, 3), joint-0 positions (..., T, 3) and local translations
-    (..., T, J, 3) — None when the motion root is joint 0 and the rest offsets apply — from features."""
+    (..., T, J, 3) — None when the motion root is joint 0 and the rest offsets apply — from features.
+    top: joint 0's position (3,) when it sits above the motion root (default: the origin)."""
     r = layout.root_joint
     yaw = start_yaw + torch.cumsum(features[..., layout.root_yaw.start], dim=-1)  # (..., T)
     heading = yaw_matrix_torch(yaw)  # (..., T, 3, 3)
@@ -234,18 +247,13 @@ def _decode(features: torch.Tensor, layout: FeatureLayout, skeleton: Skeleton, s
     if r == 0:
         local = torch.cat([(heading @ local[..., 0, :, :])[..., None, :, :], local[..., 1:, :, :]], dim=-3)
         return local, root, None
-    # Joints above the motion root keep their decoded rotations and rest offsets; joint 0 is placed from its
-    # position columns (the one use of them on the way back), and the motion root gets the animated
-    # translation from its parent that lands it on the integrated path, as Bandai-Namco's Hips channels do.
-    chain = []
-    j = skeleton.parents[r]
-    while j >= 0:
-        chain.append(int(j))
-        j = skeleton.parents[j]
-    chain.reverse()
+    # Joints above the motion root keep their decoded rotations and rest offsets; joint 0 stays at `top`, and
+    # the motion root gets the animated translation from its parent that lands it on the integrated path, as
+    # Bandai-Namco's Hips channels do.
+    chain = _ancestors(skeleton, r)[::-1]
     offsets = torch.as_tensor(skeleton.offsets, dtype=features.dtype, device=features.device)
-    relative0 = features[..., layout.positions.start : layout.positions.start + 3]
-    top = root + (heading @ relative0[..., None])[..., 0]
+    top = root.new_zeros(3) if top is None else top.to(root)
+    top = top.expand(root.shape)
     parent_rot = local[..., 0, :, :]
     parent_pos = top
     for a in chain[1:]:
@@ -259,6 +267,16 @@ def _decode(features: torch.Tensor, layout: FeatureLayout, skeleton: Skeleton, s
         [translations[..., :r, :], root_translation[..., None, :], translations[..., r + 1 :, :]], dim=-2
     )
     return local, top, translations
+
+
+def _ancestors(skeleton: Skeleton, j: int) -> list[int]:
+    """The joints above `j`, its parent first."""
+    out = []
+    j = int(skeleton.parents[j])
+    while j >= 0:
+        out.append(j)
+        j = int(skeleton.parents[j])
+    return out
 
 
 def _is_descendant(skeleton: Skeleton, j: int, ancestor: int) -> bool:

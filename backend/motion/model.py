@@ -216,7 +216,7 @@ class MotionModel:
         self.tokenizer.eval()
         with torch.no_grad():
             feats = self.normalizer.invert(self.tokenizer.decode(codes, n_frames)[0].double().numpy())
-        start, yaw = np.zeros(3), 0.0
+        start, yaw, top = np.zeros(3), 0.0, None
         if like is not None:
             first = slice(0, 1)
             gpos, grot = forward_kinematics(
@@ -224,7 +224,8 @@ class MotionModel:
             )
             r = motion_root(self.skeleton)
             start, yaw = gpos[0, r].astype(np.float64), float(quat_yaw(grot[0, r].astype(np.float64)))
-        return features_to_motion(feats, self.skeleton, self.fps, start, yaw)
+            top = gpos[0, 0].astype(np.float64)
+        return features_to_motion(feats, self.skeleton, self.fps, start, yaw, start_top_position=top)
 
     def _fill(self, codes: np.ndarray, editable: np.ndarray, cond, seed: int, temperature: float) -> np.ndarray:
         """Generate the editable (T', G) tokens, in windows of at most the transformer's length. With residual

@@ -22,7 +22,7 @@ import torch
 from shared.errors import InputError, JobCancelled
 
 from .dataset import Library, Normalizer, split
-from .features import body_size, feature_layout, motion_to_features
+from .features import body_joints, body_size, feature_layout, features_to_positions, motion_to_features
 from .metrics import foot_skate, mpjpe_mm
 from .model import MotionModel
 from .parts import body_parts
@@ -49,6 +49,7 @@ class TrainConfig:
     transformer_window: int = 96  # frames per transformer training window (24 tokens)
     lr: float = 4e-4
     position_weight: float = 2.0  # tokenizer loss weight of the joint-position columns relative to the others
+    fk_weight: float = 1.0  # tokenizer loss on joint positions after forward kinematics of the decoded window
     held_out_fraction: float = 0.1
     seed: int = 0
     checkpoint_every: int = 250
@@ -86,6 +87,24 @@ def _windows_sampler(clips: list[np.ndarray], length: int, rng: np.random.Genera
         return np.stack([clips[i][s : s + length] for i, s in zip(picks, starts, strict=True)]), picks
 
     return sample
+
+
+def _fk_loss(skeleton, normalizer: Normalizer):
+    """SmoothL1 between the joint positions that forward kinematics makes of decoded and of true features,
+    in body sizes, both windows integrated from the same start (the decoder ignores the position columns, so
+    this is the loss on what the user sees: pose errors compound down the chain, and a bias in the root's
+    turn or speed drifts the whole window)."""
+    layout = feature_layout(skeleton)
+    mean, std = torch.from_numpy(normalizer.mean), torch.from_numpy(normalizer.std)
+    size = body_size(skeleton)
+
+    def loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        pred = features_to_positions(recon * std + mean, layout, skeleton) / size
+        with torch.no_grad():
+            true = features_to_positions(x * std + mean, layout, skeleton) / size
+        return torch.nn.functional.smooth_l1_loss(pred, true, beta=0.02)
+
+    return loss
 
 
 def train(
@@ -184,6 +203,7 @@ def train(
         sample = _windows_sampler(clips, config.window, rng)
         weights = torch.ones(feature_layout(skeleton).dim)
         weights[feature_layout(skeleton).positions] = config.position_weight
+        fk_loss = _fk_loss(skeleton, normalizer)
         tok.train()
         last = time.perf_counter()
         while step < config.tokenizer_steps:
@@ -192,6 +212,10 @@ def train(
             x = torch.from_numpy(x)
             recon, stats = tok(x)
             loss, terms = tok.loss(x, recon, stats, extra_weights=weights)
+            if config.fk_weight > 0:
+                fk = fk_loss(recon, x)
+                loss = loss + config.fk_weight * fk
+                terms["loss"] += config.fk_weight * float(fk.detach())
             sched(opt_tok, step, config.tokenizer_steps)
             opt_tok.zero_grad(set_to_none=True)
             loss.backward()
@@ -269,18 +293,25 @@ def train(
 
 
 def evaluate_tokenizer(model: MotionModel, motions, units_to_mm: float) -> dict:
-    """Reconstruction of whole clips through the tokens: MPJPE (mm, root-aligned), foot skate (mm/frame)
-    of the reconstruction and of the source, over the clips at least one window long."""
+    """Reconstruction of whole clips through the tokens, over the body's joints (the motion root and below):
+    MPJPE (mm, root-aligned), pose MPJPE (mm, root-aligned
+    and heading removed per frame: the body's pose without the drift of the integrated heading), foot skate
+    (mm/frame) of the reconstruction and of the source, over the clips at least one window long."""
     layout = feature_layout(model.skeleton)
-    errors, skates, skates_src, frames = [], [], [], 0
+    errors, pose_errors, skates, skates_src, frames = [], [], [], [], 0
     feet = list(layout.contact_joints)
     for motion in motions:
         if motion.n_frames < model.window:
             continue
         recon = model.decode(model.tokenize(motion), motion.n_frames, like=motion)
-        pred, true = recon.global_positions(), motion.global_positions()
-        errors.append(mpjpe_mm(pred, true, units_to_mm, root_joint=layout.root_joint) * motion.n_frames)
+        body = body_joints(model.skeleton)  # a still placement joint above the pelvis is not part of the pose
+        pred, true = recon.global_positions()[:, body], motion.global_positions()[:, body]
+        errors.append(mpjpe_mm(pred, true, units_to_mm, root_joint=0) * motion.n_frames)
+        pose_errors.append(
+            mpjpe_mm(_heading_free(recon)[:, body], _heading_free(motion)[:, body], units_to_mm) * motion.n_frames
+        )
         if feet:
+            pred, true = recon.global_positions(), motion.global_positions()
             threshold = 0.05 * body_size(model.skeleton)
             skates.append(foot_skate(pred, feet, motion.fps, threshold) * units_to_mm * motion.n_frames)
             skates_src.append(foot_skate(true, feet, motion.fps, threshold) * units_to_mm * motion.n_frames)
@@ -289,8 +320,21 @@ def evaluate_tokenizer(model: MotionModel, motions, units_to_mm: float) -> dict:
         return {}
     return {
         "mpjpe_mm": round(float(sum(errors) / frames), 2),
+        "pose_mpjpe_mm": round(float(sum(pose_errors) / frames), 2),
         "foot_skate_mm": round(float(sum(skates) / frames), 3) if skates else None,
         "foot_skate_source_mm": round(float(sum(skates_src) / frames), 3) if skates_src else None,
         "clips": len(errors),
         "frames": frames,
     }
+
+
+def _heading_free(motion) -> np.ndarray:
+    """(T, J, 3) joint positions relative to the motion root, turned so the root faces +Z in every frame."""
+    from .rotations import quat_conjugate, quat_rotate, quat_yaw, yaw_quat
+    from .skeleton import forward_kinematics
+
+    r = feature_layout(motion.skeleton).root_joint
+    pos, rot = forward_kinematics(motion.skeleton, motion.rotations, motion.root_positions, motion.local_translations())
+    pos, rot = pos.astype(np.float64), rot.astype(np.float64)
+    turn = quat_conjugate(yaw_quat(quat_yaw(rot[:, r])))
+    return quat_rotate(turn[:, None], pos - pos[:, r : r + 1])
