@@ -76,6 +76,17 @@ def vertex_colours(rest: np.ndarray) -> np.ndarray:
     return np.concatenate([rgb, np.ones((len(rest), 1))], -1).astype(np.float32)
 
 
+def held_out_c2w(capture, n: int, views: int, centre, distance: float) -> np.ndarray:
+    """(n, 4, 4) test cameras halfway between ring cameras (spread around) at other elevations than the ring's."""
+    step = 360.0 / views
+    between = np.floor(np.arange(n) * views / max(n, 1)) + 0.5
+    c2w = [
+        capture.ring_c2w(1, centre, distance, TEST_ELEVATIONS[i % len(TEST_ELEVATIONS)], step * k)
+        for i, k in enumerate(between)
+    ]
+    return np.concatenate(c2w) if c2w else np.empty((0, 4, 4))
+
+
 def _mesh_object(bpy, scene, name: str, rest_z: np.ndarray, faces: np.ndarray, colours: np.ndarray):
     me = bpy.data.meshes.new(name)
     me.vertices.add(len(rest_z))
@@ -149,17 +160,7 @@ def render_sequence_views(
         fov = math.radians(FOV_DEG)
         distance = capture.FILL * half_diag / math.sin(fov / 2)
         train_c2w = capture.ring_c2w(views, centre, distance, TRAIN_ELEVATION)
-        step = 360.0 / views
-        test_c2w = (
-            np.concatenate(
-                [
-                    capture.ring_c2w(1, centre, distance, TEST_ELEVATIONS[i % len(TEST_ELEVATIONS)], az)
-                    for i, az in enumerate(step / 2 + 360.0 * (np.arange(test_views) + 0.5) / max(test_views, 1))
-                ]
-            )
-            if test_views
-            else np.empty((0, 4, 4))
-        )
+        test_c2w = held_out_c2w(capture, test_views, views, centre, distance)
         for split, c2w in (("train", train_c2w), ("test", test_c2w)):
             if not len(c2w):
                 continue
