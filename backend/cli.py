@@ -1,4 +1,4 @@
-"""The `tessera4d` command: serve, keys, plugins, run, rig, motion.
+"""The `tessera4d` command: serve, keys, plugins, run, rig, motion, fit4d/render4d/export4d.
 
 Sub-apps are plain `typer.Typer()` objects added to the module-level `app`.
 """
@@ -279,6 +279,10 @@ def rig_command(
 from .motion_cli import motion_app  # noqa: E402  (after _fail and the consoles it uses)
 
 app.add_typer(motion_app, name="motion")
+
+from .gaussians4d_cli import register as register_4d  # noqa: E402
+
+register_4d(app)  # fit4d, render4d, export4d
 
 addon_app = typer.Typer(help="The Blender extension.", no_args_is_help=True)
 app.add_typer(addon_app, name="addon")

@@ -1,0 +1,147 @@
+"""`tessera4d fit4d / render4d / export4d` on a tiny synthetic D-NeRF folder (a few steps: plumbing, not quality)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+from typer.testing import CliRunner
+
+from backend.cli import app
+from backend.gaussians4d.cameras import Cameras, ring_cameras
+from backend.gaussians4d.data import MultiViewVideo, write_transforms
+from backend.gaussians4d.rasterize import rasterize
+
+pytestmark = pytest.mark.timeout(90)
+SIZE = 24
+TIMES = (0.0, 0.5, 1.0)
+
+
+def block_video(views: int, times, start_deg: float = 0.0) -> MultiViewVideo:
+    """A block of 150 coloured Gaussians sliding along +x, over white, from a ring of cameras."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (150, 3)) * np.array([0.5, 0.3, 0.25])
+    colors = np.clip(0.5 + 0.5 * np.tanh(3 * points), 0, 1)
+    cams = ring_cameras(views, radius=3.0, elevation_deg=20, fov_deg=40, width=SIZE, height=SIZE, start_deg=start_deg)
+    images, alphas, entry_times = [], [], []
+    for t in times:
+        with torch.no_grad():
+            rgb, alpha, _ = rasterize(
+                torch.as_tensor(points + [0.3 * t, 0, 0], dtype=torch.float32),
+                torch.tensor([[1.0, 0, 0, 0]]).repeat(150, 1),
+                torch.full((150, 3), 0.08),
+                torch.full((150,), 0.9),
+                torch.as_tensor(colors, dtype=torch.float32),
+                torch.as_tensor(cams.viewmats),
+                torch.as_tensor(cams.Ks),
+                SIZE,
+                SIZE,
+                backgrounds=torch.ones(views, 3),
+            )
+        images.append(rgb.clamp(0, 1).numpy())
+        alphas.append(alpha[..., 0].numpy())
+        entry_times += [t] * views
+    n = len(entry_times)
+    return MultiViewVideo(
+        np.concatenate(images),
+        np.concatenate(alphas),
+        Cameras(np.tile(cams.viewmats, (len(times), 1, 1)), np.tile(cams.Ks, (len(times), 1, 1)), SIZE, SIZE),
+        np.asarray(entry_times, np.float32),
+        [f"e{i}" for i in range(n)],
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("dnerf")
+    write_transforms(folder, block_video(4, TIMES), "train")
+    write_transforms(folder, block_video(1, (0.0, 1.0), start_deg=45.0), "test")
+    return folder
+
+
+def cli(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "m"
+    code, text = cli("fit4d", data_dir, "--out", out, "--iterations", 3, "--device", "cpu")
+    assert code == 0, text
+    assert "held-out (2 images): PSNR" in text and "SSIM" in text
+    return out
+
+
+def test_fit4d_writes_a_model_folder_with_its_times(model_dir) -> None:
+    assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
+    assert json.loads((model_dir / "times.json").read_text())["times"] == list(TIMES)
+    meta = json.loads((model_dir / "config.json").read_text())["meta"]
+    assert meta["iterations"] == 3 and meta["preset"] == "fast"
+
+
+def test_render4d_writes_one_png_per_entry_named_after_it(model_dir, data_dir, tmp_path) -> None:
+    code, text = cli("render4d", model_dir, "--cameras", data_dir / "transforms_test.json", "--out", tmp_path / "r")
+    assert code == 0, text
+    names = [e["file_path"] for e in json.loads((data_dir / "transforms_test.json").read_text())["frames"]]
+    for name in names:
+        image = Image.open(tmp_path / "r" / Path(name).with_suffix(".png"))
+        assert image.size == (SIZE, SIZE) and image.mode == "RGBA"
+        assert np.asarray(image)[..., 3].max() > 0  # the model is seen
+    assert f"{len(names)} renders" in text
+
+
+def test_export4d_writes_ply_frames_mesh_sequence_and_obj(model_dir, tmp_path) -> None:
+    code, text = cli(
+        "export4d", model_dir, "--ply", tmp_path / "ply", "--mesh", tmp_path / "seq.npz",
+        "--rest-mesh", tmp_path / "rest.obj", "--frames", 4, "--mesh-resolution", 24,
+    )  # fmt: skip
+    assert code == 0, text
+    assert sorted(p.name for p in (tmp_path / "ply").iterdir()) == [f"frame_000{i}.ply" for i in range(1, 5)]
+    seq = np.load(tmp_path / "seq.npz")
+    assert seq["frames"].shape == (4, *seq["rest"].shape) and seq["faces"].shape[1] == 3
+    obj = trimesh.load(tmp_path / "rest.obj", process=False)
+    assert len(obj.vertices) == len(seq["rest"]) and "marching cubes" in text
+
+
+def test_fit4d_with_a_rest_mesh_exports_that_mesh_moving(data_dir, tmp_path) -> None:
+    box = trimesh.creation.box(extents=(1.0, 0.6, 0.5))
+    vertices, faces = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=0.25)
+    trimesh.Trimesh(vertices, faces, process=False).export(tmp_path / "box.obj")
+    out = tmp_path / "m"
+    code, text = cli("fit4d", data_dir, "--out", out, "--iterations", 2, "--rest-mesh", tmp_path / "box.obj")
+    assert code == 0, text
+    code, text = cli("export4d", out, "--mesh", tmp_path / "seq.npz")
+    assert code == 0, text
+    seq = np.load(tmp_path / "seq.npz")
+    assert seq["frames"].shape == (len(TIMES), len(vertices), 3) and len(seq["faces"]) == len(faces)
+    assert "rest mesh" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("fit4d", "{tmp}/nowhere", "--out", "{tmp}/m"), "does not exist"),
+        (("fit4d", "{data}", "--out", "{tmp}/m", "--preset", "slow"), "--preset must be one of fast, quality"),
+        (("fit4d", "{data}", "--out", "{tmp}/m", "--rest-mesh", "{tmp}/none.obj"), "Rest mesh"),
+        (("render4d", "{tmp}/nomodel", "--cameras", "{data}/transforms_test.json", "--out", "{tmp}/r"), "fit4d"),
+        (("export4d", "{tmp}/nomodel", "--ply", "{tmp}/p"), "does not exist"),
+        (("export4d", "{tmp}/nomodel"), "Nothing to export"),
+    ],
+)
+def test_bad_input_is_one_clear_error_line(args, words, data_dir, tmp_path) -> None:
+    code, text = cli(*(a.format(tmp=tmp_path, data=data_dir) for a in args))
+    assert code == 1 and "error:" in text and words in text, text
+    assert "Traceback" not in text
+
+
+def test_render4d_refuses_a_camera_file_without_cameras(model_dir, tmp_path) -> None:
+    bad = tmp_path / "transforms_test.json"
+    bad.write_text(json.dumps({"camera_angle_x": 0.7, "frames": [{"file_path": "a", "time": 0.2}]}))
+    code, text = cli("render4d", model_dir, "--cameras", bad, "--out", tmp_path / "r", "--size", "8x8")
+    assert code == 1 and "transform_matrix" in text, text
