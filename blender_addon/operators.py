@@ -290,6 +290,90 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
         return self.submit(context, "rig.from_motion", params, options, arrays)
 
 
+# -- 4D Gaussians: capture the animated object from many views and fit it on the backend -----------
+
+CAPTURE_SKIP = {"CAMERA", "LIGHT", "LIGHT_PROBE", "LIGHTPROBE", "SPEAKER", "EMPTY"}  # active but not capturable
+
+
+class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
+    """Render the active object (nothing active: the scene) from a ring of cameras, or the selected
+    cameras, over the scene's frame range, and fit 4D Gaussians to it on the backend: splat frames and
+    an animated mesh stream into the timeline"""
+
+    bl_idname = "tessera.capture_to_4d"
+    bl_label = "Capture to 4D"
+    bl_options = {"REGISTER", "UNDO"}
+
+    views: bpy.props.IntProperty(name="Views", default=8, min=2, max=64, description="Cameras in the ring")
+    frames: bpy.props.IntProperty(
+        name="Frames", default=16, min=1, max=256, description="Times captured, evenly over the frame range"
+    )
+    resolution: bpy.props.IntProperty(
+        name="Resolution", default=128, min=16, max=2048, description="Width and height of each view, pixels"
+    )
+    preset: bpy.props.EnumProperty(
+        name="Preset",
+        items=[
+            ("FAST", "Fast", "Minutes on a CPU (views at most 128 px)"),
+            ("QUALITY", "Quality", "For a GPU backend (views up to 512 px, more steps)"),
+        ],
+        default="FAST",
+    )
+    iterations: bpy.props.IntProperty(
+        name="Iterations", default=0, min=0, description="Optimisation steps; 0 uses the preset's"
+    )
+    use_selected_cameras: bpy.props.BoolProperty(
+        name="Selected Cameras", description="Capture from the selected cameras instead of a ring"
+    )
+
+    def execute(self, context):
+        from .collectors.multiview_capture import capture
+        from .shared.errors import TesseraError
+
+        scene = context.scene
+        ob = context.active_object
+        if ob is not None and ob.type in CAPTURE_SKIP:
+            ob = None  # e.g. the last camera clicked when selecting cameras: capture the scene
+        try:
+            _need_client()
+            cameras = None
+            if self.use_selected_cameras:
+                cameras = [c for c in context.selected_objects if c.type == "CAMERA"]
+                if len(cameras) < 2:
+                    raise ClientError(
+                        f"Select at least 2 cameras to capture from ({len(cameras)} selected), "
+                        "or switch off Selected Cameras to use a ring."
+                    )
+            wm = context.window_manager
+            total = len(cameras) * self.frames if cameras else self.views * self.frames
+            wm.progress_begin(0, total)
+            try:
+                views = capture(
+                    context,
+                    ob,
+                    self.views,
+                    self.frames,
+                    self.resolution,
+                    cameras,
+                    progress=lambda done, _total: wm.progress_update(done),
+                )
+            finally:
+                wm.progress_end()
+        except (ClientError, TesseraError) as exc:
+            self.report({"ERROR"}, getattr(exc, "message", None) or str(exc))
+            return {"CANCELLED"}
+        name = f"{ob.name if ob is not None else scene.name} 4D"
+        params = {
+            "fov_x": float(views.fov_x),
+            "preset": self.preset.lower(),
+            "iterations": self.iterations,
+            "frames_out": min(max(scene.frame_end - scene.frame_start + 1, 1), 10000),
+            "name": name,
+        }
+        arrays = {"images": views.images, "alphas": views.alphas, "c2w": views.c2w, "times": views.times}
+        return self.submit(context, "gaussians4d.fit", params, {"capture_source": name}, arrays)
+
+
 # -- motion tokens: in-between, edit, generate, train on an armature ------------------------------
 
 MOTION_NO_MODEL = "Choose a motion model: set the model path in the Tessera sidebar's Motion box, or train one (Train)."
@@ -703,6 +787,7 @@ CLASSES = (
     TESSERA_OT_load_gaussian_sequence,
     TESSERA_OT_run_plugin,
     TESSERA_OT_rig_from_motion,
+    TESSERA_OT_capture_to_4d,
     TESSERA_OT_motion_inbetween,
     TESSERA_OT_motion_edit,
     TESSERA_OT_motion_generate,

@@ -148,6 +148,43 @@ class VIEW3D_PT_tessera_rig(_TesseraPanel, bpy.types.Panel):
             layout.operator("tessera.export_gltf", icon="EXPORT")
 
 
+class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
+    bl_label = "4D Gaussians"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.tessera
+        ob = context.active_object
+        what = ob.name if ob is not None and ob.type not in ("CAMERA", "LIGHT", "EMPTY") else "the whole scene"
+        layout.label(text=f"Captures {what}", icon="OUTLINER_OB_CAMERA")
+        col = layout.column(align=True)
+        col.prop(settings, "capture_use_selected_cameras")
+        row = col.row(align=True)
+        row.enabled = not settings.capture_use_selected_cameras
+        row.prop(settings, "capture_views")
+        col.prop(settings, "capture_frames")
+        col.prop(settings, "capture_resolution")
+        layout.prop(settings, "capture_preset")
+        layout.prop(settings, "capture_iterations")
+        op = layout.operator("tessera.capture_to_4d", icon="RENDER_ANIMATION")
+        op.views, op.frames, op.resolution = (
+            settings.capture_views,
+            settings.capture_frames,
+            settings.capture_resolution,
+        )
+        op.preset, op.iterations = settings.capture_preset, settings.capture_iterations
+        op.use_selected_cameras = settings.capture_use_selected_cameras
+        client = SESSION.client
+        for job in reversed(list(client.jobs.values()) if client else []):
+            if job.plugin == "gaussians4d.fit":  # the latest fit's progress (all jobs: the Jobs panel)
+                text = job.stage or job.state.value
+                if hasattr(layout, "progress") and not job.state.finished:
+                    layout.progress(factor=job.fraction, text=f"{text} {job.fraction:.0%}", type="BAR")
+                else:
+                    layout.label(text=f"Last fit: {job.state.value}")
+                break
+
+
 class VIEW3D_PT_tessera_motion(_TesseraPanel, bpy.types.Panel):
     bl_label = "Motion"
 
@@ -198,6 +235,7 @@ CLASSES = (
     VIEW3D_PT_tessera_jobs,
     VIEW3D_PT_tessera_load,
     VIEW3D_PT_tessera_rig,
+    VIEW3D_PT_tessera_capture_4d,
     VIEW3D_PT_tessera_motion,
     VIEW3D_PT_tessera_plugins,
 )

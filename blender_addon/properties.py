@@ -126,6 +126,29 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
         name="Model Folder", description="Where training writes the model", subtype="DIR_PATH"
     )
     motion_train_steps: bpy.props.IntProperty(name="Steps", default=2000, min=1, description="Training steps")
+    capture_views: bpy.props.IntProperty(
+        name="Views", default=8, min=2, max=64, description="Cameras in the ring around the object"
+    )
+    capture_frames: bpy.props.IntProperty(
+        name="Frames", default=16, min=1, max=256, description="Times captured, evenly over the frame range"
+    )
+    capture_resolution: bpy.props.IntProperty(
+        name="Resolution", default=128, min=16, max=2048, description="Width and height of each view, pixels"
+    )
+    capture_preset: bpy.props.EnumProperty(
+        name="Preset",
+        items=[
+            ("FAST", "Fast", "Minutes on a CPU (views at most 128 px)"),
+            ("QUALITY", "Quality", "For a GPU backend (views up to 512 px, more steps)"),
+        ],
+        default="FAST",
+    )
+    capture_iterations: bpy.props.IntProperty(
+        name="Iterations", default=0, min=0, description="Optimisation steps; 0 uses the preset's"
+    )
+    capture_use_selected_cameras: bpy.props.BoolProperty(
+        name="Selected Cameras", description="Capture from the selected cameras instead of a ring"
+    )
 
 
 CLASSES = (TesseraParam, TesseraRuntime, TesseraSceneSettings)

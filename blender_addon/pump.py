@@ -78,6 +78,7 @@ def _apply(client, msg: m.Message, context) -> bool:
         return False
     if isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
         SESSION.targets.pop(msg.job, None)  # the sequence is complete; its object stays
+        SESSION.targets.pop(_splats_key(msg.job), None)
     if isinstance(msg, m.Done):
         _training_done(client.jobs.get(msg.job), context)
     if not isinstance(msg, m.Result):
@@ -107,10 +108,11 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         SESSION.pending = PendingFrames(job.id, target, msg.meta["start"], positions)
         return False
     if msg.type == GAUSSIANS_FRAME:
-        target = SESSION.targets.get(job.id)
+        # keyed apart from the job's mesh sequence: one job may stream both (gaussians4d.fit)
+        target = SESSION.targets.get(_splats_key(job.id))
         created = target is None
         if created:
-            target = SESSION.targets[job.id] = gaussians.start_sequence(scene, job.id, msg.meta)
+            target = SESSION.targets[_splats_key(job.id)] = gaussians.start_sequence(scene, job.id, msg.meta)
         SESSION.pending = PendingSteps(job.id, gaussians.frame_steps(target, msg.meta, msg.arrays))
         return created
     if msg.type == RIG:
@@ -134,6 +136,11 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         )
         return True
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+def _splats_key(job_id: str) -> str:
+    """SESSION.targets key of a job's splat sequence (its mesh sequence is under the job id)."""
+    return f"{job_id}/splats"
 
 
 def _training_done(job, context) -> None:
@@ -227,6 +234,7 @@ def _redraw(context) -> None:
 def forget_target(job_id: str) -> None:
     """Results of this job start a new object next time (a re-fetch never writes into the old one)."""
     SESSION.targets.pop(job_id, None)
+    SESSION.targets.pop(_splats_key(job_id), None)
     if SESSION.pending is not None and SESSION.pending.job_id == job_id:
         SESSION.pending = None
 

@@ -231,27 +231,47 @@ def _layer_collection(layer: bpy.types.LayerCollection, collection: bpy.types.Co
 def frame_steps(sequence: GaussianSequence, meta: dict, arrays: dict) -> Iterator[None]:
     """Apply one splat frame in small steps, so no single pump call takes long however big it is:
     the point mesh (positions, then one attribute per step), the frame object, then its standard
-    3DGS PLY a slice of rows per step. A refetched frame reuses its object and rewrites its PLY."""
+    3DGS PLY a slice of rows per step. A refetched frame (same splats) reuses its object and rewrites
+    its PLY; a frame that arrives again with other splats (a fit's preview, then its final frame)
+    replaces the frame object's mesh."""
     count = check_gaussians(arrays)
     frame = int(meta.get("frame", 0))
     ob = _sequence_object(sequence)
     # Zero-padded names keep Collection Info's alphabetical order equal to frame order.
     frame_name = f"{sequence.object_name}.f{frame:05d}"
-    if _frames_collection(sequence).objects.get(frame_name) is None:
+    existing = _frames_collection(sequence).objects.get(frame_name)
+    if existing is None or not _same_splats(existing, arrays["means"]):
         mesh_steps = frame_mesh_steps(frame_name, arrays)
         while (me := next(mesh_steps)) is None:
             yield
         frames_collection = _frames_collection(sequence)  # looked up again: the user may act between steps
-        frame_ob = bpy.data.objects.new(frame_name, me)
+        frame_ob = frames_collection.objects.get(frame_name)
+        if frame_ob is None:
+            frame_ob = bpy.data.objects.new(frame_name, me)
+            frames_collection.objects.link(frame_ob)
+        else:
+            old = frame_ob.data
+            frame_ob.data = me
+            if old.users == 0:
+                bpy.data.meshes.remove(old)
         frame_ob["tessera_frame"] = frame
         frame_ob["tessera_gaussians"] = count
-        frames_collection.objects.link(frame_ob)
         ob = _sequence_object(sequence)
         _set_input(ob.modifiers[MODIFIER_NAME], "Frame Count", len(frames_collection.objects))
         ob.update_tag()
         yield
     ply_name = storage.safe_name(str(meta.get("ply") or f"frame_{frame:05d}").removesuffix(".ply")) + ".ply"
     yield from splat_ply_steps(storage.absolute(ob[storage.PLY_FOLDER_PROP]) / ply_name, arrays)
+
+
+def _same_splats(frame_ob: bpy.types.Object, means: np.ndarray) -> bool:
+    """Whether the frame object already holds these splat positions (a refetch of the same frame)."""
+    mesh = frame_ob.data
+    if mesh is None or len(mesh.vertices) != len(means):
+        return False
+    held = np.empty(len(means) * 3, np.float32)
+    mesh.attributes["position"].data.foreach_get("vector", held)
+    return bool(np.array_equal(held, np.ascontiguousarray(means, np.float32).ravel()))
 
 
 def _sequence_object(sequence: GaussianSequence) -> bpy.types.Object:
