@@ -166,19 +166,24 @@ def gaussian_frames(model, times: np.ndarray, name: str, check: Callable[[], Non
 
 
 def animated_mesh(
-    model, rest_mesh, times: np.ndarray, resolution: int = MESH_RESOLUTION
+    model, rest_mesh, times: np.ndarray, resolution: int = MESH_RESOLUTION, vertex_frames=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rest (V,3), faces (F,3) i32, frames (T,V,3)) of one topology: the fit's rest mesh moved with its
-    Gaussians (path 1) when there is one, else a mesh of the Gaussians at t=0 moved by their motion (path 2)."""
+    Gaussians (path 1) when there is one, else a mesh of the Gaussians at t=0 moved by their motion (path 2).
+    Path 1 positions are `vertex_frames(times)` (FitResult.vertex_frames) when given, else the means of
+    `model.at(times)` (a model loaded from its folder: one Gaussian per vertex, in vertex order)."""
     import torch
 
     from ..gaussians4d.mesh import deform_mesh, extract_mesh
 
     if rest_mesh is not None:
         rest, faces = (np.asarray(a) for a in rest_mesh)
-        with torch.no_grad():
-            means = model.at(torch.as_tensor(np.asarray(times, np.float32)))["means"]
-        frames = means.detach().cpu().numpy().astype(np.float32).reshape(len(times), -1, 3)
+        if vertex_frames is not None:
+            frames = np.asarray(vertex_frames(np.asarray(times, np.float32)), np.float32)
+        else:
+            with torch.no_grad():
+                means = model.at(torch.as_tensor(np.asarray(times, np.float32)))["means"]
+            frames = means.detach().cpu().numpy().astype(np.float32).reshape(len(times), -1, 3)
         if frames.shape[1] != len(rest):
             raise InputError(f"The model has {frames.shape[1]} Gaussians but its rest mesh {len(rest)} vertices.")
         return rest.astype(np.float32), faces.astype(np.int32), frames
@@ -349,7 +354,9 @@ class Fit4D(Plugin):
         yield from gaussian_frames(model, times, name, ctx.check_cancelled)
         if p.get("mesh", True):
             yield Progress("mesh", 0.95, "Meshing the Gaussians" if rest_mesh is None else "Moving the rest mesh")
-            rest, faces, frames = animated_mesh(model, result.rest_mesh, times, int(p.get("mesh_resolution") or 96))
+            follow = result.vertex_frames if result.rest_mesh is not None else None
+            resolution = int(p.get("mesh_resolution") or MESH_RESOLUTION)
+            rest, faces, frames = animated_mesh(model, result.rest_mesh, times, resolution, follow)
             export_mesh_sequence(out / MESH_FILE, rest, faces, frames)
             yield from mesh_outputs(rest, faces, frames, f"{name} mesh")
         yield Progress("done", 1.0, f"{summary} → {out}")
@@ -409,8 +416,7 @@ class Export4D(Plugin):
         p = ctx.params
         folder = Path(p["path"])
         yield Progress("reading", 0.0, f"Loading {folder.name}")
-        report = collections.deque()
-        result = yield from _stream_with_outputs(
+        result = yield from stream_progress(
             ctx,
             lambda progress, check: export_model(
                 folder,
@@ -422,7 +428,6 @@ class Export4D(Plugin):
                 progress=progress,
                 check_cancelled=check,
             ),
-            report,
         )
         rest, faces, frames = result.mesh
         yield from mesh_outputs(rest, faces, frames, str(p.get("name") or f"{folder.name} mesh"))
