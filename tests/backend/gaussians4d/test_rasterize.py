@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from backend.gaussians4d import rasterize as rasterize_module
 from backend.gaussians4d.cameras import ring_cameras
 from backend.gaussians4d.rasterize import composite_dense, project_gaussians, rasterize
 from shared.errors import InputError
@@ -30,14 +31,14 @@ def gaussians(means, scales, opacities, colors, quats=None, dtype=torch.float32)
     )
 
 
-def random_scene(n: int, cameras: int, size: int, seed: int, dtype=torch.float32, device="cpu"):
+def random_scene(n: int, cameras: int, size: int, seed: int, dtype=torch.float32, device="cpu", height=None):
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(n, 3, generator=g) * 0.3
     quats = torch.randn(n, 4, generator=g)
     scales = torch.rand(n, 3, generator=g) * 0.06 + 0.02
     opacities = torch.rand(n, generator=g) * 0.8 + 0.1
     colors = torch.rand(n, 3, generator=g)
-    cams = ring_cameras(cameras, radius=2.5, elevation_deg=25, fov_deg=45, width=size, height=size)
+    cams = ring_cameras(cameras, radius=2.5, elevation_deg=25, fov_deg=45, width=size, height=height or size)
     viewmats, Ks = torch.from_numpy(cams.viewmats), torch.from_numpy(cams.Ks)
     tensors = [means, quats, scales, opacities, colors, viewmats, Ks]
     return [t.to(dtype=dtype, device=device) for t in tensors]
@@ -117,18 +118,23 @@ def test_means2d_and_depths_agree_with_camera_projection():
     assert meta["radii"].dtype == torch.int32 and (meta["radii"] > 0).all()
 
 
-def test_pair_compositor_matches_the_dense_reference_with_gradients():
-    scene = [t.requires_grad_(i < 5) for i, t in enumerate(random_scene(60, 2, 32, seed=2, dtype=torch.float64))]
+@pytest.mark.parametrize("chunk_elements", [4_000_000, 3_000])
+def test_tile_compositor_matches_the_dense_reference_with_gradients(monkeypatch, chunk_elements):
+    # An image size that is not a multiple of the tile size, W ≠ H, and (second case) many small tile chunks.
+    monkeypatch.setattr(rasterize_module, "MAX_TILE_ELEMENTS", chunk_elements)
+    W, H = 34, 26
+    scene = random_scene(60, 2, W, seed=2, dtype=torch.float64, height=H)
+    scene = [t.requires_grad_(i < 5) for i, t in enumerate(scene)]
     means, quats, scales, opacities, colors, viewmats, Ks = scene
     background = torch.tensor([[0.2, 0.3, 0.4], [1.0, 1.0, 1.0]], dtype=torch.float64)
-    weights = torch.rand(2, 32, 32, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    weights = torch.rand(2, H, W, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
-    rgb, alpha, meta = rasterize(*scene, 32, 32, backgrounds=background)
+    rgb, alpha, meta = rasterize(*scene, W, H, backgrounds=background)
     loss = (torch.cat([rgb, alpha], -1) * weights).sum()
     grads = torch.autograd.grad(loss, scene[:5])
 
-    m2d, conics, depths, radii, _ = project_gaussians(means, quats, scales, viewmats, Ks, 32, 32)
-    rgb_d, alpha_d = composite_dense(m2d, conics, depths, radii, opacities, colors, background, 32, 32)
+    m2d, conics, depths, radii, _ = project_gaussians(means, quats, scales, viewmats, Ks, W, H)
+    rgb_d, alpha_d = composite_dense(m2d, conics, depths, radii, opacities, colors, background, W, H)
     loss_d = (torch.cat([rgb_d, alpha_d], -1) * weights).sum()
     grads_d = torch.autograd.grad(loss_d, scene[:5])
 
@@ -137,6 +143,19 @@ def test_pair_compositor_matches_the_dense_reference_with_gradients():
     torch.testing.assert_close(alpha, alpha_d)
     for name, a, b in zip(["means", "quats", "scales", "opacities", "colors"], grads, grads_d, strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_per_camera_colours_with_any_channel_count():
+    means, quats, scales, opacities, _, viewmats, Ks = random_scene(40, 2, 24, seed=6)
+    colors = torch.rand(2, 40, 2, generator=torch.Generator().manual_seed(3))
+    rgb, alpha, _ = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 24, 24)
+    assert rgb.shape == (2, 24, 24, 2)
+    for c in range(2):
+        one, one_alpha, _ = rasterize(
+            means, quats, scales, opacities, colors[c], viewmats[c : c + 1], Ks[c : c + 1], 24, 24
+        )
+        torch.testing.assert_close(rgb[c], one[0])
+        torch.testing.assert_close(alpha[c], one_alpha[0])
 
 
 def test_gradients_match_finite_differences():
@@ -158,7 +177,7 @@ def test_gradients_match_finite_differences():
 
     rgb, alpha = render(*inputs)
     assert (alpha > 0.3).float().mean().item() > 0.4  # the Gaussians overlap over much of both images
-    assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
 
 
 def test_means2d_grad_is_filled_for_the_densifier():
