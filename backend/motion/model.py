@@ -189,6 +189,14 @@ class MotionModel:
     def max_frames(self) -> int:
         return self.transformer.config.max_time_tokens * self.downsample
 
+    @property
+    def context_tokens(self) -> int:
+        """Time tokens the transformer looks at in one go: the length of its training windows (its time
+        embeddings past that were never trained), or its maximum for a model made in code."""
+        frames = self.meta.get("train_config", {}).get("transformer_window")
+        limit = self.transformer.config.max_time_tokens
+        return min(limit, max(2, int(frames) // self.downsample)) if frames else limit
+
     def check_clip(self, motion: Motion, what: str = "clip") -> None:
         self.skeleton.check_same(motion.skeleton, f"The {what}'s skeleton (model: {len(self.skeleton.names)} joints)")
         if motion.n_frames < self.window:
@@ -228,7 +236,7 @@ class MotionModel:
         return features_to_motion(feats, self.skeleton, self.fps, start, yaw, start_top_position=top)
 
     def _fill(self, codes: np.ndarray, editable: np.ndarray, cond, seed: int, temperature: float) -> np.ndarray:
-        """Generate the editable (T', G) tokens, in windows of at most the transformer's length. With residual
+        """Generate the editable (T', G) tokens in windows of the transformer's context (`_fill_windows`). With residual
         layers (codes (T', G, Q)) the transformer fills the base layer; generated positions get no residual
         codes (-1: absent, which the decoder is trained for) and the others keep theirs."""
         if codes.ndim == 3:
@@ -237,29 +245,16 @@ class MotionModel:
             out[..., 1:][editable] = -1
             return out
         out = codes.copy()
-        limit = self.transformer.config.max_time_tokens
+        limit = min(self.context_tokens, len(codes))
         rows = np.flatnonzero(editable.any(axis=1))
         if rows.size == 0:
             return out
         generator = torch.Generator().manual_seed(int(seed))
         cond_t = None if cond is None else torch.as_tensor(np.asarray(cond, np.float32)).reshape(1, -1)
-        spans, start = [], rows[0]
-        for a, b in zip(rows, rows[1:], strict=False):
-            if b != a + 1:
-                spans.append((start, a))
-                start = b
-        spans.append((start, rows[-1]))
-        for a, b in spans:
-            if b - a + 1 > limit:
-                raise InputError(
-                    f"Frames {a * self.downsample}-{(b + 1) * self.downsample - 1} to generate in one go are longer "
-                    f"than this model's {limit * self.downsample}-frame limit; keep some frames in between"
-                )
-            lo = int(np.clip((a + b + 1) // 2 - limit // 2, 0, max(0, len(codes) - limit)))
-            hi = min(len(codes), lo + limit)
+        for lo, hi, a, b in _fill_windows(rows, len(codes), limit):
             window = torch.as_tensor(out[lo:hi])[None]
             mask = torch.as_tensor(editable[lo:hi])[None]
-            mask[:, : max(0, a - lo)] = False
+            mask[:, : a - lo] = False
             mask[:, b + 1 - lo :] = False
             filled = self.transformer.generate(
                 window, mask, cond_t, temperature=temperature, generator=generator, cfg_scale=3.0
@@ -342,6 +337,36 @@ class MotionModel:
 
 
 # -- motion surgery (numpy) ----------------------------------------------------------------------------------
+
+
+def _fill_windows(rows: np.ndarray, n_rows: int, limit: int) -> list[tuple[int, int, int, int]]:
+    """(lo, hi, a, b): token windows [lo, hi) of at most `limit` rows, each filling the editable rows a..b.
+
+    A run of editable rows that fits in a window (with at least one row of context when it can) is centred
+    in one, so the model sees the kept rows on both sides. A longer run is filled left to right: each window
+    keeps a quarter of its rows of context before the part it fills, which are kept rows or rows the previous
+    window filled, so the chunks continue each other."""
+    runs, start = [], int(rows[0])
+    for x, y in zip(rows, rows[1:], strict=False):
+        if y != x + 1:
+            runs.append((start, int(x)))
+            start = int(y)
+    runs.append((start, int(rows[-1])))
+    out = []
+    for a, b in runs:
+        if b - a + 1 <= max(1, limit - 2) or limit >= n_rows:
+            lo = int(np.clip((a + b + 1) // 2 - limit // 2, 0, n_rows - limit))
+            out.append((lo, lo + limit, a, b))
+            continue
+        context = max(1, limit // 4)
+        pos = a
+        while pos <= b:
+            lo = max(0, min(pos - context, n_rows - limit))
+            hi = lo + limit
+            end = min(b, hi - 1)
+            out.append((lo, hi, pos, end))
+            pos = end + 1
+    return out
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -116,3 +116,18 @@ def test_errors_name_the_problem(model, clip, tmp_path):
         model.generate(10)
     with pytest.raises(InputError, match="does not exist"):
         MotionModel.from_pretrained(tmp_path / "nowhere")
+
+
+def test_fill_windows_cover_each_editable_row_once_within_the_context():
+    from backend.motion.model import _fill_windows
+
+    rows = np.array([3, 4, 5] + list(range(20, 70)))  # a short gap and one longer than the context
+    windows = _fill_windows(rows, 80, 24)
+    filled = [r for lo, hi, a, b in windows for r in range(a, b + 1)]
+    assert sorted(filled) == rows.tolist()  # every editable row exactly once
+    for lo, hi, a, b in windows:
+        assert hi - lo == 24 and 0 <= lo <= a <= b < hi <= 80
+    short = windows[0]
+    assert short[0] < 3 and short[1] > 6  # the short gap sees kept rows on both sides
+    for lo, _, a, _ in windows[2:]:
+        assert a - lo >= 6  # later chunks of the long gap keep a quarter of the window as context
