@@ -242,6 +242,8 @@ def _composite(means2d, conics, depths, half_extent, opacities, colors, backgrou
         out = _SplatTiles.apply(coef, opac, r[..., 6:], basis)
         pix = tiles[:, None] * P + torch.arange(P, device=tiles.device)
         img = img.index_add(0, pix.reshape(-1), out.reshape(-1, D + 1))
+    if not img.requires_grad and rows.requires_grad:  # nothing visible: stay in the graph with zero gradients
+        img = img + 0 * rows.sum()
     img = img.reshape(C, tiles_y, tiles_x, tile, tile, D + 1).permute(0, 1, 3, 2, 4, 5)
     img = img.reshape(C, tiles_y * tile, tiles_x * tile, D + 1)[:, :height, :width]
     rgb, acc = img[..., :D], img[..., D:]
@@ -352,7 +354,7 @@ def composite_dense(means2d, conics, depths, radii, opacities, colors, backgroun
     m, k, col = take(means2d), take(conics), take(colors)
     vis = torch.gather(radii > 0, 1, order)
     op = opacities[order]
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(height, device=m.device), torch.arange(width, device=m.device), indexing="ij")
     pix = torch.stack([xs, ys], -1).reshape(-1, 2).to(m.dtype) + 0.5  # (P, 2)
     d = pix[None, :, None, :] - m[:, None, :, :]  # (C, P, N, 2)
     kk = k[:, None]

@@ -101,11 +101,14 @@ def test_opaque_stack_clamps_alpha_and_stops_early():
 def test_gaussian_behind_the_camera_renders_nothing():
     viewmats, Ks = facing_camera(16, 20.0)
     g = gaussians([[0.0, 0.0, -2.0], [0.0, 0.0, 0.005]], [[0.2] * 3] * 2, [0.9, 0.9], [[1.0, 1.0, 1.0]] * 2)
+    means = g[0].requires_grad_()
     background = torch.tensor([[0.1, 0.2, 0.3]])
     rgb, alpha, meta = rasterize(*g, viewmats, Ks, 16, 16, backgrounds=background)
     assert alpha.abs().max().item() == 0.0
     torch.testing.assert_close(rgb, background[:, None, None, :].expand(1, 16, 16, 3))
     assert meta["radii"].tolist() == [[0, 0]]
+    rgb.sum().backward()  # an empty render still backpropagates (zero gradients), as gsplat's does
+    assert means.grad is not None and (means.grad == 0).all()
 
 
 def test_means2d_and_depths_agree_with_camera_projection():
@@ -217,7 +220,10 @@ def _gsplat_cuda() -> bool:
 
 @pytest.mark.skipif(not _gsplat_cuda(), reason="needs CUDA and gsplat")
 def test_torch_and_gsplat_renders_and_gradients_agree():
+    # Opacities ≤ 0.7: the paths differ only where gsplat draws rims between 3σ and alpha 1/255 (< 0.008 here)
+    # and where alpha would exceed 0.99 (gsplat clamps at 0.999).
     scene = random_scene(300, 3, 64, seed=5, device="cuda")
+    scene[3] = scene[3] * 0.75
     background = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.3, 0.5, 0.7]], device="cuda")
     weights = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(1)).cuda()
     results = {}
@@ -227,13 +233,18 @@ def test_torch_and_gsplat_renders_and_gradients_agree():
         ((rgb * weights).sum() + alpha.sum()).backward()
         results[backend] = (rgb, alpha, meta, [p.grad for p in params[:5]])
     (rgb_t, alpha_t, meta_t, grads_t), (rgb_g, alpha_g, meta_g, grads_g) = results["torch"], results["gsplat"]
+    assert alpha_t.mean().item() > 0.2  # the scene covers a good part of the images
     assert (rgb_t - rgb_g).abs().max().item() <= 1e-2
     assert (alpha_t - alpha_g).abs().max().item() <= 1e-2
+    assert (rgb_t - rgb_g).abs().mean().item() <= 1e-3
+    assert meta_g["radii"].shape == (3, 300) and meta_g["radii"].dtype == torch.int32
     both = (meta_t["radii"] > 0) & (meta_g["radii"] > 0)
     assert both.float().mean().item() > 0.95
-    assert meta_g["radii"].shape == (3, 300) and meta_g["radii"].dtype == torch.int32
     torch.testing.assert_close(meta_t["means2d"][both], meta_g["means2d"][both], atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(meta_t["depths"][both], meta_g["depths"][both], atol=1e-4, rtol=1e-4)
-    assert meta_g["means2d"].grad is not None
-    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors"], grads_t, grads_g, strict=True):
-        assert (a - b).norm().item() <= 0.05 * b.norm().item(), name
+    grad2d_t, grad2d_g = meta_t["means2d"].grad, meta_g["means2d"].grad
+    assert grad2d_g is not None and grad2d_g.shape == (3, 300, 2)
+    assert (grad2d_t[both] - grad2d_g[both]).norm().item() <= 0.1 * grad2d_g[both].norm().item()
+    names = ["means", "quats", "scales", "opacities", "colors"]
+    for name, a, b in zip(names, grads_t, grads_g, strict=True):
+        assert (a - b).norm().item() <= 0.1 * b.norm().item(), name
