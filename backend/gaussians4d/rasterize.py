@@ -14,7 +14,7 @@ How the torch path is fast enough on a CPU:
 - Tiles are taken in order of their Gaussian count and chunked, each chunk padded to its busiest tile and
   kept under MAX_TILE_ELEMENTS (tile × Gaussian × pixel) entries, so padding stays small and memory bounded.
 - The exponent is a quadratic in the tile-local pixel coordinates, so σ for a whole chunk is one matrix
-  product (T·K, 6) @ (6, P); compositing is a cumulative sum of log(1 − α) along the Gaussians.
+  product (T·K, 6) @ (6, P); transmittance is a cumulative product of (1 − α) along the Gaussians.
 - The compositing step is a torch.autograd.Function with its backward written out (suffix sums of w·(c·g)),
   which keeps two (T, K, P) tensors instead of a dozen; projection and the per-(tile, Gaussian) coefficients
   stay on plain autograd.
@@ -25,16 +25,16 @@ Measured (benchmarks/bench_rasterize.py: 8 cameras × 128², Gaussians in a ball
     .venv/bin/python benchmarks/bench_rasterize.py --threads 1
 
     N Gaussians          forward s  backward s  total s  CPU s
-    1,000                    0.113       0.112    0.224  0.149
-    2,000                    0.208       0.204    0.412  0.269
-    5,000                    0.444       0.442    0.886  0.583
-    10,000                   0.949       0.791    1.741  1.156
-    dense reference, 500     3.658       3.647    7.305  4.852   (54× ours at 500)
+    1,000                    0.123       0.139    0.262  0.133
+    2,000                    0.233       0.286    0.519  0.260
+    5,000                    0.476       0.568    1.044  0.547
+    10,000                   0.943       0.967    1.910  0.939
+    dense reference, 500     4.985       4.601    9.586  4.841   (63× ours at 500)
 
-One torch thread, while other jobs kept the machine's load at ~4; "CPU s" (this process's CPU time) is what
-an idle core takes, and 5,000 Gaussians measured 0.52 s wall on a free core. With 2 threads on the same busy
-machine the times got 2–3× *worse* (threads waiting on descheduled siblings): use 2 threads only when both
-cores are free.
+One torch thread while other jobs kept the machine's load at 5–6, so wall times are about twice the CPU
+time; "CPU s" (this process's CPU time) is what a free core takes: ~0.55 s for 5,000 Gaussians. With 2
+threads on the same busy machine the times got 2–3× *worse* (threads waiting on descheduled siblings): use 2
+threads only when both cores are free.
 """
 
 from __future__ import annotations
@@ -314,12 +314,12 @@ class _SplatTiles(torch.autograd.Function):
         floor = torch.clamp_min(opac * math.exp(-0.5 * CUTOFF_SIGMA**2), MIN_ALPHA)
         alpha = alpha.clamp_max_(MAX_ALPHA).mul_(alpha >= floor[..., None])
         del sigma
-        log_keep = torch.log1p(-alpha)
-        log_t = torch.cumsum(log_keep, 1)
+        keep = 1 - alpha
+        trans = torch.cumprod(keep, 1)  # transmittance after each Gaussian
         # A pixel stops before the Gaussian that would take its transmittance to 1e-4 (as gsplat does).
-        alpha.mul_(log_t > math.log(MIN_TRANSMITTANCE))
-        trans = torch.exp(log_t.sub_(log_keep))
-        del log_keep, log_t
+        alpha.mul_(trans > MIN_TRANSMITTANCE)
+        trans.div_(keep)  # transmittance before each Gaussian (1 − α ≥ 0.01)
+        del keep
         out = (alpha * trans).transpose(1, 2) @ col  # (T, P, D)
         ctx.save_for_backward(alpha, trans, opac, col, basis)
         return out
