@@ -88,6 +88,9 @@ def rasterize(
         rgb (C, H, W, D), alpha (C, H, W, 1), and meta with "means2d" (C, N, 2) projected centres in pixels
         (its `.grad` is filled by backward when the inputs require grad), "radii" (C, N) int32 (0 = not
         visible) and "depths" (C, N) camera-space z.
+
+    The means2d gradient is d loss / d (pixel position), on both backends; gsplat's densifier scales it by
+    (W/2, H/2) and the number of images in the loss before comparing it with `grow_grad2d`.
     """
     N, C = _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
     if backend not in ("auto", "torch", "gsplat"):
