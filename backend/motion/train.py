@@ -42,14 +42,14 @@ CPU_TRANSFORMER = {"d_model": 128, "n_layers": 3, "n_heads": 4, "ff": 512}
 @dataclass
 class TrainConfig:
     window: int = 64  # frames per tokenizer training window (and the shortest clip the model takes)
-    tokenizer_steps: int = 4000
-    transformer_steps: int = 2500
+    tokenizer_steps: int = 2000
+    transformer_steps: int = 1500
     tokenizer_batch: int = 32
     transformer_batch: int = 32
     transformer_window: int = 96  # frames per transformer training window (24 tokens)
     lr: float = 4e-4
     position_weight: float = 2.0  # tokenizer loss weight of the joint-position columns relative to the others
-    fk_weight: float = 1.0  # tokenizer loss on joint positions after forward kinematics of the decoded window
+    fk_weight: float = 5.0  # tokenizer loss on joint positions after forward kinematics of the decoded window
     held_out_fraction: float = 0.1
     seed: int = 0
     checkpoint_every: int = 250
