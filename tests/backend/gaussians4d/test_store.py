@@ -49,3 +49,24 @@ def test_missing_or_truncated_folder_is_an_input_error(tmp_path):
     (tmp_path / "m" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="cannot be read"):
         load_model(tmp_path / "m")
+
+
+def test_round_trip_of_a_fit_result_renders_identically_and_keeps_its_facts(tmp_path):
+    from backend.gaussians4d.cameras import ring_cameras
+    from backend.gaussians4d.fit import FitResult, render
+
+    model = _moving_model(rotation=False)
+    faces = np.array([[0, 1, 2], [2, 3, 0]], dtype=np.int32)
+    rest = model.means.detach().numpy().copy()
+    history = [{"step": 10, "loss": 0.5, "psnr": 20.0, "gaussians": 20}]
+    result = FitResult(model, seconds=1.5, iterations=10, history=history, preset="fast", rest_mesh=(rest, faces))
+    save_model(tmp_path / "fit", result)
+    loaded, meta = load_model(tmp_path / "fit")
+    assert meta["iterations"] == 10 and meta["preset"] == "fast" and meta["final"]["psnr"] == 20.0
+    np.testing.assert_array_equal(meta["rest_mesh"][0], rest)
+    np.testing.assert_array_equal(meta["rest_mesh"][1], faces)
+    cams = ring_cameras(3, radius=6.0, width=24, height=24)
+    for t in (0.0, 0.37, 1.0):
+        with torch.no_grad():
+            want, got = render(model, cams, t)[0], render(loaded, cams, t)[0]
+        assert torch.equal(want, got)

