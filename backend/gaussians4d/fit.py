@@ -15,9 +15,13 @@ Initialisation: points carved from the alpha masks at the first time (inside eve
 uniform in `video.bounds()` without masks; colours are the mean of the images where the points project.
 
 Mesh path 1 (`rest_mesh=(vertices, faces)`, Animate3D): one Gaussian per vertex, canonical means fixed at the
-rest vertices, isotropic scales from the mean edge length, no densification, and an as-rigid-as-possible term
-between every time and the rest pose over the mesh's edges (per-vertex best rotations by SVD, held fixed in
-each step as in ARAP's local/global scheme). `FitResult.vertex_frames(times)` gives the animated vertices.
+rest vertices, isotropic scales from the mean edge length, no densification. While fitting, the vertices are
+moved by an embedded deformation graph (see mesh_bound.py for why) with an as-rigid-as-possible term between
+every time and the rest pose over the mesh's edges; the motion is baked into the model's per-vertex
+trajectories at each preview and at the end. `FitResult.vertex_frames(times)` gives the animated vertices.
+
+Helpers live beside this module: fit_setup.py (video tensors, initial Gaussians), densify.py (adaptive
+density control), mesh_bound.py (ARAP, deformation graph).
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.gaussians4d.densify import ScreenGradients, densify_and_prune
+from backend.gaussians4d.fit_setup import background_colour, initial_points, knn_scale, prepare_frames, sample_colors
 from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
-from backend.gaussians4d.model import DynamicGaussians, quat_to_rotmat
+from backend.gaussians4d.model import DynamicGaussians
 from shared.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -80,6 +86,7 @@ class Preset:
     graph_weight: float = 1.0  # mesh path: weight of the graph's rigidity term (Sumner's E_reg)
     lr_node_translation: float = 1e-2  # mesh path: × diagonal
     lr_node_rotation: float = 2e-2  # mesh path: radians
+    mesh_lr_final: float = 0.1  # mesh path: the graph's rates decay to this fraction (large motions need steps late)
     mesh_scale: float = 0.7  # mesh path: Gaussian size (σ) relative to the mean edge length
     time_warmup: float = 0.2  # fraction of the iterations over which the sampled time window opens
     preview_every: int = 50
@@ -167,113 +174,6 @@ def evaluate(model: DynamicGaussians, video, *, background=(1.0, 1.0, 1.0)) -> d
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
 
 
-# -- data preparation ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Frames:
-    """The video as tensors on the fitting device, grouped by time."""
-
-    images: torch.Tensor  # (F,H,W,3)
-    alphas: torch.Tensor | None  # (F,H,W,1)
-    viewmats: torch.Tensor  # (F,4,4)
-    Ks: torch.Tensor  # (F,3,3)
-    times: np.ndarray  # (T,) sorted distinct
-    groups: list[np.ndarray]  # entry indices of each time
-    width: int
-    height: int
-
-
-def _prepare(video, max_size: int, device: torch.device) -> _Frames:
-    images = torch.as_tensor(np.asarray(video.images, dtype=np.float32))
-    alphas = None if video.alphas is None else torch.as_tensor(np.asarray(video.alphas, dtype=np.float32))[..., None]
-    Ks = np.array(video.cameras.Ks, dtype=np.float32)
-    h, w = images.shape[1:3]
-    scale = min(1.0, max_size / max(h, w))
-    if scale < 1.0:
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        images = F.interpolate(images.permute(0, 3, 1, 2), size=(nh, nw), mode="area").permute(0, 2, 3, 1)
-        if alphas is not None:
-            alphas = F.interpolate(alphas.permute(0, 3, 1, 2), size=(nh, nw), mode="area").permute(0, 2, 3, 1)
-        Ks[:, 0] *= nw / w
-        Ks[:, 1] *= nh / h
-        h, w = nh, nw
-    times = np.unique(video.times)
-    groups = [np.flatnonzero(video.times == t) for t in times]
-    return _Frames(
-        images.to(device).contiguous(),
-        None if alphas is None else alphas.to(device).contiguous(),
-        torch.as_tensor(np.asarray(video.cameras.viewmats, dtype=np.float32), device=device),
-        torch.as_tensor(Ks, device=device),
-        times.astype(np.float32),
-        groups,
-        w,
-        h,
-    )
-
-
-def _background(video) -> tuple[float, float, float]:
-    """The colour the images were composited over: mean where alpha ≈ 0, else the median border colour."""
-    images = np.asarray(video.images)
-    if video.alphas is not None:
-        empty = np.asarray(video.alphas) < 0.01
-        if empty.any():
-            return tuple(float(c) for c in images[empty].mean(axis=0))
-    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
-    return tuple(float(c) for c in np.median(border.reshape(-1, 3), axis=0))
-
-
-def _sample_colors(video, points: np.ndarray, entries: np.ndarray) -> np.ndarray:
-    """Mean image colour where `points` (P,3) project in the given entries (ignoring those outside)."""
-    cams = video.cameras.subset(entries)
-    xy, depth = cams.project(points)
-    total = np.zeros((len(points), 3))
-    count = np.zeros((len(points), 1))
-    for k, e in enumerate(entries):
-        col = np.nan_to_num(np.floor(xy[k, :, 0]), nan=-1).astype(np.int64)
-        row = np.nan_to_num(np.floor(xy[k, :, 1]), nan=-1).astype(np.int64)
-        ok = (depth[k] > 0) & (col >= 0) & (col < cams.width) & (row >= 0) & (row < cams.height)
-        total[ok] += video.images[e][row[ok], col[ok]]
-        count[ok] += 1
-    return (total / np.maximum(count, 1)).astype(np.float32)
-
-
-def _initial_points(video, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` points inside the object at the first time: carved from its alpha masks, else in its bounds."""
-    lo, hi = (np.asarray(b, dtype=np.float64) for b in video.bounds())
-    first = np.flatnonzero(video.times == np.min(video.times))
-    if video.alphas is None:
-        return rng.uniform(lo, hi, size=(count, 3)).astype(np.float32)
-    cams = video.cameras.subset(first)
-    kept: list[np.ndarray] = []
-    for _ in range(20):  # rejection sampling; a thin object keeps a small share of the box
-        cand = rng.uniform(lo, hi, size=(count * 4, 3))
-        xy, depth = cams.project(cand)
-        col = np.nan_to_num(np.floor(xy[..., 0]), nan=-1).astype(np.int64)
-        row = np.nan_to_num(np.floor(xy[..., 1]), nan=-1).astype(np.int64)
-        inside = (depth > 0) & (col >= 0) & (col < cams.width) & (row >= 0) & (row < cams.height)
-        for k, e in enumerate(first):
-            mask = np.asarray(video.alphas[e]) > 0.5
-            inside[k] &= mask[np.clip(row[k], 0, cams.height - 1), np.clip(col[k], 0, cams.width - 1)]
-        kept.append(cand[inside.all(axis=0)])
-        if sum(len(k) for k in kept) >= count:
-            break
-    points = np.concatenate(kept)[:count]
-    if len(points) < 16:  # masks that disagree (or an object that does not fill them): fall back to the box
-        return rng.uniform(lo, hi, size=(count, 3)).astype(np.float32)
-    return points.astype(np.float32)
-
-
-def _knn_scale(points: np.ndarray) -> np.ndarray:
-    """Per-point distance to the 3 nearest neighbours (the usual 3DGS initial scale)."""
-    from scipy.spatial import cKDTree
-
-    if len(points) < 4:
-        return np.full(len(points), 0.01, dtype=np.float32)
-    d, _ = cKDTree(points).query(points, k=4)
-    return np.maximum(np.sqrt((d[:, 1:] ** 2).mean(axis=1)), 1e-6).astype(np.float32)
-
-
 # -- optimizer bookkeeping ----------------------------------------------------------------------------------------
 
 
@@ -303,69 +203,6 @@ def _optimizer(
                                 ("node_rotation", graph.rotation, p.lr_node_rotation)):  # fmt: skip
             groups.append({"params": [param], "name": name, "lr": lr, "initial_lr": lr})
     return torch.optim.Adam(groups, eps=1e-15)
-
-
-def _edit_rows(model: DynamicGaussians, optimizer: torch.optim.Adam, keep: torch.Tensor, new: dict) -> None:
-    """Keep rows `keep` (bool (N,)) of every per-Gaussian tensor and append `new[name]` rows; Adam moments of
-    kept rows follow them, new rows start at zero."""
-    old = model.per_gaussian_parameters()
-    rows = {
-        name: torch.cat([p.detach()[keep], new[name]]) if name in new else p.detach()[keep] for name, p in old.items()
-    }
-    added = next(iter(new.values())).shape[0] if new else 0
-    model.replace_rows(rows)
-    fresh = model.per_gaussian_parameters()
-    for group in optimizer.param_groups:
-        name = group["name"]
-        state = optimizer.state.pop(old[name], None)
-        group["params"] = [fresh[name]]
-        if state:
-            for key in ("exp_avg", "exp_avg_sq"):
-                v = state[key][keep]
-                state[key] = torch.cat([v, torch.zeros((added, *v.shape[1:]), dtype=v.dtype, device=v.device)])
-            optimizer.state[fresh[name]] = state
-    for name, p in fresh.items():
-        p.requires_grad_(any(g["name"] == name for g in optimizer.param_groups))
-
-
-def _densify_and_prune(
-    model: DynamicGaussians,
-    optimizer: torch.optim.Adam,
-    grad_mean: torch.Tensor,
-    p: Preset,
-    extent: float,
-    generator: torch.Generator,
-) -> tuple[int, int]:
-    """Clone small and split large Gaussians whose mean screen gradient is over the threshold; prune the
-    transparent and the huge. Returns (added, removed)."""
-    with torch.no_grad():
-        scales = torch.exp(model.log_scales).max(dim=1).values
-        grow = grad_mean > p.grow_grad2d
-        room = p.max_gaussians - len(model)
-        if grow.sum() > room:  # keep the strongest gradients within the budget
-            top = torch.topk(torch.where(grow, grad_mean, -1.0), max(room, 0)).indices
-            grow = torch.zeros_like(grow)
-            grow[top] = True
-        clone = grow & (scales <= p.grow_scale * extent)
-        split = grow & ~clone
-        params = model.per_gaussian_parameters()
-        new = {name: torch.cat([v.detach()[clone], v.detach()[split], v.detach()[split]]) for name, v in params.items()}
-        if split.any():
-            # two samples from each split Gaussian, at 1/1.6 of its scale (3DGS)
-            n_clone = int(clone.sum())
-            std = torch.exp(model.log_scales[split]).repeat(2, 1)
-            rot = quat_to_rotmat(model.quats[split]).repeat(2, 1, 1)
-            noise = torch.randn(std.shape, generator=generator, device=std.device) * std
-            offset = torch.einsum("nij,nj->ni", rot, noise)
-            new["means"][n_clone:] += offset
-            new["log_scales"][n_clone:] -= float(np.log(1.6))
-        opacity = torch.sigmoid(model.opacity_logits)
-        prune = (opacity < p.prune_opacity) | (scales > p.prune_scale * extent) | split
-        keep = ~prune
-        if not keep.any() and not new["means"].shape[0]:
-            return 0, 0
-        _edit_rows(model, optimizer, keep, new)
-        return int(new["means"].shape[0]), int(prune.sum())
 
 
 # -- losses --------------------------------------------------------------------------------------------------------
@@ -472,7 +309,7 @@ def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator)
         vertices, faces = mesh
         e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
         mean_edge = float(np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1).mean())
-        colors = _sample_colors(video, vertices, first)
+        colors = sample_colors(video, vertices, first)
         model = DynamicGaussians.from_points(
             vertices, colors, 0.5 * mean_edge, knots=knots, opacity=0.9, rotation=False
         )
@@ -480,9 +317,9 @@ def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator)
         return model, extent
     lo, hi = video.bounds()
     extent = float(np.linalg.norm(np.asarray(hi, np.float64) - np.asarray(lo, np.float64)))
-    points = _initial_points(video, p.init_points, rng)
-    colors = _sample_colors(video, points, first)
-    model = DynamicGaussians.from_points(points, colors, _knn_scale(points), knots=knots, opacity=0.3)
+    points = initial_points(video, p.init_points, rng)
+    colors = sample_colors(video, points, first)
+    model = DynamicGaussians.from_points(points, colors, knn_scale(points), knots=knots, opacity=0.3)
     return model, extent
 
 
@@ -491,8 +328,8 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    frames = _prepare(video, p.max_size, device)
-    background = _background(video)
+    frames = prepare_frames(video, p.max_size, device)
+    background = background_colour(video)
     bg = torch.tensor(background, dtype=torch.float32, device=device)
     n_times = len(frames.times)
     knots = max(1, min(p.knots, n_times))
@@ -506,19 +343,19 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     basis = model.basis(frames.times)  # (T,K)
     warmup = max(1, int(p.time_warmup * p.iterations))
     densify_until = int(p.densify_until_fraction * p.iterations)
-    grad_sum = torch.zeros(len(model), device=device)
-    grad_count = torch.zeros(len(model), device=device)
+    screen = ScreenGradients(len(model), device)
     history: list[dict[str, float]] = []
-    decayed = {"means", "mean_ctrl", "rot_ctrl", "node_translation", "node_rotation"}
+    final_lr = {"means": p.lr_final, "mean_ctrl": p.lr_final, "rot_ctrl": p.lr_final}
+    final_lr.update(node_translation=p.mesh_lr_final, node_rotation=p.mesh_lr_final)
     log.info("fitting %d Gaussians (%d knots) to %d images, %d times", len(model), knots, len(video), n_times)
 
     for it in range(p.iterations):
         if check_cancelled is not None:
             check_cancelled()
-        decay = p.lr_final ** (it / max(1, p.iterations - 1))
+        progress_fraction = it / max(1, p.iterations - 1)
         for group in optimizer.param_groups:
-            if group["name"] in decayed:
-                group["lr"] = group["initial_lr"] * decay
+            if group["name"] in final_lr:
+                group["lr"] = group["initial_lr"] * final_lr[group["name"]] ** progress_fraction
         # progressive time window: the first `open_count` times are sampled
         open_count = max(1, min(n_times, int(np.ceil(n_times * (it + 1) / warmup))))
         chosen = rng.choice(open_count, size=min(p.times_per_step, open_count), replace=False)
@@ -562,17 +399,9 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
         loss.backward()
 
         if mesh is None and it < densify_until:
-            with torch.no_grad():
-                images_in_loss = sum(len(frames.groups[ti]) for ti in chosen)
-                for m2d, radii in means2d:
-                    if m2d.grad is None:
-                        continue
-                    g2 = m2d.grad.clone()
-                    g2[..., 0] *= frames.width / 2 * images_in_loss
-                    g2[..., 1] *= frames.height / 2 * images_in_loss
-                    visible = (radii > 0).to(g2.dtype)
-                    grad_sum += (g2.norm(dim=-1) * visible).sum(0)
-                    grad_count += visible.sum(0)
+            images_in_loss = sum(len(frames.groups[ti]) for ti in chosen)
+            for m2d, radii in means2d:
+                screen.add(m2d, radii, frames.width, frames.height, images_in_loss)
         optimizer.step()
 
         with torch.no_grad():
@@ -588,11 +417,18 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
 
         step = it + 1
         if mesh is None and p.densify_from <= step < densify_until and step % p.densify_every == 0:
-            added, removed = _densify_and_prune(
-                model, optimizer, grad_sum / grad_count.clamp_min(1), p, extent, generator
+            added, removed = densify_and_prune(
+                model,
+                optimizer,
+                screen.mean(),
+                grow_grad2d=p.grow_grad2d,
+                grow_scale=p.grow_scale * extent,
+                prune_opacity=p.prune_opacity,
+                prune_scale=p.prune_scale * extent,
+                max_gaussians=p.max_gaussians,
+                generator=generator,
             )
-            grad_sum = torch.zeros(len(model), device=device)
-            grad_count = torch.zeros(len(model), device=device)
+            screen = ScreenGradients(len(model), device)
             log.debug("step %d: +%d −%d Gaussians → %d", step, added, removed, len(model))
 
         if step % 10 == 0 or step == p.iterations:

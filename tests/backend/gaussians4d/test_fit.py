@@ -76,7 +76,7 @@ def test_mesh_bound_fit_recovers_a_hinged_box_swinging():
     size = 48
     video = hinge_video(cameras(6, size), TIMES, size)
     vertices, faces = hinge_mesh()
-    result = fit(video, rest_mesh=(vertices, faces), preset=replace(PRESETS["fast"], lr_final=0.1), iterations=120)
+    result = fit(video, rest_mesh=(vertices, faces), iterations=120)
     assert len(result.model) == len(vertices)
     frames = result.vertex_frames(TIMES)
     truth = np.stack([hinge_pose(vertices, t) for t in TIMES])
