@@ -1,0 +1,174 @@
+"""4D Gaussians on a real mesh animation: held-out image quality, fit time and memory, render speed, and the
+mesh path's geometry — each against a baseline run in this script.
+
+    .venv/bin/python benchmarks/bench_fit4d.py [--sequence horse-gallop] [--views 8 --frames 16 --size 128]
+        [--preset fast] [--iterations N] [--threads 2] [--device cpu|cuda] [--no-baseline] [--no-mesh]
+
+1. Renders the sequence (../shared/data/mesh-sequences/NAME.npz) with Blender from a ring of `views` training
+   cameras and `test_views` held-out cameras at other azimuths/elevations, at `frames` times
+   (benchmarks/render_views.py; cached in --work).
+2. Fits with the preset and reports held-out PSNR/SSIM over all frames, fit time and peak memory. Baseline:
+   the same fit with one trajectory control point (a static 3DGS fit of all frames: what the deformation
+   buys).
+3. Render speed at 800² (the 4DGaussians anchor's resolution) and at the capture size.
+4. Mesh path 1 (Animate3D's): the sequence's own rest mesh bound to the Gaussians, fitted with ARAP; mean
+   vertex error against the true animation, in % of the bounding-box diagonal. Baseline: the rest mesh left
+   unmoved.
+Anchors (reference/anchors-4d.md §7): Animate3D's mesh fit ≈ 15 min and ≥ 24 GB on a GPU; 4DGaussians renders
+at 82 FPS at 800² on an RTX 3090.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from render_views import frame_indices, render_sequence_views  # noqa: E402
+
+from backend.formats.mesh_sequence import load_mesh_sequence  # noqa: E402
+from backend.gaussians4d.cameras import ring_cameras  # noqa: E402
+from backend.gaussians4d.data import load_transforms  # noqa: E402
+from backend.gaussians4d.fit import PRESETS, evaluate, fit, render  # noqa: E402
+
+SEQUENCES = Path(__file__).resolve().parents[2] / "shared" / "data" / "mesh-sequences"
+
+
+def peak_memory_gb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def timed_fit(video, preset, device: str, rest_mesh=None):
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = fit(video, preset=preset, rest_mesh=rest_mesh, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - t0
+
+
+def render_fps(model, size: int, center, radius: float, device: str, repeats: int = 5) -> float:
+    cams = ring_cameras(1, center=center, radius=radius, width=size, height=size, up_axis="Y")
+    render(model, cams, 0.5)  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(repeats):
+        render(model, cams, i / max(1, repeats - 1))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return repeats / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequence", default="horse-gallop")
+    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--test-views", type=int, default=3)
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    parser.add_argument("--iterations", type=int, default=0, help="0: the preset's")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tessera-bench-fit4d"))
+    parser.add_argument("--no-baseline", action="store_true", help="skip the static-fit baseline")
+    parser.add_argument("--no-mesh", action="store_true", help="skip mesh path 1")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    console = Console(width=150)
+
+    npz = SEQUENCES / f"{args.sequence}.npz"
+    data = args.work / f"{args.sequence}-{args.views}x{args.frames}x{args.size}"
+    if not (data / "transforms_test.json").is_file():
+        t0 = time.perf_counter()
+        render_sequence_views(
+            npz, data, views=args.views, frames=args.frames, size=args.size, test_views=args.test_views
+        )
+        console.print(f"rendered {data} in {time.perf_counter() - t0:.1f} s")
+    train, test = load_transforms(data, "train"), load_transforms(data, "test")
+    preset = PRESETS[args.preset]
+    if args.iterations:
+        preset = dataclasses.replace(preset, iterations=args.iterations)
+    console.print(
+        f"{args.sequence}: {len(train)} training images ({train.view_count()} views × {len(train.time_values())} "
+        f"times, {train.width}²), {len(test)} held-out; preset {args.preset}, {preset.iterations} iterations, "
+        f"{torch.get_num_threads()} torch threads, device {args.device}"
+    )
+
+    # -- image quality, time, memory --------------------------------------------------------------------------
+    rows = []
+    result, seconds = timed_fit(train, preset, args.device)
+    memory = peak_memory_gb(args.device)
+    scores = evaluate(result.model, test)
+    rows.append(("ours (4D: B-spline trajectories)", scores, seconds, len(result.model), memory))
+    if not args.no_baseline:
+        static, s_seconds = timed_fit(train, dataclasses.replace(preset, knots=1), args.device)
+        s_scores = evaluate(static.model, test)
+        rows.append(
+            ("baseline: static 3DGS, same steps", s_scores, s_seconds, len(static.model), peak_memory_gb(args.device))
+        )
+    table = Table(title=f"Held-out views, all {len(test.time_values())} frames ({args.sequence}, {args.size}²)")
+    for col in ("fit", "PSNR dB", "SSIM", "fit time", "Gaussians", "peak memory GB", "PSNR − baseline"):
+        table.add_column(col, justify="right")
+    base = rows[-1][1]["psnr"]
+    for name, sc, sec, n, mem in rows:
+        table.add_row(
+            name,
+            f"{sc['psnr']:.2f}",
+            f"{sc['ssim']:.4f}",
+            f"{sec:.0f} s",
+            f"{n:,}",
+            f"{mem:.2f}",
+            f"{sc['psnr'] - base:+.2f}",
+        )
+    console.print(table)
+
+    # -- render speed ------------------------------------------------------------------------------------------
+    lo, hi = train.bounds()
+    center, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) * 1.5
+    table = Table(title="Render speed (one camera, frames per second)")
+    for col in ("resolution", "ours", "anchor"):
+        table.add_column(col, justify="right")
+    for size in (args.size, 800):
+        fps = render_fps(result.model, size, center, radius, args.device)
+        table.add_row(f"{size}²", f"{fps:.1f}", "4DGaussians: 82 FPS at 800², RTX 3090" if size == 800 else "")
+    console.print(table)
+
+    # -- mesh path 1 -------------------------------------------------------------------------------------------
+    if args.no_mesh:
+        return
+    seq = load_mesh_sequence(npz)
+    rest, faces = np.asarray(seq.rest, np.float32), np.asarray(seq.faces, np.int32)
+    idx = frame_indices(seq.frame_count, args.frames)
+    truth = np.asarray(seq.frames[idx], np.float32)
+    times = train.time_values()
+    mesh_fit, m_seconds = timed_fit(train, preset, args.device, rest_mesh=(rest, faces))
+    pred = mesh_fit.vertex_frames(times)
+    diag = float(np.linalg.norm(truth.reshape(-1, 3).max(0) - truth.reshape(-1, 3).min(0)))
+    err = float(np.linalg.norm(pred - truth, axis=-1).mean()) / diag * 100
+    still = float(np.linalg.norm(rest[None] - truth, axis=-1).mean()) / diag * 100
+    table = Table(title=f"Mesh path 1: the rest mesh ({len(rest):,} vertices) follows the fitted motion")
+    for col in ("mesh", "mean vertex error, % of bbox diagonal", "ratio", "fit time", "target"):
+        table.add_column(col, justify="right")
+    table.add_row("ours (ARAP-bound Gaussians)", f"{err:.2f}", f"{err / still:.2f}×", f"{m_seconds:.0f} s", "≤ 1 %")
+    table.add_row("baseline: rest mesh unmoved", f"{still:.2f}", "1.00×", "-", "")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
