@@ -330,14 +330,34 @@ def demo(
         bool | None, typer.Option("--y-up/--z-up", help="Axis convention of --mesh (default: Y-up for ../shared data).")
     ] = None,
     rig_bones: Annotated[int, typer.Option(min=0, help="Bones for the rig-from-motion step (0 skips it).")] = 20,
+    fit4d_iterations: Annotated[
+        int,
+        typer.Option(min=0, help="Steps of the 4D Gaussian fit of the captured mesh sequence (0 skips the 4D step)."),
+    ] = 50,
+    motion_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Motion model folder (from `tessera4d motion train`) for the in-between step; default: train a "
+            "quick demo model on ../shared's Bandai-Namco clips (a few minutes; skipped when they are absent)."
+        ),
+    ] = None,
 ) -> None:
-    """Run the main job: backend + real Blender through the add-on (load a mesh sequence and splats, rig the
-    mesh from its motion), save demo.blend, render a contact sheet."""
+    """Run the main job: backend + real Blender through the add-on. Load a mesh sequence and splats, rig the
+    mesh from its motion, capture it from a ring of cameras and fit 4D Gaussians (splat frames + an animated
+    mesh), in-between a held-out mocap clip with long gaps with a motion model (trained quickly here unless
+    --motion-model is given), save demo.blend, render a contact sheet."""
     from .demo import run_demo
 
     try:
         result = run_demo(
-            out, mesh, frames, y_up, rig_bones, on_line=lambda line: console.print(f"  {line}", highlight=False)
+            out,
+            mesh,
+            frames,
+            y_up,
+            rig_bones,
+            on_line=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True),
+            motion_model=motion_model,
+            fit4d_iterations=fit4d_iterations,
         )
     except TesseraError as exc:
         raise _fail(exc.message) from None

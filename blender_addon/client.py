@@ -4,7 +4,7 @@ Pure Python + zmq + the protocol (no bpy), so it is tested without Blender. The 
 calls `poll()` from Blender's main thread; every call returns at once with what arrived.
 
 States: disconnected → connecting → connected, or version_mismatch (the handshake was
-refused), or lost (nothing arrived for `LOST_AFTER` seconds). A lost client keeps its job
+refused), or lost (nothing arrived for `LOST_AFTER` seconds while it pinged). A lost client keeps its job
 table; `reconnect()` opens a new socket, says Hello with the same session and fetches
 every unfinished job from the number of results already applied, so nothing is applied
 twice and nothing is skipped.
@@ -106,6 +106,7 @@ class BackendClient:
         self.last_pong: m.Pong | None = None
         self._last_received = 0.0
         self._last_ping = 0.0
+        self._first_unanswered_ping: float | None = None  # the first ping sent since the last message arrived
         self._connect_started = 0.0
 
     # -- connection -------------------------------------------------------------------------
@@ -314,7 +315,16 @@ class BackendClient:
             return
         if self.state != ConnectionState.CONNECTED:
             return
-        if now - self._last_received > self.lost_after:
+        # Silence counts from the first ping sent since the last message: while Blender is busy (a long render,
+        # a capture) nobody pings, and the backend, which only answers, has nothing to say.
+        unanswered = self._first_unanswered_ping
+        if unanswered is not None and unanswered < self._last_received:
+            unanswered = None
+        if (
+            now - self._last_received > self.lost_after
+            and unanswered is not None
+            and now - unanswered > self.lost_after - PING_EVERY
+        ):
             self._declare_lost(
                 f"The backend at {self.address} has not answered for {now - self._last_received:.1f} s "
                 "(it stopped, crashed or the network dropped)."
@@ -322,6 +332,8 @@ class BackendClient:
             return
         if now - self._last_ping >= PING_EVERY:
             self._last_ping = now
+            if unanswered is None:
+                self._first_unanswered_ping = now
             self._send(m.Ping(time=time.time()))
 
     def _declare_lost(self, why: str) -> None:

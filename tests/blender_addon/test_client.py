@@ -118,6 +118,19 @@ def test_killed_backend_is_lost_within_two_seconds(backend):
     client.close()
 
 
+def test_a_client_that_was_busy_is_not_lost_for_its_own_silence(backend):
+    """Blender busy for longer than LOST_AFTER (a capture renders, then submits) sent no pings, so the backend had
+    nothing to answer: the next poll pings instead of declaring the backend lost."""
+    client = connected_client(backend)
+    client.last_pong = None
+    time.sleep(client.lost_after + 0.5)
+    assert client.poll(max_messages=16, time_budget=0.0) == []
+    assert client.state == ConnectionState.CONNECTED, client.state_message
+    poll_until(client, lambda: client.last_pong is not None, timeout=5.0)
+    assert client.state == ConnectionState.CONNECTED
+    client.close()
+
+
 def test_no_backend_at_address_is_lost_after_handshake_timeout():
     client = BackendClient("tcp://127.0.0.1:9", handshake_timeout=0.3)
     client.connect()
