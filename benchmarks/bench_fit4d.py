@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-views", type=int, default=3)
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
     parser.add_argument("--iterations", type=int, default=0, help="0: the preset's")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 was fastest on shared cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tessera-bench-fit4d"))
     parser.add_argument("--no-baseline", action="store_true", help="skip the static-fit baseline")
