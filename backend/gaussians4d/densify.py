@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backend.gaussians4d.model import DynamicGaussians, quat_to_rotmat
+from backend.gaussians4d.model import DynamicGaussians
+from backend.gaussians4d.rasterize import quat_to_rotmat
 
 
 class ScreenGradients:

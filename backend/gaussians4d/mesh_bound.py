@@ -24,7 +24,8 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from backend.gaussians4d.model import axis_angle_to_quat, quat_to_rotmat
+from backend.gaussians4d.model import axis_angle_to_quat
+from backend.gaussians4d.rasterize import quat_to_rotmat
 
 
 def mesh_edges(faces: np.ndarray) -> np.ndarray:

@@ -94,25 +94,6 @@ def axis_angle_to_quat(v: torch.Tensor) -> torch.Tensor:
     return torch.cat([w, v * factor], dim=-1)
 
 
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """(..., 4) quaternions (normalised here) → (..., 3, 3) rotation matrices."""
-    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*q.shape[:-1], 3, 3)
-
-
 class DynamicGaussians(nn.Module):
     """N canonical Gaussians, each with a K-point B-spline trajectory (mean offset + rotation offset).
 

@@ -162,7 +162,8 @@ def test_refusals_name_the_problem(ball):
 
 
 def test_real_dynamic_gaussians_mesh_moves_with_the_model():
-    from backend.gaussians4d.model import DynamicGaussians, quat_to_rotmat
+    from backend.gaussians4d.model import DynamicGaussians
+    from backend.gaussians4d.rasterize import quat_to_rotmat
 
     points = ball_points(0.4, 0.05)
     model = DynamicGaussians.from_points(points, np.full((len(points), 3), 0.5), 0.04, knots=4, opacity=0.8)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.gaussians4d.model import DynamicGaussians, bspline_basis, quat_multiply, quat_to_rotmat
+from backend.gaussians4d.model import DynamicGaussians, bspline_basis, quat_multiply
+from backend.gaussians4d.rasterize import quat_to_rotmat
 
 
 @pytest.mark.parametrize("knots", [1, 2, 3, 4, 7, 16])
