@@ -284,6 +284,14 @@ from .gaussians4d_cli import register as register_4d  # noqa: E402
 
 register_4d(app)  # fit4d, render4d, export4d
 
+from .mvdiff_cli import mvdiff_app  # noqa: E402
+from .mvdiff_tools_cli import dataset_app  # noqa: E402
+from .mvdiff_tools_cli import register as register_mvdiff_tools  # noqa: E402
+
+register_mvdiff_tools(mvdiff_app)  # convert-animate3d, train
+app.add_typer(mvdiff_app, name="mvdiff")
+app.add_typer(dataset_app, name="dataset")
+
 addon_app = typer.Typer(help="The Blender extension.", no_args_is_help=True)
 app.add_typer(addon_app, name="addon")
 
