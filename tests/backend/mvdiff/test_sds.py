@@ -92,7 +92,7 @@ def test_gradient_reaches_the_renders_and_descending_it_moves_the_latents_to_the
         loss.backward()
         assert images.grad is not None and torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.9 * losses[0], losses
 
 
