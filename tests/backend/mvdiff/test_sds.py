@@ -111,10 +111,10 @@ def test_guidance_and_std_rescale_act_as_written(pipe):
     n = z.numel() / V
     # CFG: x̂0 = z + g·1, so the loss is ½·g²·n with no rescale
     loss = sds_loss(pipe, images, predictor=split, guidance_scale=3.0, std_rescale=0.0, generator=g)
-    assert float(loss) == pytest.approx(0.5 * 9.0 * n, rel=1e-3)
+    assert float(loss.detach()) == pytest.approx(0.5 * 9.0 * n, rel=1e-3)
     # both x̂0 have z's spread (a constant shift): the rescale factor is 1, nothing changes
     loss = sds_loss(pipe, images, predictor=split, guidance_scale=3.0, std_rescale=0.25, generator=g)
-    assert float(loss) == pytest.approx(0.5 * 9.0 * n, rel=1e-3)
+    assert float(loss.detach()) == pytest.approx(0.5 * 9.0 * n, rel=1e-3)
 
     def doubled(z_t, t):  # unconditional x̂0 = z, conditional x̂0 = 2z: CFG 3 gives 4z, spread 2× the conditional's
         a = alpha_bar(pipe, t)
@@ -122,9 +122,9 @@ def test_guidance_and_std_rescale_act_as_written(pipe):
 
     squared = float((z**2).sum()) / V
     loss = sds_loss(pipe, images, predictor=doubled, guidance_scale=3.0, std_rescale=0.0, generator=g)
-    assert float(loss) == pytest.approx(0.5 * 9.0 * squared, rel=1e-3)  # x̂0 = 4z
+    assert float(loss.detach()) == pytest.approx(0.5 * 9.0 * squared, rel=1e-3)  # x̂0 = 4z
     loss = sds_loss(pipe, images, predictor=doubled, guidance_scale=3.0, std_rescale=0.25, generator=g)
-    assert float(loss) == pytest.approx(0.5 * 2.5**2 * squared, rel=1e-3)  # 0.25·2z + 0.75·4z = 3.5z
+    assert float(loss.detach()) == pytest.approx(0.5 * 2.5**2 * squared, rel=1e-3)  # 0.25·2z + 0.75·4z = 3.5z
 
 
 def test_bad_renders_and_t_range_are_input_errors(pipe):
