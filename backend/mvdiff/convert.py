@@ -110,15 +110,6 @@ SOURCE_PARTS = (
     ),
 )
 
-# Animate3D's sampler (configs/inference/inference.yaml, noise_scheduler_kwargs): DDIM over SD1.5's schedule.
-ANIMATE3D_SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "linear",
-    "steps_offset": 1,
-    "clip_sample": False,
-}
 ANIMATE3D_VIEWS, ANIMATE3D_FRAMES, ANIMATE3D_RESOLUTION = 4, 16, 256
 
 
@@ -406,13 +397,12 @@ def convert_with_report(
     unet.load_state_dict(state, strict=True)
     report = ConversionReport(dst, len(expected), sources, dropped, derived)
     del state, merged, mvdream, adapter, animate3d
+    step(0.55, "loading the VAE, text encoder and tokenizer")
+    pipe = _assemble(src / "mvdream", unet)
     dst.mkdir(parents=True, exist_ok=True)
     try:
-        step(0.55, "writing the UNet")
-        unet.save_pretrained(dst / "unet", safe_serialization=True)
-        del unet
-        step(0.75, "writing the VAE, text encoder, tokenizer and scheduler")
-        _write_components(src / "mvdream", dst)
+        step(0.7, "writing the model folder")
+        pipe.save_pretrained(str(dst), safe_serialization=True)
         _write_model_files(dst, src, report)
     except BaseException:
         shutil.rmtree(dst, ignore_errors=True)  # never leave a half-written model folder behind
@@ -439,36 +429,45 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _write_components(mvdream: Path, dst: Path) -> None:
-    """VAE, text encoder and tokenizer re-saved in diffusers/transformers layout (safetensors, whatever format
-    they came in); Animate3D's DDIM scheduler."""
+def _assemble(mvdream: Path, unet):
+    """Our pipeline from the converted UNet, MVDream's VAE, text encoder and tokenizer (whatever format they
+    came in) and Animate3D's DDIM sampler settings; `save_pretrained` writes the model folder layout."""
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from .checkpoint import ANIMATE3D_SCHEDULER
+    from .pipeline import MultiViewVideoPipeline
+
+    parts = {}
     for name, load in (
         ("vae", AutoencoderKL.from_pretrained),
         ("text_encoder", CLIPTextModel.from_pretrained),
         ("tokenizer", CLIPTokenizer.from_pretrained),
     ):
         try:
-            part = load(str(mvdream / name), local_files_only=True)
+            parts[name] = load(str(mvdream / name), local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"Cannot load {mvdream / name}: {str(exc).splitlines()[0]}") from None
-        part.save_pretrained(str(dst / name))
-    DDIMScheduler(**ANIMATE3D_SCHEDULER).save_pretrained(str(dst / "scheduler"))
+    if parts["text_encoder"].config.hidden_size != unet.config.cross_attention_dim:
+        raise InputError(
+            f"{mvdream / 'text_encoder'} makes {parts['text_encoder'].config.hidden_size}-wide embeddings, the "
+            f"UNet's cross-attention takes {unet.config.cross_attention_dim}: the parts are not one model."
+        )
+    return MultiViewVideoPipeline(unet=unet, scheduler=DDIMScheduler(**ANIMATE3D_SCHEDULER), **parts)
 
 
 def _write_model_files(dst: Path, src: Path, report: ConversionReport) -> None:
-    info = {
-        "format": 1,
-        "trained": True,
-        "kind": "converted-animate3d",
-        "source": str(src),
-        "views": ANIMATE3D_VIEWS,
-        "max_frames": ANIMATE3D_FRAMES,
-        "resolution": ANIMATE3D_RESOLUTION,
-    }
-    (dst / "tessera_model.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    from .checkpoint import write_model_info
+
+    write_model_info(
+        dst,
+        trained=True,
+        kind="converted-animate3d",
+        source=str(src),
+        views=ANIMATE3D_VIEWS,
+        max_frames=ANIMATE3D_FRAMES,
+        resolution=ANIMATE3D_RESOLUTION,
+    )
     conversion = {
         "tensors": report.tensors,
         "sources": report.sources,
