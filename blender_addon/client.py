@@ -67,6 +67,8 @@ class JobRecord:
     expected: int | None = None  # total results, known once the job ended on the backend
     options: dict[str, Any] = field(default_factory=dict)  # add-on side options (e.g. y_up)
     error_code: str = ""
+    preview: Any = None  # the latest progress preview array (e.g. generated views), if the plugin sends them
+    previews: int = 0  # how many previews arrived (the pump shows each new one)
 
 
 class ClientError(Exception):
@@ -375,6 +377,8 @@ class BackendClient:
             return False
         if isinstance(msg, m.Progress):
             job.state, job.stage, job.fraction, job.message = JobState.RUNNING, msg.stage, msg.fraction, msg.message
+            if "preview" in msg.arrays:
+                job.preview, job.previews = msg.arrays["preview"], job.previews + 1
             return False
         if isinstance(msg, m.Result):
             return self._on_result(job, msg)

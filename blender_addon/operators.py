@@ -374,6 +374,144 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
         return self.submit(context, "gaussians4d.fit", params, {"capture_source": name}, arrays)
 
 
+# -- generated motion: a static object or a video → 4D with the multi-view video model --------------
+
+MODEL_VIEWS = 4  # the model's camera ring: 4 views at 15° elevation, fovy 40°, starting at Blender's front view
+MODEL_ELEVATION = 15.0
+MODEL_FOV = 40.0
+MODEL_AZIMUTH_START = -90.0  # the capture ring's azimuth 0 is on +X; the model's first view looks from −Y
+
+
+class _GenerateSettings:
+    """Parameters both generation operators share (the Generate 4D panel fills them from the scene)."""
+
+    prompt: bpy.props.StringProperty(name="Prompt", description="What the motion should be, e.g. 'a horse galloping'")
+    frames: bpy.props.IntProperty(name="Frames", default=16, min=2, max=256, description="Frames to generate")
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0, description="Another seed, another motion")
+    steps: bpy.props.IntProperty(name="Steps", default=25, min=1, max=500, description="Sampling steps")
+    guidance: bpy.props.FloatProperty(name="Guidance", default=7.5, min=1.0, max=30.0, description="CFG scale")
+    sds_steps: bpy.props.IntProperty(
+        name="SDS Steps", default=0, min=0, max=5000, description="4D-SDS refinement steps after the reconstruction"
+    )
+    checkpoint: bpy.props.StringProperty(
+        name="Model Folder",
+        subtype="DIR_PATH",
+        description="Multi-view video model folder on the backend's disk; empty: the backend's default",
+    )
+    fit_iterations: bpy.props.IntProperty(
+        name="Fit Steps", default=0, min=0, description="4D fit steps; 0 uses the backend's preset"
+    )
+
+    def model_params(self) -> dict:
+        params = {
+            "prompt": self.prompt.strip(),
+            "frames": self.frames,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "sds_steps": self.sds_steps,
+            "fit_iterations": self.fit_iterations,
+        }
+        if self.checkpoint.strip():
+            params["checkpoint"] = bpy.path.abspath(self.checkpoint.strip()).rstrip("/\\")
+        return params
+
+
+class TESSERA_OT_animate_object(_GenerateSettings, _Submitting, bpy.types.Operator):
+    """Animate the active static mesh from a text prompt: 4 renders of it condition the multi-view video model,
+    and the motion it generates moves the object's own mesh — a new animated take (mesh cache); the object's
+    data is never changed"""
+
+    bl_idname = "tessera.animate_object"
+    bl_label = "Animate Object"
+    bl_options = {"REGISTER", "UNDO"}
+
+    resolution: bpy.props.IntProperty(
+        name="Resolution", default=256, min=32, max=1024, description="Size of the condition renders, pixels"
+    )
+
+    @classmethod
+    def poll(cls, context):
+        ob = context.active_object
+        return ob is not None and ob.type == "MESH"
+
+    def execute(self, context):
+        from .collectors.multiview_capture import capture
+        from .collectors.static_object import world_surface
+        from .shared.errors import TesseraError
+
+        ob = context.active_object
+        try:
+            _need_client()
+            if not self.prompt.strip():
+                raise ClientError("Type what the motion should be (Prompt), e.g. 'a horse galloping'.")
+            surface = world_surface(context, ob)
+            views = capture(
+                context,
+                ob,
+                MODEL_VIEWS,
+                1,
+                self.resolution,
+                elevation_deg=MODEL_ELEVATION,
+                fov_deg=MODEL_FOV,
+                azimuth_start_deg=MODEL_AZIMUTH_START,
+            )
+        except (ClientError, TesseraError) as exc:
+            self.report({"ERROR"}, getattr(exc, "message", None) or str(exc))
+            return {"CANCELLED"}
+        name = f"{ob.name} animated"
+        params = self.model_params() | {"fov_x": float(views.fov_x), "name": name}
+        arrays = {
+            "images": views.images,
+            "alphas": views.alphas,
+            "c2w": views.c2w,
+            "rest_vertices": surface.vertices,
+            "rest_faces": surface.faces,
+        }
+        options = {
+            "dress_from": ob.name,
+            "dress_materials": surface.materials,
+            "dress_uvs": surface.uvs,
+            "hide_source": True,
+            "preview_image": f"{ob.name} generated views",
+        }
+        return self.submit(context, "pipeline.animate_object", params, options, arrays)
+
+
+class TESSERA_OT_video_to_4d(_GenerateSettings, _Submitting, bpy.types.Operator):
+    """Turn a video of an object (a Movie Clip, or an image sequence / movie Image) into 4D: the multi-view
+    video model generates the other views, then 4D Gaussians and an animated mesh stream into the timeline"""
+
+    bl_idname = "tessera.video_to_4d"
+    bl_label = "Video to 4D"
+    bl_options = {"REGISTER", "UNDO"}
+
+    clip: bpy.props.StringProperty(name="Movie Clip", description="Empty: the Clip editor's or the scene's clip")
+    image: bpy.props.StringProperty(name="Image", description="An image sequence or movie Image (instead of a clip)")
+    max_size: bpy.props.IntProperty(
+        name="Max Size", default=512, min=64, max=4096, description="Frames are scaled to at most this, pixels"
+    )
+
+    def execute(self, context):
+        from .collectors.video_frames import find_source, read_frames
+        from .shared.errors import TesseraError
+
+        try:
+            _need_client()
+            source = find_source(context, self.clip.strip(), self.image.strip())
+            video = read_frames(context, source, self.frames, self.max_size)
+        except (ClientError, TesseraError) as exc:
+            self.report({"ERROR"}, getattr(exc, "message", None) or str(exc))
+            return {"CANCELLED"}
+        name = f"{video.name} 4D"
+        params = self.model_params() | {"frames": len(video.images), "name": name}
+        arrays = {"images": video.images}
+        if video.alphas is not None:
+            arrays["alphas"] = video.alphas
+        options = {"capture_source": name, "preview_image": f"{video.name} generated views"}
+        return self.submit(context, "pipeline.video_to_4d", params, options, arrays)
+
+
 # -- motion tokens: in-between, edit, generate, train on an armature ------------------------------
 
 MOTION_NO_MODEL = "Choose a motion model: set the model path in the Tessera sidebar's Motion box, or train one (Train)."
@@ -788,6 +926,8 @@ CLASSES = (
     TESSERA_OT_run_plugin,
     TESSERA_OT_rig_from_motion,
     TESSERA_OT_capture_to_4d,
+    TESSERA_OT_animate_object,
+    TESSERA_OT_video_to_4d,
     TESSERA_OT_motion_inbetween,
     TESSERA_OT_motion_edit,
     TESSERA_OT_motion_generate,

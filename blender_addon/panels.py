@@ -185,6 +185,61 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
                 break
 
 
+GENERATE_PLUGINS = ("pipeline.animate_object", "pipeline.video_to_4d")
+
+
+def _generate_op(layout, idname: str, settings, **kw):
+    op = layout.operator(idname, **kw)
+    op.prompt, op.frames, op.seed = settings.gen_prompt, settings.gen_frames, settings.gen_seed
+    op.steps, op.guidance, op.sds_steps = settings.gen_steps, settings.gen_guidance, settings.gen_sds_steps
+    op.checkpoint = settings.gen_checkpoint
+    return op
+
+
+class VIEW3D_PT_tessera_generate_4d(_TesseraPanel, bpy.types.Panel):
+    bl_label = "Generate 4D"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.tessera
+        layout.prop(settings, "gen_checkpoint")
+        layout.prop(settings, "gen_prompt")
+        col = layout.column(align=True)
+        row = col.row(align=True)
+        row.prop(settings, "gen_frames")
+        row.prop(settings, "gen_seed")
+        row = col.row(align=True)
+        row.prop(settings, "gen_steps")
+        row.prop(settings, "gen_guidance")
+        col.prop(settings, "gen_sds_steps")
+        box = layout.box()
+        ob = context.active_object
+        if ob is None or ob.type != "MESH":
+            box.label(text="Select a static mesh to animate", icon="INFO")
+        box.prop(settings, "gen_resolution")
+        op = _generate_op(box, "tessera.animate_object", settings, icon="OUTLINER_OB_ARMATURE")
+        op.resolution = settings.gen_resolution
+        box = layout.box()
+        box.prop_search(settings, "video_clip", bpy.data, "movieclips")
+        box.prop_search(settings, "video_image", bpy.data, "images")
+        op = _generate_op(box, "tessera.video_to_4d", settings, icon="FILE_MOVIE")
+        op.clip, op.image = settings.video_clip, settings.video_image
+        client = SESSION.client
+        for job in reversed(list(client.jobs.values()) if client else []):
+            if job.plugin in GENERATE_PLUGINS:  # the latest generation: progress and the views it is making
+                text = job.stage or job.state.value
+                if hasattr(layout, "progress") and not job.state.finished:
+                    layout.progress(factor=job.fraction, text=f"{text} {job.fraction:.0%}", type="BAR")
+                else:
+                    layout.label(text=f"Last generation: {job.state.value}")
+                image = bpy.data.images.get(job.options.get("preview_image", ""))
+                if image is not None:
+                    image.preview_ensure()
+                    layout.template_icon(icon_value=image.preview.icon_id, scale=6.0)
+                    layout.label(text=f"Views: image '{image.name}'")
+                break
+
+
 class VIEW3D_PT_tessera_motion(_TesseraPanel, bpy.types.Panel):
     bl_label = "Motion"
 
@@ -236,6 +291,7 @@ CLASSES = (
     VIEW3D_PT_tessera_load,
     VIEW3D_PT_tessera_rig,
     VIEW3D_PT_tessera_capture_4d,
+    VIEW3D_PT_tessera_generate_4d,
     VIEW3D_PT_tessera_motion,
     VIEW3D_PT_tessera_plugins,
 )

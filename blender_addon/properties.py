@@ -149,6 +149,24 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
     capture_use_selected_cameras: bpy.props.BoolProperty(
         name="Selected Cameras", description="Capture from the selected cameras instead of a ring"
     )
+    gen_checkpoint: bpy.props.StringProperty(
+        name="Model Folder",
+        description="Multi-view video model folder on the backend's disk; empty: the backend's default",
+        subtype="DIR_PATH",
+    )
+    gen_prompt: bpy.props.StringProperty(name="Prompt", description="What the motion should be")
+    gen_frames: bpy.props.IntProperty(name="Frames", default=16, min=2, max=256, description="Frames to generate")
+    gen_seed: bpy.props.IntProperty(name="Seed", default=0, min=0, description="Another seed, another motion")
+    gen_steps: bpy.props.IntProperty(name="Steps", default=25, min=1, max=500, description="Sampling steps")
+    gen_guidance: bpy.props.FloatProperty(name="Guidance", default=7.5, min=1.0, max=30.0, description="CFG scale")
+    gen_sds_steps: bpy.props.IntProperty(
+        name="SDS Steps", default=0, min=0, max=5000, description="4D-SDS refinement steps after the reconstruction"
+    )
+    gen_resolution: bpy.props.IntProperty(
+        name="Render Size", default=256, min=32, max=1024, description="Size of the object's condition renders"
+    )
+    video_clip: bpy.props.StringProperty(name="Movie Clip", description="The video to turn into 4D")
+    video_image: bpy.props.StringProperty(name="Image", description="Or an image sequence / movie Image")
 
 
 CLASSES = (TesseraParam, TesseraRuntime, TesseraSceneSettings)

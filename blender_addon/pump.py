@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from .appliers import gaussians, mesh_sequence, motion, rig
+from .appliers import dressing, gaussians, mesh_sequence, motion, previews, rig
 from .client import ConnectionState
 from .file_writer import WRITER
 from .local_backend import LocalBackendError
@@ -56,6 +56,7 @@ def pump(context: bpy.types.Context | None = None, time_budget: float = 0.005) -
             break
         for msg in messages:
             created |= _apply(client, msg, context)
+    _show_previews(client)
     if created:
         _push_undo(context)
     if (client.state, _progress_signature(client)) != before or created:
@@ -99,6 +100,8 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         SESSION.targets[job.id] = mesh_sequence.apply_rest(
             scene, job.id, msg.meta, msg.arrays, y_up=bool(job.options.get("y_up"))
         )
+        if "dress_from" in job.options:
+            _dress_take(job, SESSION.targets[job.id].object)
         return True
     if msg.type == MESH_FRAMES:
         target = SESSION.targets.get(job.id)
@@ -136,6 +139,29 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         )
         return True
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+def _dress_take(job, take) -> None:
+    """An animated take of a user's object (tessera.animate_object): its materials and UVs, and the source
+    hidden so the take plays in its place (the source's data is untouched; unhide it to compare)."""
+    source = bpy.data.objects.get(job.options["dress_from"])
+    dressing.dress_like(take, source, job.options.get("dress_materials", ()), job.options.get("dress_uvs"))
+    if source is not None and job.options.get("hide_source"):
+        source.hide_set(True)
+        source.hide_render = True
+        SESSION.last_notice = f"'{take.name}' is the animated take of '{source.name}' (hidden; unhide to compare)."
+
+
+def _show_previews(client) -> None:
+    """New progress previews of jobs that asked for them (option `preview_image`) into their image."""
+    for job in client.jobs.values():
+        name = job.options.get("preview_image")
+        if name and job.preview is not None and job.previews != job.options.get("previews_shown", 0):
+            job.options["previews_shown"] = job.previews
+            try:
+                previews.show_preview(name, job.preview)
+            except ValueError as exc:  # a malformed preview is not worth failing the job for
+                SESSION.last_error = f"Job {job.id}: preview not shown ({exc})."
 
 
 def _splats_key(job_id: str) -> str:

@@ -71,11 +71,14 @@ def capture(
     *,
     elevation_deg: float = 15.0,
     fov_deg: float = 40.0,
+    azimuth_start_deg: float = 0.0,
     progress=None,
 ) -> CapturedViews:
     """Render `obj` (None: every renderable object of the scene) from `views` ring cameras (or the given
     camera objects; `views` is then ignored) at `frames` times over the scene's frame range, as
-    `resolution`² RGBA images. `progress(done, total)` is called after each render when given.
+    `resolution`² RGBA images. The ring's first camera is at `azimuth_start_deg` (0: on +X, turning towards
+    +Y; -90: on −Y, Blender's front view, which is where the multi-view model's ring starts).
+    `progress(done, total)` is called after each render when given.
 
     Raises InputError when there is nothing to render or the cameras cannot be used.
     """
@@ -108,7 +111,7 @@ def capture(
             collection = bpy.data.collections.new("Tessera capture cameras")
             scene.collection.children.link(collection)
             cam_objects = []
-            for i, m in enumerate(ring_c2w(views, centre, distance, elevation_deg)):
+            for i, m in enumerate(ring_c2w(views, centre, distance, elevation_deg, azimuth_start_deg)):
                 data = bpy.data.cameras.new(f"Tessera capture {i}")
                 data.sensor_fit, data.angle = "HORIZONTAL", fov_x
                 data.clip_start, data.clip_end = distance * 1e-3, distance * 10 + half_diag * 4

@@ -41,6 +41,15 @@ class Recorder:
         assert name in data.bl_rna.properties, name
         self.lines.append(f"[{name}]")
 
+    def prop_search(self, data, name, search_data, search_name, **kwargs):
+        assert name in data.bl_rna.properties, name
+        assert hasattr(search_data, search_name), search_name
+        self.lines.append(f"[{name} in {search_name}]")
+
+    def template_icon(self, icon_value=0, scale=1.0):
+        assert isinstance(icon_value, int)
+        self.lines.append(f"icon {icon_value}")
+
     def operator(self, idname, text="", icon="NONE"):
         assert icon in ICONS, icon
         self.lines.append(f"<{idname}>")
@@ -70,6 +79,8 @@ def test_panels_show_state_jobs_plugins_and_lost_backend(blender, backend):
     assert "Connected" in text and "Device: cpu" in text
     assert "progress" in text and "<tessera.cancel_job>" in text and "<tessera.release_gpu>" in text
     assert "[string_value]" in text and "[int_value]" in text and "<tessera.run_plugin>" in text
+    assert "<tessera.animate_object>" in text and "<tessera.video_to_4d>" in text  # the Generate 4D panel
+    assert "[video_clip in movieclips]" in text and "[gen_prompt]" in text
 
     backend.kill9()
     try:
