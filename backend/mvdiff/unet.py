@@ -393,6 +393,38 @@ def tiny_unet_config(views: int = 4, frames: int = 4) -> dict:
     }
 
 
+def animate3d_unet_config(views: int = 4) -> dict:
+    """The published architecture: MVDream's SD1.5 UNet (320/640/1280/1280, cross-attention 768, 8 heads) with
+    AnimateDiff v1-5-2 motion modules (8 heads, 32 frame positions, motion mid block) and Animate3D's view
+    attention. Converted Animate3D weights fit this config; with random weights it is for speed/memory tests."""
+    return {
+        "sample_size": 32,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": (
+            "CrossAttnDownBlockMotion",
+            "CrossAttnDownBlockMotion",
+            "CrossAttnDownBlockMotion",
+            "DownBlockMotion",
+        ),
+        "up_block_types": (
+            "UpBlockMotion",
+            "CrossAttnUpBlockMotion",
+            "CrossAttnUpBlockMotion",
+            "CrossAttnUpBlockMotion",
+        ),
+        "block_out_channels": (320, 640, 1280, 1280),
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "cross_attention_dim": 768,
+        "num_attention_heads": 8,
+        "motion_num_attention_heads": 8,
+        "motion_max_seq_length": 32,
+        "use_motion_mid_block": True,
+        "num_views": int(views),
+    }
+
+
 def build_unet(config: dict) -> MultiViewVideoUNet:
     """A randomly initialised `MultiViewVideoUNet` from a config dict (e.g. `tiny_unet_config()`)."""
     return MultiViewVideoUNet.from_config(config)
