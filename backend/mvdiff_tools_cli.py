@@ -78,6 +78,9 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     save_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps (and at the end).")] = 200,
     seed: Annotated[int, typer.Option(help="Seed for the data order, noise and timesteps.")] = 0,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="Recompute activations in the backward pass: less GPU memory, slower.")
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1... (default: the first GPU, else the CPU).")] = "auto",
 ) -> None:
     """Fine-tune the motion-module and view/I2V parameters on rendered multi-view videos."""
@@ -98,6 +101,7 @@ def train(
                 resume=resume,
                 save_every=save_every,
                 seed=seed,
+                gradient_checkpointing=gradient_checkpointing,
                 device=None if device == "auto" else device,
                 progress=lambda stage, f, msg: bar.update(task, completed=f, description=f"{stage}: {msg}"),
             )

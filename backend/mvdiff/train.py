@@ -95,13 +95,16 @@ def train(
     frames: int | None = None,
     seed: int = 0,
     save_every: int = 200,
+    gradient_checkpointing: bool = False,
     device: str | None = None,
     progress: Callable[[str, float, str], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Fine-tune `checkpoint`'s motion/view modules on the clips under `data` for `steps` steps in total; write
     OUT (see the module docstring). `frames`: frames per training window (default: the model's max_frames, at
-    most the clips' length). Raises InputError for bad data, settings or folders."""
+    most the clips' length). `gradient_checkpointing`: recompute the UNet blocks' activations in the backward
+    pass (less memory for 4 views × 16 frames at 256², slower). Raises InputError for bad data, settings or
+    folders."""
     from .checkpoint import load_pipeline, model_info
 
     started = time.perf_counter()
@@ -127,6 +130,8 @@ def train(
     eval_kind = "held-out" if len(encoded) > 1 else "training"
 
     unet.requires_grad_(False)
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     trainable = _Trainable(unet)
     for p in trainable.params:
         p.requires_grad_(True)

@@ -22,6 +22,7 @@ from backend.mvdiff.convert import (
     convert_animate3d,
     convert_with_report,
     map_key,
+    motion_unet_config,
     read_tensors,
     resolve_source,
 )
@@ -249,3 +250,35 @@ def test_key_map_rules():
         "up_blocks.0.motion_modules.1.transformer_blocks.0.attn2.processor.time_pos_embed.pe",
     ]
     assert map_key(IP_KEY)[0] == [] and "IP-Adapter" in map_key(IP_KEY)[1]
+
+
+def test_full_size_key_set_matches_animate3d_count():
+    """Animate3D's inference.py loads its checkpoint with strict=False and asserts 0 or 726 missing keys (726: a
+    motion-modules-only save). Our SD1.5-size model's keys outside motion modules and I2V, plus the 36 IP-Adapter
+    keys Animate3D's model has and ours drops, must be those 726 — the key map covers every trained tensor."""
+    sd15 = {
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "layers_per_block": 2,
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
+        "camera_embedding_dim": 16,
+    }
+    adapter = {"motion_layers_per_block": 2, "motion_max_seq_length": 32, "use_motion_mid_block": True}
+    with torch.device("meta"):
+        unet = build_unet(motion_unet_config(sd15, adapter))
+    keys = unet.state_dict()
+    untrained = [k for k in keys if "motion_modules." not in k and "i2v" not in k]
+    ip_adapter = 16 * 2 + 4  # to_k_ip/to_v_ip on the 16 cross-attentions + the image projection's 4 tensors
+    assert len(untrained) + ip_adapter == 726
+
+
+def test_cli_names_missing_parts(tmp_path):
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+
+    result = CliRunner().invoke(app, ["mvdiff", "convert-animate3d", str(tmp_path), str(tmp_path / "dst")])
+    assert result.exit_code == 1
+    assert "animate3d_motion_modules.ckpt" in result.output and not (tmp_path / "dst").exists()

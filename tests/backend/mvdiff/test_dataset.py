@@ -133,3 +133,17 @@ def test_bad_settings_fail_before_blender(tmp_path):
 
 def test_caption_from_file_name():
     assert caption_from_name(Path("Horse_Gallop-02.glb")) == "horse gallop"
+
+
+def test_cli_render_lists_failures(rendered, tmp_path):
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+
+    root, _, _ = rendered
+    args = ["dataset", "render", root / "assets" / "moving_cube.glb", root / "assets" / "broken.glb"]
+    args += ["--out", tmp_path / "data", "--frames", 2, "--size", 16]
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 assets rendered" in result.output and "broken.glb: Blender cannot read it" in result.output
+    assert (tmp_path / "data" / "moving_cube" / "transforms.json").is_file()

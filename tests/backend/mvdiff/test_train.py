@@ -108,3 +108,24 @@ def test_refusals_name_the_problem(tiny):
         train(root / "one", model, root / "once", steps=1, resume=True, device="cpu")
     with pytest.raises(InputError, match="no clip folders"):
         train(root / "model", model, root / "x", steps=1, device="cpu")
+
+
+def test_gradient_checkpointing_trains_the_same(tiny):
+    root, model = tiny
+    plain = train(root / "one", model, root / "plain", steps=2, lr=1e-3, device="cpu")
+    saved = train(root / "one", model, root / "ckpt", steps=2, lr=1e-3, gradient_checkpointing=True, device="cpu")
+    assert saved.losses == pytest.approx(plain.losses, abs=1e-6)
+
+
+def test_cli_train(tiny):
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+
+    root, model = tiny
+    args = ["mvdiff", "train", root / "two", "--checkpoint", model, "--out", root / "cli", "--steps", 2, "--lr", 1e-3]
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "2 steps" in result.output and "held-out loss (fixed noise)" in result.output
+    again = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    assert again.exit_code == 1 and "--resume" in again.output
