@@ -141,7 +141,12 @@ def load_model(ctx: JobContext, folder: Path) -> Model:
                 module.requires_grad_(False)  # inference and SDS only: no gradients into the weights
         return Model(pipe, model_info(folder), folder)
 
-    return ctx.models.get(f"mvdiff:{folder}:{ctx.device}:{'any' if allow else 'trained'}", load)
+    import torch
+
+    try:
+        return ctx.models.get(f"mvdiff:{folder}:{ctx.device}:{'any' if allow else 'trained'}", load)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise _out_of_memory(ctx, f"loading the model from {folder}", exc) from exc
 
 
 def _check_frames(frames: int, model: Model) -> int:
@@ -305,6 +310,10 @@ def reconstruct(ctx: JobContext, model: Model, frames, alphas, c2w, fov_x: float
         return (yield from _stream_with_outputs(ctx, solve, collections.deque()))
     except torch.cuda.OutOfMemoryError as exc:
         raise _out_of_memory(ctx, "fitting the 4D motion", exc) from exc
+    except InputError as exc:
+        if isinstance(exc.__cause__, torch.cuda.OutOfMemoryError):  # fit() reports its own OOM: release too
+            ctx.models.release()
+        raise
 
 
 def _summary(model: Model, seconds: dict[str, float]) -> str:

@@ -27,6 +27,7 @@ from backend.plugin_host import discover_plugins
 from backend.plugins import pipelines
 from backend.plugins.pipelines import AnimateObject, VideoTo4D, model_cameras
 from shared import messages as wire
+from shared.errors import InputError
 from shared.results import check_gaussians, check_mesh_frames, check_mesh_rest
 from shared.schemas import PluginSpec
 
@@ -205,6 +206,18 @@ def test_out_of_memory_releases_the_models_and_the_worker_serves_on(manager, tin
     monkeypatch.undo()
     events = run_job(manager, "after", "pipeline.animate_object", params | {"frames": 2}, condition_arrays())
     assert isinstance(events[-1], wire.Done), events[-1]
+
+    def fit_out_of_memory(*args, **kwargs):  # the 4D fit turns its own OOM into an InputError
+        try:
+            no_memory()
+        except torch.cuda.OutOfMemoryError as exc:
+            raise InputError("The GPU ran out of memory fitting 256×256 images") from exc
+
+    assert manager.models._items
+    monkeypatch.setattr("backend.gaussians4d.fit.fit", fit_out_of_memory)
+    end = run_job(manager, "oom2", "pipeline.animate_object", params, condition_arrays())[-1]
+    assert isinstance(end, wire.Failed) and "ran out of memory" in end.message, end
+    assert not manager.models._items
 
 
 @pytest.mark.parametrize(
