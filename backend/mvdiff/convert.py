@@ -202,6 +202,13 @@ ANIMATE3D_RULES: tuple[tuple[str, Callable[[re.Match], list[str]], str], ...] = 
 DERIVED = re.compile(r".*\.time_pos_embed\.pe$")
 
 
+def sinusoid_table(shape: tuple[int, ...]) -> torch.Tensor:
+    """diffusers' SinusoidalPositionalEmbedding table of `shape` (1, frames, channels), as the model builds it."""
+    from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+
+    return SinusoidalPositionalEmbedding(embed_dim=shape[2], max_seq_length=shape[1]).pe.reshape(shape)
+
+
 def map_key(key: str) -> tuple[list[str], str | None]:
     """(our names for an Animate3D / adapter key, the reason when it is dropped)."""
     for pattern, target, reason in ANIMATE3D_RULES:
@@ -353,7 +360,8 @@ def convert_with_report(
 
     config = motion_unet_config(unet2d_config, adapter_config)
     step(0.4, "building the UNet")
-    unet = build_unet(config)
+    with torch.device("meta"):  # shapes only: the weights all come from the sources (no 6 GB random init)
+        unet = build_unet(config)
     expected = unet.state_dict()
     merged: dict[str, tuple[torch.Tensor, str]] = {}  # our key → (tensor, file it came from)
     dropped: dict[str, list[str]] = {}
@@ -392,9 +400,12 @@ def convert_with_report(
     for key in expected:
         if key in merged:
             sources[merged[key][1]] = sources.get(merged[key][1], 0) + 1
-    state = {k: v.to(expected[k].dtype) for k, (v, _) in merged.items()}
-    state.update({k: expected[k] for k in derived})
-    unet.load_state_dict(state, strict=True)
+    state, used = {}, set()
+    for key, (value, _) in merged.items():  # a tensor mapped to two keys gets its own copy for each
+        state[key] = value.to(expected[key].dtype, copy=id(value) in used).contiguous()
+        used.add(id(value))
+    state.update({k: sinusoid_table(tuple(expected[k].shape)) for k in derived})
+    unet.load_state_dict(state, strict=True, assign=True)
     report = ConversionReport(dst, len(expected), sources, dropped, derived)
     del state, merged, mvdream, adapter, animate3d
     step(0.55, "loading the VAE, text encoder and tokenizer")
