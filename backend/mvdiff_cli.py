@@ -61,8 +61,8 @@ def image_paths(images: list[Path], views: int) -> list[Path]:
         raise InputError(f"Image file(s) not found: {', '.join(missing)}.")
     if len(paths) != views:
         raise InputError(
-            f"The model has {views} views, so it needs {views} condition images (view 0 = front, then every "
-            f"{360 // views}° to the right); {where} gave {len(paths)}."
+            f"The model has {views} views, so it needs {views} condition images (view 0 seen from +X at azimuth 0, "
+            f"then every {360 // views}° around to the camera's right); {where} gave {len(paths)}."
         )
     return paths
 

@@ -1,10 +1,12 @@
-"""Cameras of the multi-view video model, in MVDream's convention.
+"""Cameras of the multi-view video model, in MVDream's convention (as Animate3D's pipeline builds them).
 
-MVDream (and Animate3D, which inherits its camera embedding) renders objects in Blender: the world is +Z up,
-cameras are camera→world matrices with OpenGL / Blender camera axes (x right, y up, looking along −Z), placed on
-a sphere of radius 1 around the origin and looking at it. Azimuth 0 is Blender's front view (the camera on −Y
-looking towards +Y); azimuth 90 is the right view (camera on +X). The model sees each camera as its 4×4 matrix
-flattened row by row to 16 numbers (`embedding_input`).
+The world is +Z up; cameras are camera→world matrices with OpenGL / Blender camera axes (x right, y up, looking
+along −Z), on a sphere of radius 1 around the origin, looking at it. A camera at elevation e and azimuth a sits
+at (cos e·cos a, cos e·sin a, sin e): azimuth 0 is on +X (Blender's right view), 90 on +Y, 180 on −X, 270 on −Y
+(Blender's front view) — each step of the ring moves the camera to its own right. This is `get_camera` /
+`generate_c2w` in Animate3D's `animatediff/pipelines/pipeline.py` and MVDream's z-up `camera_utils`, so the camera
+embedding sees the matrices it was trained with. The model reads each camera as its 4×4 matrix flattened row by
+row to 16 numbers (`embedding_input`).
 
 The same matrices, scaled and moved (`to_world_cameras`), are the cameras that render the condition views of a
 user's object in Blender and that the 4D fitter uses: a Blender camera's `matrix_world` and a NeRF
@@ -44,7 +46,7 @@ def mvdream_cameras(views: int = 4, elevation_deg: float = 15.0, azimuth_start_d
     for k in range(int(views)):
         azimuth = np.radians(float(azimuth_start_deg) + 360.0 * k / int(views))
         position = np.array(
-            [np.cos(elevation) * np.sin(azimuth), -np.cos(elevation) * np.cos(azimuth), np.sin(elevation)]
+            [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
         )
         cameras.append(_look_at_origin(position))
     return np.stack(cameras).astype(np.float32)

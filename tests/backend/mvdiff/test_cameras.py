@@ -9,26 +9,25 @@ from backend.mvdiff.cameras import embedding_input, mvdream_cameras, normalize_c
 from shared.errors import InputError
 
 
-def mvdream_reference(elevation: float, azimuth: float) -> np.ndarray:
-    """MVDream's own construction: a y-up look-at camera, then its `convert_opengl_to_blender` (flip_yz)."""
+def animate3d_reference(elevation: float, azimuth: float) -> np.ndarray:
+    """Animate3D's `generate_c2w` (animatediff/pipelines/pipeline.py), written out independently."""
     el, az = np.radians(elevation), np.radians(azimuth)
-    pos = np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
-    forward = -pos / np.linalg.norm(pos)
-    right = np.cross(forward, [0.0, 1.0, 0.0])
+    pos = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    lookat = -pos / np.linalg.norm(pos)
+    right = np.cross(lookat, [0.0, 0.0, 1.0])
     right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
+    up = np.cross(right, lookat)
     c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, up, -forward], axis=1)
+    c2w[:3, :3] = np.stack([right, up, -lookat], axis=-1)
     c2w[:3, 3] = pos
-    flip_yz = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
-    return flip_yz @ c2w
+    return c2w
 
 
-def test_ring_matches_mvdreams_own_construction():
+def test_ring_matches_animate3ds_own_construction():
     cams = mvdream_cameras(4, elevation_deg=15.0, azimuth_start_deg=0.0)
     assert cams.shape == (4, 4, 4) and cams.dtype == np.float32
     for k, azimuth in enumerate([0.0, 90.0, 180.0, 270.0]):
-        np.testing.assert_allclose(cams[k], mvdream_reference(15.0, azimuth), atol=1e-6)
+        np.testing.assert_allclose(cams[k], animate3d_reference(15.0, azimuth), atol=1e-6)
 
 
 def test_cameras_sit_on_the_unit_sphere_and_look_at_the_origin_with_z_up():
@@ -46,12 +45,13 @@ def test_cameras_sit_on_the_unit_sphere_and_look_at_the_origin_with_z_up():
     np.testing.assert_allclose(rot[:, 2, 0], 0.0, atol=1e-6)
 
 
-def test_azimuth_zero_is_blenders_front_view_and_ninety_the_right_view():
-    front, right, back, left = mvdream_cameras(4, elevation_deg=0.0)[:, :3, 3]
-    np.testing.assert_allclose(front, [0, -1, 0], atol=1e-6)
-    np.testing.assert_allclose(right, [1, 0, 0], atol=1e-6)
-    np.testing.assert_allclose(back, [0, 1, 0], atol=1e-6)
-    np.testing.assert_allclose(left, [-1, 0, 0], atol=1e-6)
+def test_azimuth_zero_is_on_plus_x_and_the_ring_turns_to_the_cameras_right():
+    cams = mvdream_cameras(4, elevation_deg=0.0)
+    np.testing.assert_allclose(cams[:, :3, 3], [[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], atol=1e-6)
+    # the next camera of the ring lies on this camera's right (its +x axis)
+    for k in range(4):
+        step = cams[(k + 1) % 4, :3, 3] - cams[k, :3, 3]
+        assert step @ cams[k, :3, 0] > 0
 
 
 def test_embedding_input_is_the_normalised_matrix_flattened_by_rows():
