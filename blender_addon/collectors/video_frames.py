@@ -131,7 +131,7 @@ def _render_movie(path: Path, frames: np.ndarray, size: tuple[int, int], max_siz
     png = os.path.join(folder, "frame.png")
     try:
         editor = scene.sequence_editor_create()
-        strips = getattr(editor, "strips", None) or editor.sequences  # `strips` from Blender 4.4
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # `strips` from Blender 4.4
         strips.new_movie("video", str(path), 1, 1)
         render = scene.render
         render.resolution_x, render.resolution_y, render.resolution_percentage = w, h, 100
@@ -143,7 +143,9 @@ def _render_movie(path: Path, frames: np.ndarray, size: tuple[int, int], max_siz
         out = []
         for f in frames:
             scene.frame_set(int(f) + 1)
-            if bpy.ops.render.render(write_still=True, scene=scene.name) != {"FINISHED"}:
+            with bpy.context.temp_override(scene=scene):  # the render operator renders the context's scene
+                done = bpy.ops.render.render(write_still=True)
+            if done != {"FINISHED"}:
                 raise InputError(f"Blender could not render frame {int(f) + 1} of {path.name}.")
             out.append(_load(Path(png), max_size))
     finally:

@@ -170,3 +170,49 @@ def test_video_to_4d_streams_gaussians_and_a_mesh(blender, backend, tmp_path):
     mesh = bpy.data.objects[f"{name} mesh"]
     assert np.isfinite(evaluated_positions(bpy, mesh, 4)).all() and len(mesh.data.vertices) > 0
     assert bpy.data.images[f"{image.name} generated views"].size[0] == 4 * 32
+
+
+def write_movie(bpy, path) -> None:
+    """A 5-frame 32×24 H.264 MP4 of a plane filling the view, red at frame 1 turning blue by frame 5."""
+    scene = bpy.context.scene
+    bpy.ops.mesh.primitive_plane_add(size=4.0, location=(0.0, 0.0, 0.0))
+    plane = bpy.context.active_object
+    mat = bpy.data.materials.new("fading")
+    plane.data.materials.append(mat)
+    mat.diffuse_color = (1.0, 0.0, 0.0, 1.0)
+    mat.keyframe_insert("diffuse_color", frame=1)
+    mat.diffuse_color = (0.0, 0.0, 1.0, 1.0)
+    mat.keyframe_insert("diffuse_color", frame=5)
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    cam.location = (0.0, 0.0, 3.0)
+    scene.camera = cam
+    render = scene.render
+    render.engine = "BLENDER_WORKBENCH"
+    scene.display.shading.light, scene.display.shading.color_type = "FLAT", "MATERIAL"
+    render.resolution_x, render.resolution_y, render.resolution_percentage = 32, 24, 100
+    scene.frame_start, scene.frame_end = 1, 5
+    if hasattr(render.image_settings, "media_type"):  # Blender 5.0: pick video before the container
+        render.image_settings.media_type = "VIDEO"
+    render.image_settings.file_format = "FFMPEG"
+    render.ffmpeg.format, render.ffmpeg.codec = "MPEG4", "H264"
+    render.filepath = str(path)
+    assert bpy.ops.render.render(animation=True) == {"FINISHED"}
+
+
+def test_the_video_collector_renders_a_movie_frame_by_frame(blender, tmp_path):
+    bpy = blender
+    frames_mod = importlib.import_module(f"{ADDON_MODULE}.collectors.video_frames")
+    write_movie(bpy, tmp_path / "clip.mp4")
+    scenes_before = len(bpy.data.scenes)
+    movie = bpy.data.images.load(str(tmp_path / "clip.mp4"))
+    assert movie.source == "MOVIE"
+    video = frames_mod.read_frames(bpy.context, frames_mod.find_source(bpy.context, image=movie.name), 3)
+    assert video.images.shape == (3, 24, 32, 3) and video.alphas is None
+    first, last = video.images[0].mean((0, 1)), video.images[-1].mean((0, 1))
+    assert first[0] > 0.8 and first[2] < 0.2 and last[2] > 0.8 and last[0] < 0.2, (first, last)
+    clip = bpy.data.movieclips.load(str(tmp_path / "clip.mp4"))
+    from_clip = frames_mod.read_frames(bpy.context, frames_mod.find_source(bpy.context, clip=clip.name), 5)
+    assert from_clip.images.shape == (5, 24, 32, 3)
+    np.testing.assert_allclose(from_clip.images[[0, 2, 4]], video.images, atol=1e-6)
+    assert len(bpy.data.scenes) == scenes_before  # the temporary scene is gone
