@@ -110,6 +110,8 @@ def train(
     started = time.perf_counter()
     if steps < 1 or batch < 1 or not (lr > 0 and math.isfinite(lr)):
         raise InputError(f"--steps and --batch must be ≥ 1 and --lr positive (got {steps}, {batch}, {lr}).")
+    if out.resolve() == Path(checkpoint).resolve():
+        raise InputError(f"--out {out} is the --checkpoint folder; write the fine-tuned model to a new folder.")
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.is_file():
         raise InputError(f"--resume: {out} holds no training checkpoint ({CHECKPOINT}); start without --resume.")

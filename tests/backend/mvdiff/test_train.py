@@ -106,6 +106,8 @@ def test_refusals_name_the_problem(tiny):
         train(root / "one", model, root / "once", steps=2, device="cpu")
     with pytest.raises(InputError, match="already at step 1"):
         train(root / "one", model, root / "once", steps=1, resume=True, device="cpu")
+    with pytest.raises(InputError, match="is the --checkpoint folder"):
+        train(root / "one", model, model, steps=1, device="cpu")
     with pytest.raises(InputError, match="no clip folders"):
         train(root / "model", model, root / "x", steps=1, device="cpu")
 
