@@ -10,6 +10,8 @@ A model folder is a diffusers pipeline folder plus our marker file:
     text_encoder/  config.json, model.safetensors                        (CLIPTextModel)
     tokenizer/     tokenizer_config.json + tokenizer.json, or vocab.json + merges.txt   (CLIPTokenizer)
     scheduler/     scheduler_config.json                                 (DDIMScheduler)
+    image_encoder/ config.json, model.safetensors   (CLIPVisionModelWithProjection; only when the UNet config has
+                                                     an IP-Adapter, `ip_adapter_image_dim`)
 
 Nothing is downloaded: every part loads from this folder, and a missing or mismatched part is an `InputError`
 that says which file and what `tessera4d mvdiff convert-animate3d` produces. `write_tiny` makes a ~2M-parameter
@@ -48,6 +50,7 @@ REQUIRED: dict[str, list[str]] = {
     "tokenizer": ["tokenizer_config.json"],
     "scheduler": ["scheduler_config.json"],
 }
+IMAGE_ENCODER = ["config.json", "model.safetensors"]  # required when the UNet has an IP-Adapter
 # the tokenizer's vocabulary comes either as transformers' single file or as the classic CLIP pair
 TOKENIZER_VOCAB: tuple[tuple[str, ...], ...] = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 ANIMATE3D_SCHEDULER = {
@@ -224,7 +227,13 @@ def load_pipeline(
     ("trained": false) → `UntrainedModelError` unless `allow_untrained`.
     """
     from diffusers import AutoencoderKL, DDIMScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     from .pipeline import MultiViewVideoPipeline
     from .unet import MultiViewVideoUNet
@@ -237,6 +246,13 @@ def load_pipeline(
     dtype = dtype or default_dtype(device)
 
     unet_config = _read_config(folder / "unet" / "config.json")
+    if unet_config.get("ip_adapter_image_dim"):
+        missing = [f"image_encoder/{name}" for name in IMAGE_ENCODER if not (folder / "image_encoder" / name).is_file()]
+        if missing:
+            raise InputError(
+                f"Model folder {folder}: the UNet has an IP-Adapter, so the folder needs its image encoder; missing: "
+                f"{', '.join(missing)}. {CONVERT_HINT}"
+            )
     unet = _load_model(
         lambda: MultiViewVideoUNet.from_config(unet_config), folder / "unet" / "diffusion_pytorch_model.safetensors"
     )
@@ -261,11 +277,32 @@ def load_pipeline(
             f"{folder}: the UNet expects text embeddings of size {unet.config.cross_attention_dim} but the text "
             f"encoder makes {text_config.hidden_size}."
         )
-    for model in (unet, vae, text_encoder):
+    image_encoder = None
+    if unet_config.get("ip_adapter_image_dim"):
+        try:
+            vision_config = CLIPVisionConfig.from_json_file(str(folder / "image_encoder" / "config.json"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{folder}/image_encoder/config.json cannot be read: {exc}") from exc
+        image_encoder = _load_model(
+            lambda: CLIPVisionModelWithProjection(vision_config), folder / "image_encoder" / "model.safetensors"
+        )
+        if vision_config.projection_dim != unet.config.ip_adapter_image_dim:
+            raise InputError(
+                f"{folder}: the image encoder makes embeddings of size {vision_config.projection_dim} but the UNet's "
+                f"IP-Adapter expects {unet.config.ip_adapter_image_dim}."
+            )
+    for model in (unet, vae, text_encoder, image_encoder):
+        if model is None:
+            continue
         # nn.Module.to, not ModelMixin.to: the latter warns about fp32-kept modules even when there are none
         torch.nn.Module.to(model, device=torch.device(device), dtype=dtype)
     pipe = MultiViewVideoPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        image_encoder=image_encoder,
     )
     pipe.model_info = {**info, "source": info.get("source") or str(folder), "folder": str(folder)}
     return pipe
@@ -312,14 +349,23 @@ def tiny_vae_config() -> dict:
     }
 
 
-def write_tiny(folder: str | Path, *, views: int = 4, frames: int = 4, resolution: int = 32, seed: int = 0) -> Path:
+def write_tiny(
+    folder: str | Path,
+    *,
+    views: int = 4,
+    frames: int = 4,
+    resolution: int = 32,
+    seed: int = 0,
+    ip_adapter: bool = False,
+) -> Path:
     """Write a tiny random-weight model folder ("trained": false) for tests; returns the folder.
 
     ~2M parameters: two-level UNet (32/64 channels), a VAE that downsamples 4×, a 2-layer CLIP text encoder of
-    width 32 over a byte-level vocabulary. `resolution` must be a multiple of 8 (VAE 4× then one UNet level).
+    width 32 over a byte-level vocabulary; with `ip_adapter`, an IP-Adapter and a 2-layer CLIP image encoder
+    (32 px, 16-d embeddings). `resolution` must be a multiple of 8 (VAE 4× then one UNet level).
     """
     from diffusers import AutoencoderKL, DDIMScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from .pipeline import MultiViewVideoPipeline
     from .unet import build_unet, tiny_unet_config
@@ -345,12 +391,26 @@ def write_tiny(folder: str | Path, *, views: int = 4, frames: int = 4, resolutio
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    image_encoder = None
+    if ip_adapter:
+        vision = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            projection_dim=16,
+        )
+        image_encoder = CLIPVisionModelWithProjection(vision)
+        unet_config["ip_adapter_image_dim"] = vision.projection_dim
     pipe = MultiViewVideoPipeline(
         vae=AutoencoderKL(**tiny_vae_config()),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
         unet=build_unet(unet_config),
         scheduler=DDIMScheduler(**ANIMATE3D_SCHEDULER),
+        image_encoder=image_encoder,
     )
     pipe.save_pretrained(folder)
     write_model_info(

@@ -8,6 +8,7 @@ Conditioning is general: `condition_images (V, F, H, W, 3)` with `condition_mask
 masked entries are the clean VAE latents of those images at the start and again after every scheduler step
 (Animate3D re-imposes the clean frame 0 this way). "Animate object" sets `mask[:, 0]` (four renders of the
 static asset as frame 0); "video to 4D" sets `mask[0, :]` (the user's video is view 0 at every frame).
+A model with an IP-Adapter also gets each view's first conditioned image as an image prompt (`image_encoder`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .cameras import embedding_input
 from .checkpoint import UntrainedModelError
 
 VAE_CHUNK = 16  # images per VAE call: keeps decode memory flat for 4 views × 16 frames
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIPImageProcessor's normalisation
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -40,11 +43,24 @@ class MultiViewVideoPipeline(DiffusionPipeline):
     """Samples multi-view videos with a `MultiViewVideoUNet`. Build it from a model folder with
     `backend.mvdiff.checkpoint.load_pipeline`, which also records whether the weights are trained."""
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
+    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    _optional_components = ["image_encoder"]
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, image_encoder=None):
         super().__init__()
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            image_encoder=image_encoder,
+        )
+        if bool(unet.config.ip_adapter_image_dim) != (image_encoder is not None):
+            raise InputError(
+                "The UNet has an IP-Adapter but no image encoder was given (or the other way round); an IP-Adapter "
+                "model folder needs image_encoder/ beside unet/."
+            )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.model_info: dict = {}  # the folder's tessera_model.json, set by load_pipeline
 
@@ -90,6 +106,31 @@ class MultiViewVideoPipeline(DiffusionPipeline):
             pixels = self.vae.decode(chunk).sample.float()
             images.append((pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1))
         return torch.cat(images)
+
+    @torch.no_grad()
+    def encode_image_prompt(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) in [0, 1] → (N, D) float32 CLIP image embeddings for the IP-Adapter (square images are
+        resized to the encoder's size and normalised as CLIPImageProcessor does)."""
+        size = int(self.image_encoder.config.image_size)
+        pixels = images.to(self.image_encoder.device, torch.float32).permute(0, 3, 1, 2)
+        pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True)
+        mean = pixels.new_tensor(CLIP_MEAN)[None, :, None, None]
+        std = pixels.new_tensor(CLIP_STD)[None, :, None, None]
+        pixels = ((pixels.clamp(0, 1) - mean) / std).to(self.image_encoder.dtype)
+        return self.image_encoder(pixel_values=pixels).image_embeds.float()
+
+    def _image_prompt(self, condition_images: np.ndarray, condition_mask: np.ndarray) -> torch.Tensor | None:
+        """(V, D) IP-Adapter embeddings: each view's first conditioned frame (Animate3D: the 4 renders), or the
+        first conditioned image of any view for views without one; zeros when nothing is conditioned."""
+        if self.image_encoder is None:
+            return None
+        mask = np.asarray(condition_mask)
+        if not mask.any():
+            return torch.zeros(len(mask), self.unet.config.ip_adapter_image_dim, device=self._execution_device)
+        first_any = tuple(np.argwhere(mask)[0])
+        picks = [(v, int(np.argmax(mask[v]))) if mask[v].any() else first_any for v in range(len(mask))]
+        images = np.stack([np.asarray(condition_images)[v, f] for v, f in picks]).astype(np.float32)
+        return self.encode_image_prompt(torch.from_numpy(images)).to(self._execution_device)
 
     def _video(self, latents: torch.Tensor) -> np.ndarray:
         """(V, 4, F, h, w) latents → (V, F, H, W, 3) float32 numpy images."""
@@ -144,19 +185,23 @@ class MultiViewVideoPipeline(DiffusionPipeline):
         prompt_embeds: tuple[torch.Tensor, torch.Tensor],
         camera: torch.Tensor,
         guidance_scale: float,
+        image_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε for (B·V, 4, F, h, w) latents with classifier-free guidance; camera (V, 16); float32 out."""
+        """ε for (B·V, 4, F, h, w) latents with classifier-free guidance; camera (V, 16), image_embeds (V, D) or
+        None; float32 out. The unconditional half gets the negative prompt and no image prompt (zeros)."""
         positive, negative = prompt_embeds
         rows = latents.shape[0]
         batches = rows // camera.shape[0]
         text = positive.expand(rows, -1, -1)
         cams = camera.repeat(batches, 1)
+        images = None if image_embeds is None else image_embeds.repeat(batches, 1)
         model_in = self.scheduler.scale_model_input(latents, t).to(self.unet.dtype)
         if guidance_scale > 1.0:
             text = torch.cat([negative.expand(rows, -1, -1), text])
             cams = torch.cat([cams, cams])
+            images = None if images is None else torch.cat([torch.zeros_like(images), images])
             model_in = torch.cat([model_in, model_in])
-        eps = self.unet(model_in, t, text, cams, num_views=camera.shape[0]).sample.float()
+        eps = self.unet(model_in, t, text, cams, num_views=camera.shape[0], image_embeds=images).sample.float()
         if guidance_scale > 1.0:
             uncond, cond = eps.chunk(2)
             eps = uncond + guidance_scale * (cond - uncond)
@@ -170,11 +215,14 @@ class MultiViewVideoPipeline(DiffusionPipeline):
         prompt_embeds: tuple[torch.Tensor, torch.Tensor],
         cameras,
         guidance_scale: float,
+        image_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Guided ε for noisy latents (B·V, 4, F, h, w) at timestep t (for 4D-SDS).
 
         prompt_embeds: `encode_prompt(...)`'s pair; cameras: (V, 4, 4) camera→world (any distance; normalised
-        here) shared by the B samples. No gradient flows (SDS stops it at x̂0 anyway). Returns float32.
+        here) shared by the B samples; image_embeds: (V, D) `encode_image_prompt` of the views' condition images
+        for a model with an IP-Adapter (None: no image prompt). No gradient flows (SDS stops it at x̂0 anyway).
+        Returns float32.
         """
         camera = self._camera_input(cameras)
         if latents.ndim != 5 or latents.shape[0] % camera.shape[0]:
@@ -182,7 +230,11 @@ class MultiViewVideoPipeline(DiffusionPipeline):
                 f"latents must be (B·{camera.shape[0]}, 4, F, h, w) for {camera.shape[0]} cameras, "
                 f"got shape {tuple(latents.shape)}."
             )
-        return self._guided_noise(latents.to(self._execution_device), t, prompt_embeds, camera, guidance_scale)
+        if image_embeds is not None:
+            image_embeds = image_embeds.to(self._execution_device)
+        return self._guided_noise(
+            latents.to(self._execution_device), t, prompt_embeds, camera, guidance_scale, image_embeds
+        )
 
     def _check_call(self, condition_images, cameras, num_frames: int, num_inference_steps: int) -> None:
         cameras = np.asarray(cameras)
@@ -234,6 +286,7 @@ class MultiViewVideoPipeline(DiffusionPipeline):
         keep = mask[:, None, :, None, None]  # broadcasts over (V, 4, F, h, w)
         prompt_embeds = self.encode_prompt(prompt, negative_prompt)
         camera = self._camera_input(cameras)
+        image_embeds = self._image_prompt(condition_images, condition_mask)
 
         generator = torch.Generator("cpu")
         if seed is None:
@@ -246,7 +299,7 @@ class MultiViewVideoPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         for i, t in enumerate(timesteps):
-            eps = self._guided_noise(latents, t, prompt_embeds, camera, guidance_scale)
+            eps = self._guided_noise(latents, t, prompt_embeds, camera, guidance_scale, image_embeds)
             step = self.scheduler.step(eps, t, latents)
             latents = torch.where(keep, condition, step.prev_sample)
             if callback is not None:

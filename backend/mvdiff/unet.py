@@ -16,6 +16,10 @@ Animate3D's MV-VDM (anchors-4d §2.1, §5.1) rebuilt on current diffusers parts:
   temporal sinusoidal encoding moves from the transformer block (`pos_embed`, set to None) into the processor
   (`time_pos_embed`) because the view branch must see the features without it — Animate3D does the same, so its
   checkpoint keys line up.
+* Optional IP-Adapter (Animate3D feeds its 4 condition renders through IP-Adapter SD1.5): with
+  `ip_adapter_image_dim` set (1024 for IP-Adapter SD1.5's CLIP ViT-H image encoder), `encoder_hid_proj` projects
+  each view's image embedding to `ip_adapter_tokens` extra tokens that every cross-attention (`attn2`) attends to
+  through diffusers' `IPAdapterAttnProcessor2_0` — the same module and key names diffusers' IP-Adapter loader uses.
 
 The processors are `nn.Module`s installed in `__init__`, so their weights are part of `state_dict()` under
 `…attn1.processor.*` and survive save/load. All attention runs through `F.scaled_dot_product_attention`.
@@ -35,8 +39,13 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention import BasicTransformerBlock
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from diffusers.models.embeddings import SinusoidalPositionalEmbedding, TimestepEmbedding
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, IPAdapterAttnProcessor2_0
+from diffusers.models.embeddings import (
+    ImageProjection,
+    MultiIPAdapterImageProjection,
+    SinusoidalPositionalEmbedding,
+    TimestepEmbedding,
+)
 from diffusers.models.resnet import AlphaBlender
 from diffusers.models.unets.unet_motion_model import UNetMotionModel, UNetMotionOutput
 from torch import nn
@@ -260,6 +269,8 @@ class MultiViewVideoUNet(UNetMotionModel):
         camera_dim: int = 16,
         i2v_attention: bool = True,
         motion_view_attention: bool = True,
+        ip_adapter_image_dim: int | None = None,
+        ip_adapter_tokens: int = 4,
     ):
         super().__init__(
             sample_size=sample_size,
@@ -289,13 +300,16 @@ class MultiViewVideoUNet(UNetMotionModel):
             use_motion_mid_block=use_motion_mid_block,
             mid_block_layers=mid_block_layers,
             encoder_hid_dim=encoder_hid_dim,
-            encoder_hid_dim_type=encoder_hid_dim_type,
+            encoder_hid_dim_type="ip_image_proj" if ip_adapter_image_dim else encoder_hid_dim_type,
             addition_embed_type=addition_embed_type,
             addition_time_embed_dim=addition_time_embed_dim,
             projection_class_embeddings_input_dim=projection_class_embeddings_input_dim,
             time_cond_proj_dim=time_cond_proj_dim,
         )
         self.camera_embedding = TimestepEmbedding(camera_dim, block_out_channels[0] * 4, act_fn=act_fn)
+        if ip_adapter_image_dim:  # IP-Adapter SD1.5's image projection, as diffusers' loader builds it
+            projection = ImageProjection(ip_adapter_image_dim, cross_attention_dim, ip_adapter_tokens)
+            self.encoder_hid_proj = MultiIPAdapterImageProjection([projection])
         self.mv_context = MultiViewContext(views=num_views)
         self._camera: torch.Tensor | None = None
         # The camera is added to the time embedding's output, i.e. before UNetMotionModel repeats it per frame.
@@ -320,6 +334,10 @@ class MultiViewVideoUNet(UNetMotionModel):
                     processors[name] = AttnProcessor2_0()
             elif name.endswith("attn1.processor"):
                 processors[name] = MultiViewSelfAttn(attn, self.mv_context, i2v=self.config.i2v_attention)
+            elif self.config.ip_adapter_image_dim:
+                processors[name] = IPAdapterAttnProcessor2_0(
+                    attn.to_q.out_features, attn.to_k.in_features, num_tokens=(self.config.ip_adapter_tokens,)
+                )
             else:
                 processors[name] = AttnProcessor2_0()
         return processors
@@ -336,6 +354,7 @@ class MultiViewVideoUNet(UNetMotionModel):
         encoder_hidden_states: torch.Tensor,
         camera: torch.Tensor,
         num_views: int | None = None,
+        image_embeds: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> UNetMotionOutput | tuple[torch.Tensor]:
         """Predict the noise of `sample`.
@@ -343,6 +362,8 @@ class MultiViewVideoUNet(UNetMotionModel):
         sample: (B·V, C, F, h, w) latents, views of one sample consecutive. timestep: scalar or (B·V,).
         encoder_hidden_states: (B·V, seq, dim) text embeddings (repeated per frame here).
         camera: (B·V, 16) flattened normalised camera→world matrices (`cameras.embedding_input`).
+        image_embeds: (B·V, ip_adapter_image_dim) IP-Adapter image embeddings, for models with an IP-Adapter
+        (zeros — no image prompt — when omitted, as for the unconditional half of guidance).
         Other keyword arguments go to `UNetMotionModel.forward`. Returns `.sample` (B·V, C, F, h, w).
         """
         views = int(num_views or self.config.num_views)
@@ -360,6 +381,15 @@ class MultiViewVideoUNet(UNetMotionModel):
             )
         if frames > self.config.motion_max_seq_length:
             raise ValueError(f"{frames} frames exceed the motion modules' {self.config.motion_max_seq_length}.")
+        ip_dim = self.config.ip_adapter_image_dim
+        if image_embeds is not None and not ip_dim:
+            raise ValueError("image_embeds given, but this model has no IP-Adapter (ip_adapter_image_dim is None).")
+        if ip_dim:
+            if image_embeds is None:
+                image_embeds = sample.new_zeros(batch_views, ip_dim)
+            if image_embeds.shape != (batch_views, ip_dim):
+                raise ValueError(f"image_embeds must be ({batch_views}, {ip_dim}), got {tuple(image_embeds.shape)}.")
+            kwargs["added_cond_kwargs"] = {"image_embeds": [image_embeds[:, None].to(self.dtype)]}
         ctx = self.mv_context
         ctx.views, ctx.frames, ctx.batch_views, ctx.height, ctx.width = views, frames, batch_views, height, width
         self._camera = camera

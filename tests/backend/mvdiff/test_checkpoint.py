@@ -248,3 +248,15 @@ def test_bf16_weights_run(tiny):
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
     frames = generate(pipe, steps=1)
     assert frames.dtype == np.float32 and np.isfinite(frames).all()
+
+
+def test_ip_adapter_folder_needs_its_image_encoder_and_round_trips(tmp_path):
+    folder = write_tiny(tmp_path / "ip", ip_adapter=True)
+    pipe = load_pipeline(folder, allow_untrained=True)
+    assert pipe.image_encoder is not None and pipe.unet.config.ip_adapter_image_dim == 16
+    pipe.save_pretrained(tmp_path / "again")
+    shutil.copy(folder / MODEL_FILE, tmp_path / "again" / MODEL_FILE)
+    assert np.array_equal(generate(pipe), generate(load_pipeline(tmp_path / "again", allow_untrained=True)))
+    (folder / "image_encoder" / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="has an IP-Adapter.*missing: image_encoder/model.safetensors"):
+        load_pipeline(folder, allow_untrained=True)

@@ -183,3 +183,30 @@ def test_too_many_frames_for_the_motion_modules(pipe):
     mask = np.zeros((V, frames), bool)
     with pytest.raises(InputError, match="num_frames must be between 1 and"):
         pipe("x", images, mask, mvdream_cameras(V), num_frames=frames, allow_untrained=True)
+
+
+@pytest.fixture(scope="module")
+def ip_pipe(tmp_path_factory):
+    folder = write_tiny(tmp_path_factory.mktemp("mvdiff-ip") / "tiny", views=V, frames=F, resolution=S, ip_adapter=True)
+    return load_pipeline(folder, allow_untrained=True)
+
+
+@pytest.mark.parametrize("mode", ["object", "video"])
+def test_ip_adapter_prompt_is_each_views_first_condition_image(ip_pipe, mode):
+    images, mask = condition(mode)
+    picked = images[:, 0] if mode == "object" else np.repeat(images[:1, 0], V, axis=0)
+    expected = ip_pipe.encode_image_prompt(torch.from_numpy(picked))
+    assert expected.shape == (V, 16)
+    torch.testing.assert_close(ip_pipe._image_prompt(images, mask), expected)
+
+
+def test_ip_adapter_pipeline_samples_and_the_image_prompt_matters(ip_pipe):
+    out = sample(ip_pipe)
+    assert out.frames.shape == (V, F, S, S, 3)
+    latents = torch.randn(V, 4, F, 8, 8, generator=torch.Generator().manual_seed(0))
+    embeds = ip_pipe.encode_prompt("a horse", "")
+    images, mask = condition()
+    image_embeds = ip_pipe._image_prompt(images, mask)
+    with_image = ip_pipe.predict_noise(latents, 500, embeds, mvdream_cameras(V), 5.0, image_embeds=image_embeds)
+    without = ip_pipe.predict_noise(latents, 500, embeds, mvdream_cameras(V), 5.0)
+    assert not torch.allclose(with_image, without, atol=1e-6)

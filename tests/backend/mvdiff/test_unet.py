@@ -192,3 +192,34 @@ def test_level_size_follows_the_downsampling():
     assert ctx.level_size(9) == (3, 3)
     with pytest.raises(RuntimeError):
         ctx.level_size(7)
+
+
+def test_ip_adapter_adds_image_tokens_to_every_cross_attention(tmp_path):
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+    unet = make_unet(ip_adapter_image_dim=16)
+    cross = [p for n, p in unet.attn_processors.items() if n.endswith("attn2.processor") and "motion" not in n]
+    assert cross and all(isinstance(p, IPAdapterAttnProcessor2_0) for p in cross)
+    keys = unet.state_dict().keys()
+    assert "encoder_hid_proj.image_projection_layers.0.image_embeds.weight" in keys
+    assert "down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor.to_k_ip.0.weight" in keys
+    sample, text, camera = inputs()
+    image = torch.randn(V, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        plain = unet(sample, 500, text, camera).sample
+        zeros = unet(sample, 500, text, camera, image_embeds=torch.zeros(V, 16)).sample
+        prompted = unet(sample, 500, text, camera, image_embeds=image).sample
+    assert torch.equal(plain, zeros)  # no image prompt = zero embeddings (the unconditional branch)
+    assert not torch.allclose(plain, prompted, atol=1e-6)
+    unet.save_pretrained(tmp_path / "ip")
+    loaded = MultiViewVideoUNet.from_pretrained(tmp_path / "ip").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(sample, 500, text, camera, image_embeds=image).sample, prompted)
+    with pytest.raises(ValueError, match="image_embeds must be"):
+        unet(sample, 500, text, camera, image_embeds=image[:2])
+
+
+def test_image_embeds_without_an_ip_adapter_are_an_error():
+    sample, text, camera = inputs()
+    with pytest.raises(ValueError, match="no IP-Adapter"):
+        make_unet()(sample, 500, text, camera, image_embeds=torch.zeros(V, 16))
