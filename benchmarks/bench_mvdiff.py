@@ -4,7 +4,8 @@
         [--steps 25] [--dtype bf16] [--tiny] [--threads 1]
 
 Default: the published Animate3D architecture (`unet.animate3d_unet_config`: SD1.5 UNet + AnimateDiff v1-5-2
-motion modules + view attention, 1.50 B parameters), an SD1.5-sized VAE and a CLIP ViT-L/14-sized text encoder,
+motion modules + view attention + IP-Adapter, 1.5 B parameters), an SD1.5-sized VAE, a CLIP ViT-L/14-sized text
+encoder and a CLIP ViT-H/14-sized image encoder (IP-Adapter; `--no-ip-adapter` leaves both out),
 all with random weights — speed and memory do not depend on the weight values, so this measures what a
 converted checkpoint costs without having one. `--tiny` uses the tiny test model instead (a CPU plumbing check).
 Prints one table: build time, sampling wall time (CFG, every step), s/step, peak CUDA memory.
@@ -24,9 +25,9 @@ from rich.table import Table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def build(tiny: bool, views: int, size: int):
+def build(tiny: bool, views: int, size: int, ip_adapter: bool):
     from diffusers import AutoencoderKL, DDIMScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from backend.mvdiff.checkpoint import ANIMATE3D_SCHEDULER, tiny_tokenizer, tiny_vae_config
     from backend.mvdiff.pipeline import MultiViewVideoPipeline
@@ -36,7 +37,7 @@ def build(tiny: bool, views: int, size: int):
     if tiny:
         unet_config, vae_config, width, layers, heads, inner = tiny_unet_config(views), tiny_vae_config(), 32, 2, 4, 37
     else:
-        unet_config = {**animate3d_unet_config(views), "sample_size": size // 8}
+        unet_config = {**animate3d_unet_config(views, ip_adapter=ip_adapter), "sample_size": size // 8}
         vae_config = {
             "in_channels": 3,
             "out_channels": 3,
@@ -60,12 +61,26 @@ def build(tiny: bool, views: int, size: int):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    image_encoder = None
+    if unet_config.get("ip_adapter_image_dim"):  # IP-Adapter SD1.5's image encoder: CLIP ViT-H/14
+        vision = CLIPVisionConfig(
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_hidden_layers=32,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=14,
+            projection_dim=1024,
+            hidden_act="gelu",
+        )
+        image_encoder = CLIPVisionModelWithProjection(vision)
     return MultiViewVideoPipeline(
         vae=AutoencoderKL(**vae_config),
         text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
         unet=build_unet(unet_config),
         scheduler=DDIMScheduler(**ANIMATE3D_SCHEDULER),
+        image_encoder=image_encoder,
     )
 
 
@@ -79,6 +94,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model (CPU plumbing check)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-ip-adapter", action="store_true", help="leave out the IP-Adapter and image encoder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
@@ -88,9 +104,11 @@ def main() -> None:
 
     started = time.perf_counter()
     torch.manual_seed(0)
-    pipe = build(args.tiny, args.views, args.size)
+    pipe = build(args.tiny, args.views, args.size, not args.no_ip_adapter)
     pipe.model_info = {"trained": False, "source": "random weights (benchmark)"}
-    for model in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for model in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.image_encoder):
+        if model is None:
+            continue
         torch.nn.Module.to(model, device=device, dtype=dtype)
     params = sum(p.numel() for p in pipe.unet.parameters())
     built = time.perf_counter() - started

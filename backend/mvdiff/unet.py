@@ -423,10 +423,11 @@ def tiny_unet_config(views: int = 4, frames: int = 4) -> dict:
     }
 
 
-def animate3d_unet_config(views: int = 4) -> dict:
+def animate3d_unet_config(views: int = 4, ip_adapter: bool = True) -> dict:
     """The published architecture: MVDream's SD1.5 UNet (320/640/1280/1280, cross-attention 768, 8 heads) with
-    AnimateDiff v1-5-2 motion modules (8 heads, 32 frame positions, motion mid block) and Animate3D's view
-    attention. Converted Animate3D weights fit this config; with random weights it is for speed/memory tests."""
+    AnimateDiff v1-5-2 motion modules (8 heads, 32 frame positions, motion mid block), Animate3D's view
+    attention and (by default) IP-Adapter SD1.5's image projection (1024-d CLIP ViT-H embeddings, 4 tokens).
+    Converted Animate3D weights fit this config; with random weights it is for speed/memory tests."""
     return {
         "sample_size": 32,
         "in_channels": 4,
@@ -452,6 +453,7 @@ def animate3d_unet_config(views: int = 4) -> dict:
         "motion_max_seq_length": 32,
         "use_motion_mid_block": True,
         "num_views": int(views),
+        "ip_adapter_image_dim": 1024 if ip_adapter else None,
     }
 
 
