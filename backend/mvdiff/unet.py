@@ -321,8 +321,9 @@ class MultiViewVideoUNet(UNetMotionModel):
                     module.pos_embed = None
 
     def multiview_processors(self) -> dict[str, Any]:
-        """The processor of every attention layer: MultiViewSelfAttn on spatial attn1, MotionViewAttn on the
-        motion modules (when enabled), SDPA elsewhere. For `set_attn_processor`."""
+        """Fresh processors for every attention layer (for `set_attn_processor`): MultiViewSelfAttn on spatial
+        attn1, MotionViewAttn on the motion modules (when enabled), IPAdapterAttnProcessor2_0 on the
+        cross-attentions of an IP-Adapter model, SDPA elsewhere."""
         modules = dict(self.named_modules())
         processors: dict[str, Any] = {}
         for name in self.attn_processors:
