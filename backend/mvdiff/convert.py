@@ -1,6 +1,6 @@
 """Convert the published Animate3D parts into our model folder (`tessera4d mvdiff convert-animate3d SRC DST`).
 
-Animate3D (github.com/yanqinJiang/Animate3D, Apache-2.0) assembles its MV-VDM at run time from three
+Animate3D (github.com/yanqinJiang/Animate3D, Apache-2.0) assembles its MV-VDM at run time from four
 downloads (its `inference.py` / `configs/inference/inference.yaml`) and we expect them side by side in SRC —
 `SOURCE_PARTS` below is the one definition of that layout:
 
@@ -10,6 +10,8 @@ downloads (its `inference.py` / `configs/inference/inference.yaml`) and we expec
       or SRC/motion_adapter.ckpt       the same module in AnimateDiff's original format (mm_sd_v15_v2.ckpt)
     SRC/animate3d_motion_modules.ckpt  yanqinJiang/Animate3D: `torch.save` of MVUNetMotionModel's state dict,
                                        under "state_dict" or bare, full or only the trained keys
+    SRC/ip_adapter/ip-adapter_sd15.bin h94/IP-Adapter: the image prompt Animate3D feeds its 4 condition renders
+    SRC/ip_adapter/image_encoder/      through (optional: without it the model has no image prompt)
 
 Key names (read from Animate3D's `animatediff/models/unet_motion_mv_model.py`, `attention_processor.py`,
 `train.py`, `inference.py`, diffusers 0.28): `MVUNetMotionModel.from_unet2d` copies the MVDream UNet's
@@ -30,13 +32,15 @@ Animate3D then installs attention processors that are `nn.Module`s, so their wei
     …attn2.processor.to_{k,v}_ip.0.weight, encoder_hid_proj.image_projection_layers.0.*   IP-Adapter SD1.5
 
 `MultiViewVideoUNet` (unet.py) installs processors with the same attribute names at the same places, so those
-keys carry over 1:1 too. What the conversion changes (`ANIMATE3D_RULES`, each rule documented there): the
-`module.` prefix of DistributedDataParallel saves is removed; the IP-Adapter keys are dropped (our model has no
-image-prompt cross-attention: the condition views enter as clean frame-0 latents and through the I2V branch —
-the converted model is Animate3D without its IP-Adapter); the adapter's `pos_embed.pe` becomes both motion
-processors' `time_pos_embed.pe`; an original-format AnimateDiff .ckpt is renamed as diffusers'
+keys carry over 1:1 too; so do the IP-Adapter's, which both use diffusers' loader names. What the conversion
+changes (`ANIMATE3D_RULES`, `ip_adapter_to_ours`): the `module.` prefix of DistributedDataParallel saves is
+removed; IP-Adapter's own file ("image_proj" → `encoder_hid_proj.image_projection_layers.0`, "{2k+1}.to_k_ip"
+→ the k-th spatial cross-attention, as diffusers' `_convert_ip_adapter_attn_to_diffusers` numbers them) is
+renamed; without SRC/ip_adapter/ any IP-Adapter keys are dropped and reported (the model is then Animate3D
+without its image prompt); the adapter's `pos_embed.pe` becomes both motion processors' `time_pos_embed.pe`;
+an original-format AnimateDiff .ckpt is renamed as diffusers'
 `scripts/convert_animatediff_motion_module_to_diffusers.py` does. Sources override in the order MVDream <
-motion adapter < Animate3D checkpoint (Animate3D fine-tuned the motion modules). Every tensor of our model
+motion adapter < IP-Adapter < Animate3D checkpoint (Animate3D fine-tuned the motion modules). Every tensor of our model
 must come from a source (only the sinusoidal `time_pos_embed.pe` tables may be recomputed); the first one that
 does not, or has another shape, is an InputError naming the key and the file it should have been in.
 
@@ -67,6 +71,7 @@ class SourcePart:
     name: str
     alternatives: tuple[tuple[str, ...], ...]
     origin: str  # where users get it
+    optional: bool = False
 
 
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -108,6 +113,16 @@ SOURCE_PARTS = (
         (("animate3d_motion_modules.ckpt",),),
         "yanqinJiang/Animate3D (animate3d_motion_modules.ckpt)",
     ),
+    SourcePart(
+        "IP-Adapter",
+        tuple(
+            (f"ip_adapter/{adapter}", "ip_adapter/image_encoder/config.json", f"ip_adapter/image_encoder/{encoder}")
+            for adapter in ("ip-adapter_sd15.bin", "ip-adapter_sd15.safetensors")
+            for encoder in ("model.safetensors", "pytorch_model.bin")
+        ),
+        "h94/IP-Adapter (models/ip-adapter_sd15.bin and models/image_encoder/)",
+        optional=True,
+    ),
 )
 
 ANIMATE3D_VIEWS, ANIMATE3D_FRAMES, ANIMATE3D_RESOLUTION = 4, 16, 256
@@ -126,18 +141,25 @@ def resolve_source(src: Path) -> dict[str, list[Path]]:
                 found[part.name] = [src / f for f in files]
                 break
         else:
+            if part.optional:
+                continue
             options = " or ".join(" + ".join(files) for files in part.alternatives)
             missing.append(f"  {part.name}: {options}  (from {part.origin})")
     if missing:
+        optional = [p for p in SOURCE_PARTS if p.optional]
+        missing += [f"  optional, {p.name}: {' + '.join(p.alternatives[0])}  (from {p.origin})" for p in optional]
         raise InputError(
-            f"{src} lacks {len(missing)} of the Animate3D parts; put these files there:\n" + "\n".join(missing)
+            f"{src} lacks {len(missing) - len(optional)} of the Animate3D parts; put these files there:\n"
+            + "\n".join(missing)
         )
     return found
 
 
 def describe_layout() -> str:
     return "\n".join(
-        f"  {p.name}: {' or '.join(' + '.join(f) for f in p.alternatives)}  (from {p.origin})" for p in SOURCE_PARTS
+        f"  {p.name}{' (optional)' if p.optional else ''}: {' or '.join(' + '.join(f) for f in p.alternatives)}"
+        f"  (from {p.origin})"
+        for p in SOURCE_PARTS
     )
 
 
@@ -183,12 +205,12 @@ def read_tensors(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.T
 
 # --- the key map -----------------------------------------------------------------------------------------------
 
-# Rules applied to Animate3D checkpoint keys, in order; the first that matches decides. A rule maps a key to
-# its names in our model ([] drops it, with the reason that is reported). Anything no rule matches keeps its name.
-_IP_ADAPTER = "IP-Adapter (image-prompt cross-attention; our model conditions on clean frame-0 latents instead)"
+# Rules applied to source keys, in order; the first that matches decides. A rule maps a key to its names in our
+# model. Anything no rule matches keeps its name. IP-Adapter keys (diffusers' names in a full Animate3D save)
+# also keep theirs when the converted model has an IP-Adapter, and are dropped, with this reason, when it has not.
+IP_ADAPTER_KEY = re.compile(r"^(encoder_hid_proj\..*|.*\.attn2\.processor\.to_[kv]_ip\.\d+\.weight)$")
+NO_IP_ADAPTER = "IP-Adapter weights, but SRC has no ip_adapter/ image encoder: the model is converted without one"
 ANIMATE3D_RULES: tuple[tuple[str, Callable[[re.Match], list[str]], str], ...] = (
-    (r"^encoder_hid_proj\..*", lambda m: [], _IP_ADAPTER),
-    (r"^.*\.attn2\.processor\.to_[kv]_ip\.\d+\.weight$", lambda m: [], _IP_ADAPTER),
     # A motion adapter's frame encoding lives in the transformer block; ours (like Animate3D's) in both motion
     # processors of the block.
     (
@@ -209,8 +231,11 @@ def sinusoid_table(shape: tuple[int, ...]) -> torch.Tensor:
     return SinusoidalPositionalEmbedding(embed_dim=shape[2], max_seq_length=shape[1]).pe.reshape(shape)
 
 
-def map_key(key: str) -> tuple[list[str], str | None]:
-    """(our names for an Animate3D / adapter key, the reason when it is dropped)."""
+def map_key(key: str, ip_adapter: bool = False) -> tuple[list[str], str | None]:
+    """(our names for an Animate3D / adapter key, the reason when it is dropped). `ip_adapter`: whether the
+    converted model has an IP-Adapter."""
+    if IP_ADAPTER_KEY.match(key):
+        return ([key], None) if ip_adapter else ([], NO_IP_ADAPTER)
     for pattern, target, reason in ANIMATE3D_RULES:
         m = re.match(pattern, key)
         if m:
@@ -235,6 +260,57 @@ def animatediff_to_diffusers(tensors: dict[str, torch.Tensor]) -> dict[str, torc
             .replace(".temporal_transformer", "")
         )
         out[k] = v
+    return out
+
+
+def read_ip_adapter(path: Path, *, allow_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """IP-Adapter's own file (h94/IP-Adapter ip-adapter_sd15.bin or .safetensors): {"image_proj": {...},
+    "ip_adapter": {"1.to_k_ip.weight", ...}}; the safetensors variant stores the two groups as key prefixes."""
+    if path.suffix == ".safetensors":
+        flat = read_tensors(path)
+        groups: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+        for key, value in flat.items():
+            group, _, rest = key.partition(".")
+            if group in groups:
+                groups[group][rest] = value
+    else:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 — see read_tensors
+            if not allow_pickle:
+                raise InputError(
+                    f"{path} holds more than tensors; if you trust it, convert with --allow-pickle."
+                ) from None
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as exc2:  # noqa: BLE001
+                raise InputError(f"Cannot read {path}: {exc2}") from exc
+        groups = data if isinstance(data, dict) else {}
+    if not isinstance(groups.get("image_proj"), dict) or not isinstance(groups.get("ip_adapter"), dict):
+        raise InputError(f"{path} is not an IP-Adapter file (no 'image_proj' and 'ip_adapter' tensors).")
+    if "proj.weight" not in groups["image_proj"]:
+        raise InputError(
+            f"{path}: only the plain IP-Adapter (ip-adapter_sd15, as Animate3D uses) is supported; this file has "
+            f"image_proj tensors {sorted(groups['image_proj'])[:4]}."
+        )
+    return groups
+
+
+def ip_adapter_to_ours(groups: dict[str, dict[str, torch.Tensor]], unet) -> dict[str, torch.Tensor]:
+    """IP-Adapter file keys → our names, numbered as diffusers' `_convert_ip_adapter_attn_to_diffusers` does
+    (and the IP-Adapter release itself): the k-th cross-attention of the UNet's processor order (spatial blocks
+    only; motion modules skipped) holds "{2k+1}.to_k_ip.weight" / "{2k+1}.to_v_ip.weight"."""
+    out = {
+        f"encoder_hid_proj.image_projection_layers.0.{k.replace('proj', 'image_embeds')}": v
+        for k, v in groups["image_proj"].items()
+    }
+    cross = [n for n in unet.attn_processors if not n.endswith("attn1.processor") and "motion_modules" not in n]
+    for k, name in enumerate(cross):
+        for which in ("to_k_ip", "to_v_ip"):
+            source = f"{2 * k + 1}.{which}.weight"
+            if source not in groups["ip_adapter"]:
+                raise InputError(f"The IP-Adapter file has no '{source}' (for {name}); it is not IP-Adapter SD1.5.")
+            out[f"{name}.{which}.0.weight"] = groups["ip_adapter"][source]
     return out
 
 
@@ -299,10 +375,16 @@ class ConversionReport:
     sources: dict[str, int]  # source name → tensors taken from it (after overrides)
     dropped: dict[str, list[str]]  # reason → source keys not used
     derived: list[str]  # recomputed sinusoidal tables
+    ip_adapter: bool = False  # converted with IP-Adapter SD1.5 and its image encoder
 
     def summary(self) -> str:
         taken = ", ".join(f"{n} from {s}" for s, n in self.sources.items())
         line = f"{self.tensors} UNet tensors ({taken})"
+        if not self.ip_adapter:
+            line += (
+                "; no IP-Adapter (SRC/ip_adapter/ absent): the model has no image prompt, which Animate3D uses — "
+                "add h94/IP-Adapter's ip-adapter_sd15.bin and image_encoder/ there for the full model"
+            )
         for reason, keys in self.dropped.items():
             line += f"; dropped {len(keys)} keys: {reason}"
         if self.derived:
@@ -359,15 +441,25 @@ def convert_with_report(
     animate3d = read_tensors(animate3d_path, allow_pickle=allow_pickle)
 
     config = motion_unet_config(unet2d_config, adapter_config)
+    ip_files = files.get("IP-Adapter")
+    ip_groups = read_ip_adapter(ip_files[0], allow_pickle=allow_pickle) if ip_files else None
+    if ip_groups is not None:
+        proj = ip_groups["image_proj"]["proj.weight"]  # (tokens · cross_attention_dim, image_embed_dim)
+        config["ip_adapter_image_dim"] = int(proj.shape[1])
+        config["ip_adapter_tokens"] = int(proj.shape[0]) // int(config["cross_attention_dim"])
     step(0.4, "building the UNet")
     with torch.device("meta"):  # shapes only: the weights all come from the sources (no 6 GB random init)
         unet = build_unet(config)
     expected = unet.state_dict()
     merged: dict[str, tuple[torch.Tensor, str]] = {}  # our key → (tensor, file it came from)
     dropped: dict[str, list[str]] = {}
-    for path, tensors in ((unet_weights, mvdream), (adapter_files[-1], adapter), (animate3d_path, animate3d)):
+    sources = [(unet_weights, mvdream), (adapter_files[-1], adapter)]
+    if ip_groups is not None:
+        sources.append((ip_files[0], ip_adapter_to_ours(ip_groups, unet)))
+    sources.append((animate3d_path, animate3d))  # last: Animate3D's fine-tuned tensors win
+    for path, tensors in sources:
         for key, value in tensors.items():
-            names, reason = map_key(key)
+            names, reason = map_key(key, ip_adapter=ip_groups is not None)
             if reason is not None:
                 dropped.setdefault(reason, []).append(key)
             for name in names:
@@ -396,20 +488,20 @@ def convert_with_report(
                 f"Tensor '{key}' from {origin} has shape {tuple(value.shape)}, the model expects "
                 f"{tuple(tensor.shape)}: the parts do not belong to one model."
             )
-    sources: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for key in expected:
         if key in merged:
-            sources[merged[key][1]] = sources.get(merged[key][1], 0) + 1
+            counts[merged[key][1]] = counts.get(merged[key][1], 0) + 1
     state, used = {}, set()
     for key, (value, _) in merged.items():  # a tensor mapped to two keys gets its own copy for each
         state[key] = value.to(expected[key].dtype, copy=id(value) in used).contiguous()
         used.add(id(value))
     state.update({k: sinusoid_table(tuple(expected[k].shape)) for k in derived})
     unet.load_state_dict(state, strict=True, assign=True)
-    report = ConversionReport(dst, len(expected), sources, dropped, derived)
-    del state, merged, mvdream, adapter, animate3d
-    step(0.55, "loading the VAE, text encoder and tokenizer")
-    pipe = _assemble(src / "mvdream", unet)
+    report = ConversionReport(dst, len(expected), counts, dropped, derived, ip_adapter=ip_groups is not None)
+    del state, merged, mvdream, adapter, animate3d, sources
+    step(0.55, "loading the VAE, text encoder, tokenizer (and image encoder)")
+    pipe = _assemble(src / "mvdream", unet, ip_files[-1].parent if ip_files else None)
     dst.mkdir(parents=True, exist_ok=True)
     try:
         step(0.7, "writing the model folder")
@@ -423,6 +515,8 @@ def convert_with_report(
 
 
 def _likely_source(key: str) -> str:
+    if IP_ADAPTER_KEY.match(key):
+        return "ip_adapter/ip-adapter_sd15.bin"
     if "motion_modules." in key:
         return "the motion adapter or animate3d_motion_modules.ckpt"
     if "_i2v" in key:
@@ -440,11 +534,12 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _assemble(mvdream: Path, unet):
+def _assemble(mvdream: Path, unet, image_encoder: Path | None):
     """Our pipeline from the converted UNet, MVDream's VAE, text encoder and tokenizer (whatever format they
-    came in) and Animate3D's DDIM sampler settings; `save_pretrained` writes the model folder layout."""
+    came in), IP-Adapter's image encoder when given, and Animate3D's DDIM sampler settings; `save_pretrained`
+    writes the model folder layout."""
     from diffusers import AutoencoderKL, DDIMScheduler
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
     from .checkpoint import ANIMATE3D_SCHEDULER
     from .pipeline import MultiViewVideoPipeline
@@ -459,6 +554,18 @@ def _assemble(mvdream: Path, unet):
             parts[name] = load(str(mvdream / name), local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"Cannot load {mvdream / name}: {str(exc).splitlines()[0]}") from None
+    if image_encoder is not None:
+        try:
+            parts["image_encoder"] = CLIPVisionModelWithProjection.from_pretrained(
+                str(image_encoder), local_files_only=True
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"Cannot load {image_encoder}: {str(exc).splitlines()[0]}") from None
+        if parts["image_encoder"].config.projection_dim != unet.config.ip_adapter_image_dim:
+            raise InputError(
+                f"{image_encoder} makes {parts['image_encoder'].config.projection_dim}-wide image embeddings, the "
+                f"IP-Adapter file expects {unet.config.ip_adapter_image_dim}: they are not one release."
+            )
     if parts["text_encoder"].config.hidden_size != unet.config.cross_attention_dim:
         raise InputError(
             f"{mvdream / 'text_encoder'} makes {parts['text_encoder'].config.hidden_size}-wide embeddings, the "
@@ -480,6 +587,7 @@ def _write_model_files(dst: Path, src: Path, report: ConversionReport) -> None:
         resolution=ANIMATE3D_RESOLUTION,
     )
     conversion = {
+        "ip_adapter": report.ip_adapter,
         "tensors": report.tensors,
         "sources": report.sources,
         "dropped": report.dropped,

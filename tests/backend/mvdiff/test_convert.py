@@ -58,7 +58,9 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
-def write_release(src: Path, model: MultiViewVideoUNet, *, adapter_format: str = "folder", seed: int = 7) -> None:
+def write_release(
+    src: Path, model: MultiViewVideoUNet, *, adapter_format: str = "folder", seed: int = 7, ip_keys: bool = True
+) -> None:
     """Animate3D's published parts, made from `model`'s weights under the names the real files use."""
     state = model.state_dict()
     config = model.config
@@ -129,8 +131,9 @@ def write_release(src: Path, model: MultiViewVideoUNet, *, adapter_format: str =
         torch.save({"state_dict": original}, src / "motion_adapter.ckpt")
     # Animate3D: DDP training save (`module.` prefix) of the trained keys, with optimizer state and IP-Adapter.
     trained = {f"module.{k}": v for k, v in state.items() if "motion_modules." in k or "i2v" in k}
-    trained[f"module.{IP_KEY}"] = torch.zeros(32, 32)
-    trained["module.encoder_hid_proj.image_projection_layers.0.proj.weight"] = torch.zeros(128, 64)
+    if ip_keys:  # a full save also holds the IP-Adapter Animate3D loaded (here without an image encoder in SRC)
+        trained[f"module.{IP_KEY}"] = torch.zeros(32, 32)
+        trained["module.encoder_hid_proj.image_projection_layers.0.image_embeds.weight"] = torch.zeros(128, 64)
     params = [torch.nn.Parameter(torch.zeros(3))]
     optimizer = torch.optim.AdamW(params)
     params[0].grad = torch.ones(3)
@@ -183,7 +186,7 @@ def test_folder_layout_and_model_info(converted):
     }
     assert CLIPTokenizer.from_pretrained(dst / "tokenizer")("ab").input_ids[0] == 0
     dropped = sum(report.dropped.values(), [])
-    assert IP_KEY in dropped and "encoder_hid_proj.image_projection_layers.0.proj.weight" in dropped
+    assert IP_KEY in dropped and "encoder_hid_proj.image_projection_layers.0.image_embeds.weight" in dropped
     assert "IP-Adapter" in report.summary()
 
 
@@ -234,7 +237,8 @@ def test_missing_parts_are_listed_with_their_files(tmp_path):
     with pytest.raises(InputError) as err:
         resolve_source(tmp_path / "src")
     message = err.value.message
-    assert f"lacks {len(SOURCE_PARTS)} of the Animate3D parts" in message
+    assert f"lacks {sum(not p.optional for p in SOURCE_PARTS)} of the Animate3D parts" in message
+    assert "optional" in message and "h94/IP-Adapter" in message
     assert "animate3d_motion_modules.ckpt" in message and "mvdream/unet/config.json" in message
     assert "guoyww/animatediff-motion-adapter-v1-5-2" in message
 
@@ -259,8 +263,9 @@ def test_key_map_rules():
 
 def test_full_size_key_set_matches_animate3d_count():
     """Animate3D's inference.py loads its checkpoint with strict=False and asserts 0 or 726 missing keys (726: a
-    motion-modules-only save). Our SD1.5-size model's keys outside motion modules and I2V, plus the 36 IP-Adapter
-    keys Animate3D's model has and ours drops, must be those 726 — the key map covers every trained tensor."""
+    motion-modules-only save). Our SD1.5-size model with IP-Adapter SD1.5 (CLIP ViT-H: 1024-d image embeddings)
+    must have exactly 726 tensors outside the motion modules and I2V branches — the key map covers every trained
+    tensor; without the IP-Adapter, 36 fewer (to_k_ip/to_v_ip on 16 cross-attentions + the image projection)."""
     sd15 = {
         "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
         "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
@@ -271,12 +276,12 @@ def test_full_size_key_set_matches_animate3d_count():
         "camera_embedding_dim": 16,
     }
     adapter = {"motion_layers_per_block": 2, "motion_max_seq_length": 32, "use_motion_mid_block": True}
-    with torch.device("meta"):
-        unet = build_unet(motion_unet_config(sd15, adapter))
-    keys = unet.state_dict()
-    untrained = [k for k in keys if "motion_modules." not in k and "i2v" not in k]
-    ip_adapter = 16 * 2 + 4  # to_k_ip/to_v_ip on the 16 cross-attentions + the image projection's 4 tensors
-    assert len(untrained) + ip_adapter == 726
+    config = motion_unet_config(sd15, adapter)
+    for ip_dim, untrained_count in ((1024, 726), (None, 726 - 36)):
+        with torch.device("meta"):
+            unet = build_unet({**config, "ip_adapter_image_dim": ip_dim})
+        untrained = [k for k in unet.state_dict() if "motion_modules." not in k and "i2v" not in k]
+        assert len(untrained) == untrained_count, ip_dim
 
 
 def test_cli_names_missing_parts(tmp_path):
@@ -287,3 +292,59 @@ def test_cli_names_missing_parts(tmp_path):
     result = CliRunner().invoke(app, ["mvdiff", "convert-animate3d", str(tmp_path), str(tmp_path / "dst")])
     assert result.exit_code == 1
     assert "animate3d_motion_modules.ckpt" in result.output and not (tmp_path / "dst").exists()
+
+
+def test_ip_adapter_release_is_numbered_as_diffusers_loads_it(tmp_path):
+    """With SRC/ip_adapter/ (IP-Adapter's own file + CLIP image encoder) the model gets Animate3D's image prompt;
+    each '{id}.to_k_ip.weight' lands where diffusers' own IP-Adapter loader puts it."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    model = tiny_model(seed=5)
+    write_release(tmp_path / "src", model, ip_keys=False)  # the IP-Adapter comes from its own release
+    g = torch.Generator().manual_seed(0)
+    groups = {
+        "image_proj": {
+            "proj.weight": torch.randn(4 * 32, 16, generator=g),
+            "proj.bias": torch.randn(4 * 32, generator=g),
+            "norm.weight": torch.randn(32, generator=g),
+            "norm.bias": torch.randn(32, generator=g),
+        },
+        "ip_adapter": {},
+    }
+    for k in range(4):  # the tiny UNet's cross-attentions: 1 in down block 0, 2 in up block 1, 1 in the mid block
+        for which in ("to_k_ip", "to_v_ip"):
+            width = 64 if k == 3 else 32  # the mid block's width
+            groups["ip_adapter"][f"{2 * k + 1}.{which}.weight"] = torch.randn(width, 32, generator=g)
+    (tmp_path / "src" / "ip_adapter").mkdir()
+    torch.save(groups, tmp_path / "src" / "ip_adapter" / "ip-adapter_sd15.bin")
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    CLIPVisionModelWithProjection(vision).save_pretrained(tmp_path / "src" / "ip_adapter" / "image_encoder")
+    report = convert_with_report(tmp_path / "src", tmp_path / "dst")
+    assert report.ip_adapter and "no IP-Adapter" not in report.summary()
+    pipe = load_pipeline(tmp_path / "dst")
+    assert pipe.image_encoder is not None and pipe.unet.config.ip_adapter_image_dim == 16
+
+    reference = UNet2DConditionModel(  # the same spatial UNet, IP-Adapter loaded by diffusers itself
+        sample_size=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=32,
+        attention_head_dim=2,
+    )
+    reference._load_ip_adapter_weights([groups])
+    ours = pipe.unet.state_dict()
+    loaded = {k: v for k, v in reference.state_dict().items() if "_ip." in k or k.startswith("encoder_hid_proj.")}
+    assert len(loaded) == 2 * 4 + 4
+    for key, value in loaded.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0, msg=key)
