@@ -81,6 +81,7 @@ class _Clip:
     latents: torch.Tensor  # (V, 4, F, h, w) scaled VAE latents
     text: torch.Tensor  # (seq, dim)
     camera: torch.Tensor  # (V, 16)
+    image: torch.Tensor | None  # (V, D) IP-Adapter embeddings of each view's frame 0, for models with one
 
 
 def train(
@@ -167,10 +168,11 @@ def train(
             check_cancelled()
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         picks = torch.randint(len(train_set), (batch,), generator=g).tolist()
-        latents, noise, t, text, camera = _batch(train_set, picks, uncond, noise_schedule, window, g, drop=True)
+        latents, noise, t, text, camera, image = _batch(train_set, picks, uncond, noise_schedule, window, g, drop=True)
         noisy = _noised(latents, noise, t, noise_schedule)
+        extra = {} if image is None else {"image_embeds": image}
         with autocast:
-            pred = unet(noisy.to(device), t.to(device), text, camera, num_views=views).sample
+            pred = unet(noisy.to(device), t.to(device), text, camera, num_views=views, **extra).sample
         loss = F.mse_loss(pred[:, :, 1:].float(), noise[:, :, 1:].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -226,7 +228,10 @@ def _encode(pipe, clip: TrainingClip, device: str) -> _Clip:
     latents = latents.view(v, f, *latents.shape[1:]).transpose(1, 2).contiguous()  # (V, 4, F, h, w)
     text = _text(pipe.encode_prompt(clip.prompt)[0]).float()
     camera = torch.from_numpy(embedding_input(clip.cameras)).to(device)
-    return _Clip(clip.name, latents, text, camera)
+    image = None
+    if getattr(pipe, "image_encoder", None) is not None:  # Animate3D's image prompt: each view's first frame
+        image = pipe.encode_image_prompt(torch.from_numpy(np.ascontiguousarray(clip.images[:, 0]))).to(device)
+    return _Clip(clip.name, latents, text, camera, image)
 
 
 def _alphas_cumprod(scheduler) -> torch.Tensor:
@@ -236,9 +241,10 @@ def _alphas_cumprod(scheduler) -> torch.Tensor:
 
 
 def _batch(clips: list[_Clip], picks: list[int], uncond, schedule, window: int, g: torch.Generator, drop: bool):
-    """(latents (B·V, 4, W, h, w), noise, t (B·V,), text (B·V, seq, dim), camera (B·V, 16)) for the picked clips,
-    each a random `window`-frame slice; one timestep per clip, shared by its views (Animate3D)."""
-    lat, noise, ts, text, cam = [], [], [], [], []
+    """(latents (B·V, 4, W, h, w), noise, t (B·V,), text (B·V, seq, dim), camera (B·V, 16), image embeddings
+    (B·V, D) or None) for the picked clips, each a random `window`-frame slice; one timestep per clip, shared by
+    its views (Animate3D); the image prompt is never dropped (Animate3D drops only the caption)."""
+    lat, noise, ts, text, cam, image = [], [], [], [], [], []
     for i in picks:
         clip = clips[i]
         views, frames = clip.latents.shape[0], clip.latents.shape[2]
@@ -249,7 +255,9 @@ def _batch(clips: list[_Clip], picks: list[int], uncond, schedule, window: int, 
         caption = uncond if drop and float(torch.rand((), generator=g)) < CAPTION_DROPOUT else clip.text
         text.append(caption.expand(views, *caption.shape))
         cam.append(clip.camera)
-    return torch.cat(lat), torch.cat(noise), torch.cat(ts), torch.cat(text), torch.cat(cam)
+        image.append(clip.image)
+    images = None if image[0] is None else torch.cat(image)
+    return torch.cat(lat), torch.cat(noise), torch.cat(ts), torch.cat(text), torch.cat(cam), images
 
 
 def _noised(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule: torch.Tensor) -> torch.Tensor:
@@ -275,8 +283,9 @@ def _fixed_loss(unet, clips: list[_Clip], uncond, schedule, window: int, seed: i
             t = torch.full((latents.shape[0],), int((d + 0.5) / EVAL_DRAWS * len(schedule)), dtype=torch.long)
             noisy = _noised(latents, noise, t, schedule)
             text = clip.text.expand(latents.shape[0], *clip.text.shape)
+            extra = {} if clip.image is None else {"image_embeds": clip.image}
             with autocast:
-                pred = unet(noisy, t.to(latents.device), text, clip.camera, num_views=latents.shape[0]).sample
+                pred = unet(noisy, t.to(latents.device), text, clip.camera, num_views=latents.shape[0], **extra).sample
             total.append(float(F.mse_loss(pred[:, :, 1:].float(), noise[:, :, 1:])))
     unet.train(was_training)
     return float(np.mean(total))

@@ -131,3 +131,14 @@ def test_cli_train(tiny):
     assert "2 steps" in result.output and "held-out loss (fixed noise)" in result.output
     again = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
     assert again.exit_code == 1 and "--resume" in again.output
+
+
+def test_ip_adapter_model_trains_with_each_views_first_frame_as_image_prompt(tiny):
+    root, _ = tiny
+    model = write_tiny(root / "ip_model", views=V, frames=F, resolution=SIZE, seed=0, ip_adapter=True)
+    result = train(root / "one", model, root / "ip_run", steps=3, lr=1e-3, device="cpu")
+    assert result.step == 3 and all(np.isfinite(result.losses))
+    before, after = unet_state(model), unet_state(root / "ip_run")
+    assert all(torch.equal(before[k], after[k]) for k in before if "_ip." in k or k.startswith("encoder_hid_proj."))
+    assert (root / "ip_run" / "image_encoder" / "model.safetensors").is_file()
+    load_pipeline(root / "ip_run", allow_untrained=True)
