@@ -1,8 +1,9 @@
 """Generate 4D in real Blender with a real backend running the tiny random model (TESSERA4D_ALLOW_UNTRAINED=1,
 its folder as the backend's TESSERA4D_MVDIFF_CHECKPOINT): `tessera.animate_object` renders 4 views of a static
 cube and gets back an animated take of the cube's own mesh (dressed with its material and UVs; the cube's data
-untouched), with the generated views shown as an image; `tessera.video_to_4d` reads an image sequence and gets
-4D Gaussians + a mesh. Plus the errors. The tiny model's views are noise: this checks plumbing, not motion."""
+untouched; the take still playing after save and reopen), with the generated views shown as an image;
+`tessera.video_to_4d` reads an image sequence and gets 4D Gaussians + a mesh; movies and clips are read. Plus the
+errors. The tiny model's views are noise: this checks plumbing, not motion."""
 
 from __future__ import annotations
 
@@ -97,6 +98,18 @@ def test_animate_object_makes_an_animated_take_of_the_objects_own_mesh(blender, 
     assert cube.hide_render and cube.hide_get()
     preview = bpy.data.images["Cube generated views"]
     assert tuple(preview.size) == (4 * 32, 32) and job.previews >= 1
+    # the take plays after saving and reopening with the backend off
+    last = evaluated_positions(bpy, take, 4)
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.tessera.disconnect()
+    backend.stop()
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "shot.blend"))
+        take = bpy.data.objects["Cube animated"]
+        np.testing.assert_array_equal(evaluated_positions(bpy, take, 4), last)
+        assert take.data.materials[0].name == "cube colour" and bpy.data.objects["Cube"].hide_render
+    finally:
+        backend.start()
 
 
 def test_animate_object_errors_say_what_to_do(blender, backend):
