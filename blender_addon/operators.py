@@ -376,10 +376,10 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
 
 # -- generated motion: a static object or a video → 4D with the multi-view video model --------------
 
-MODEL_VIEWS = 4  # the model's camera ring: 4 views at 15° elevation, fovy 40°, starting at Blender's front view
+MODEL_VIEWS = 4  # the model's camera ring (Animate3D's): 4 views at 15° elevation, fovy 40°, the first on +X
 MODEL_ELEVATION = 15.0
 MODEL_FOV = 40.0
-MODEL_AZIMUTH_START = -90.0  # the capture ring's azimuth 0 is on +X; the model's first view looks from −Y
+MODEL_AZIMUTH_START = 0.0  # the capture ring's azimuth 0 is on +X, as Animate3D's
 
 
 class _GenerateSettings:

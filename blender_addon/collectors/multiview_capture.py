@@ -77,7 +77,7 @@ def capture(
     """Render `obj` (None: every renderable object of the scene) from `views` ring cameras (or the given
     camera objects; `views` is then ignored) at `frames` times over the scene's frame range, as
     `resolution`² RGBA images. The ring's first camera is at `azimuth_start_deg` (0: on +X, turning towards
-    +Y; -90: on −Y, Blender's front view, which is where the multi-view model's ring starts).
+    +Y, which is also where the multi-view model's ring starts; -90: on −Y, Blender's front view).
     `progress(done, total)` is called after each render when given.
 
     Raises InputError when there is nothing to render or the cameras cannot be used.

@@ -112,6 +112,19 @@ def test_animate_object_makes_an_animated_take_of_the_objects_own_mesh(blender, 
         backend.start()
 
 
+def test_the_condition_renders_come_from_the_models_camera_ring(installed_extension):
+    """The add-on cannot import the backend: its ring must be the model's own (Animate3D's, azimuth 0 on +X)."""
+    from backend.mvdiff.cameras import mvdream_cameras, to_world_cameras
+
+    ops = importlib.import_module(f"{ADDON_MODULE}.operators")
+    capture = importlib.import_module(f"{ADDON_MODULE}.collectors.multiview_capture")
+    centre = (1.0, -2.0, 0.5)
+    ring = capture.ring_c2w(ops.MODEL_VIEWS, centre, 4.0, ops.MODEL_ELEVATION, ops.MODEL_AZIMUTH_START)
+    model = to_world_cameras(mvdream_cameras(4, 15.0), centre, 4.0)
+    np.testing.assert_allclose(ring, model, atol=1e-5)
+    assert ops.MODEL_FOV == 40.0
+
+
 def test_animate_object_errors_say_what_to_do(blender, backend):
     bpy = blender
     static_cube(bpy)
