@@ -27,16 +27,38 @@ from shared.errors import InputError
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def encode_videos(pipe, images: torch.Tensor) -> torch.Tensor:
+def encode_videos(pipe, images: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """(V, F, H, W, 3) images in [0, 1] → (V, 4, F, h, w) scaled VAE latents, differentiable.
 
     The posterior mean (not a sample): deterministic, and the gradient does not carry the VAE's noise.
+    `chunk`: encode this many images at a time (the result is the same).
     """
     v, f, h, w, _ = images.shape
-    vae = pipe.vae
-    x = images.reshape(v * f, h, w, 3).permute(0, 3, 1, 2).to(dtype=vae.dtype) * 2.0 - 1.0
-    latents = vae.encode(x).latent_dist.mean * float(vae.config.scaling_factor)
+    flat = images.reshape(v * f, h, w, 3)
+    step = int(chunk or v * f)
+    latents = torch.cat([_encode(pipe, flat[i : i + step]) for i in range(0, v * f, step)])
     return latents.reshape(v, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+def _encode(pipe, flat: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) in [0, 1] → (N, 4, h, w) scaled latents (posterior mean)."""
+    vae = pipe.vae
+    x = flat.permute(0, 3, 1, 2).to(dtype=vae.dtype) * 2.0 - 1.0
+    return vae.encode(x).latent_dist.mean * float(vae.config.scaling_factor)
+
+
+class _WithGradient(torch.autograd.Function):
+    """A precomputed loss value whose gradient with respect to `images` is also precomputed."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None, None
 
 
 def unet_predictor(pipe, cameras: torch.Tensor, prompt_embeds: tuple[torch.Tensor, torch.Tensor]) -> NoisePredictor:
@@ -72,6 +94,7 @@ def sds_loss(
     generator: torch.Generator | None = None,
     predictor: NoisePredictor | None = None,
     resolution: int | None = None,
+    chunk: int | None = 8,
 ) -> torch.Tensor:
     """4D-SDS of rendered multi-view videos: 0.5·‖z − sg(x̂0)‖² summed, divided by the number of views.
 
@@ -80,6 +103,10 @@ def sds_loss(
     replaces it (tests, or another model). t is drawn uniformly in t_range × the scheduler's train steps.
     std_rescale r: x̂0 ← r·x̂0·std(x̂0_cond)/std(x̂0) + (1 − r)·x̂0 (MVDream's recon_std_rescale).
     Returns a scalar whose gradient reaches `images` only through the VAE encoder.
+
+    chunk: the VAE encoder's backward runs `chunk` images at a time (its activations for all V×F images at
+    256² are tens of GB); the gradient is computed here, in chunks, and handed to autograd with the value.
+    None: one plain autograd graph through the encoder (small inputs).
     """
     if images.ndim != 5 or images.shape[-1] != 3:
         raise InputError(f"4D-SDS needs renders shaped (V, F, H, W, 3), got {tuple(images.shape)}")
@@ -96,7 +123,9 @@ def sds_loss(
             raise InputError("4D-SDS with the pipeline's UNet needs cameras and prompt_embeds")
         predictor = unet_predictor(pipe, cameras, prompt_embeds)
 
-    z = encode_videos(pipe, images).float()
+    chunked = chunk is not None and images.requires_grad and torch.is_grad_enabled()
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not chunked):
+        z = encode_videos(pipe, images, chunk).float()
     scheduler = pipe.scheduler
     steps = int(scheduler.config.num_train_timesteps)
     t_lo, t_hi = int(lo * steps), max(int(lo * steps), min(steps - 1, int(hi * steps)))
@@ -114,4 +143,15 @@ def sds_loss(
             x0_cond = (z_t - (1.0 - alpha_bar).sqrt() * eps_cond) / alpha_bar.sqrt()
             factor = (x0_cond.std() + 1e-8) / (x0.std() + 1e-8)
             x0 = std_rescale * x0 * factor + (1.0 - std_rescale) * x0
-    return 0.5 * F.mse_loss(z, x0, reduction="sum") / z.shape[0]
+    if not chunked:
+        return 0.5 * F.mse_loss(z, x0, reduction="sum") / z.shape[0]
+    v, f = images.shape[:2]
+    flat = images.detach().reshape(v * f, *images.shape[2:]).requires_grad_(True)
+    target = x0.permute(0, 2, 1, 3, 4).reshape(v * f, *x0.shape[1:2], *x0.shape[3:])
+    total = torch.zeros((), device=z.device)
+    with torch.enable_grad():
+        for i in range(0, v * f, chunk):
+            part = 0.5 * F.mse_loss(_encode(pipe, flat[i : i + chunk]).float(), target[i : i + chunk], reduction="sum")
+            (part / v).backward()
+            total = total + part.detach() / v
+    return _WithGradient.apply(images, total, flat.grad.reshape(images.shape))

@@ -96,6 +96,28 @@ def test_gradient_reaches_the_renders_and_descending_it_moves_the_latents_to_the
     assert losses[-1] < 0.9 * losses[0], losses
 
 
+def test_the_chunked_gradient_is_the_plain_one(pipe):
+    """The encoder's backward in chunks of 2 images (bounded memory) gives the one-graph value and gradient,
+    also through a resize to the model's resolution."""
+    target = encode_videos(pipe, renders(seed=3)).detach()
+
+    def towards_target(z_t, t):
+        a = alpha_bar(pipe, t)
+        eps = (z_t - a.sqrt() * target) / (1 - a).sqrt()
+        return eps, eps * 1.1
+
+    got = {}
+    for chunk in (None, 2):
+        images = torch.rand((V, F, 24, 24, 3), generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        loss = sds_loss(pipe, images, predictor=towards_target, generator=torch.Generator().manual_seed(4),
+                        resolution=H, chunk=chunk)  # fmt: skip
+        (3.0 * loss).backward()
+        got[chunk] = (loss.detach(), images.grad)
+    torch.testing.assert_close(got[2][0], got[None][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[2][1], got[None][1], rtol=1e-4, atol=1e-6)
+    assert got[2][1].abs().sum() > 0
+
+
 def test_guidance_and_std_rescale_act_as_written(pipe):
     images = renders()
     z = encode_videos(pipe, images).detach()
