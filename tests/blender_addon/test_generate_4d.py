@@ -196,6 +196,15 @@ def test_video_to_4d_streams_gaussians_and_a_mesh(blender, backend, tmp_path):
     mesh = bpy.data.objects[f"{name} mesh"]
     assert np.isfinite(evaluated_positions(bpy, mesh, 4)).all() and len(mesh.data.vertices) > 0
     assert bpy.data.images[f"{image.name} generated views"].size[0] == 4 * 32
+    # the Generate 4D panel shows the latest generation and the views it made
+    from types import SimpleNamespace
+
+    from test_panels import Recorder
+
+    lines: list[str] = []
+    addon().panels.VIEW3D_PT_tessera_generate_4d.draw(SimpleNamespace(layout=Recorder(lines)), bpy.context)
+    assert "Last generation: done" in lines and f"Views: image '{image.name} generated views'" in lines
+    assert any(line.startswith("icon ") for line in lines)
 
 
 def write_movie(bpy, path) -> None:
