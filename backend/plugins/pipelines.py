@@ -316,6 +316,15 @@ def reconstruct(ctx: JobContext, model: Model, frames, alphas, c2w, fov_x: float
         raise
 
 
+def _check_generated(alphas: np.ndarray) -> None:
+    """InputError when the generated (not conditioned) entries show no object on the white background."""
+    if alphas.size and not (alphas > 0.5).any():
+        raise InputError(
+            "The model generated empty views (only white background): try another seed or prompt, or check that "
+            "the object is not itself white."
+        )
+
+
 def _summary(model: Model, seconds: dict[str, float]) -> str:
     times = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
     kind = "UNTRAINED test model (random weights: not a real result)" if model.untrained else model.info.get("kind")
@@ -390,6 +399,7 @@ class AnimateObject(Plugin):
     def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
         from ..gaussians4d.export import export_mesh_sequence
         from ..gaussians4d.store import save_model
+        from ..mvdiff.animate import estimate_alpha
 
         p = ctx.params
         name = str(p.get("name") or "Animated object")
@@ -413,7 +423,9 @@ class AnimateObject(Plugin):
         clock = time.perf_counter()
         generated = yield from generate(ctx, model, condition, mask, cameras)
         seconds["generate"] = time.perf_counter() - clock
-        gen_alphas = None
+        gen_alphas = estimate_alpha(generated)
+        _check_generated(gen_alphas[:, 1:])
+        gen_alphas[:, 0] = _resize(alphas[..., None], r)[..., 0]  # frame 0 is the renders: their own silhouette
         clock = time.perf_counter()
         out = yield from reconstruct(ctx, model, generated, gen_alphas, c2w, fov_x, rest_mesh, cameras)
         seconds["4D"] = time.perf_counter() - clock
@@ -512,6 +524,7 @@ class VideoTo4D(Plugin):
         generated = yield from generate(ctx, model, condition, mask, cameras)
         seconds["generate"] = time.perf_counter() - clock
         gen_alphas = estimate_alpha(generated)
+        _check_generated(gen_alphas[1:])
         if alphas is not None:
             gen_alphas[0] = alphas  # the video's own silhouette where it is known
         clock = time.perf_counter()

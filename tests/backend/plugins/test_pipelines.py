@@ -220,6 +220,25 @@ def test_out_of_memory_releases_the_models_and_the_worker_serves_on(manager, tin
     assert not manager.models._items
 
 
+def test_empty_generated_views_are_reported_not_fitted(manager, tiny, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from backend.mvdiff.pipeline import MultiViewVideoPipeline
+
+    def white(self, prompt, condition, mask, cameras, **kwargs):
+        return SimpleNamespace(frames=np.ones_like(condition))
+
+    monkeypatch.setattr(MultiViewVideoPipeline, "__call__", white)
+    params = {"checkpoint": str(tiny), "prompt": "nothing", "frames": 2, "fov_x": FOV} | FAST
+    end = run_job(manager, "white", "pipeline.animate_object", params, condition_arrays())[-1]
+    assert isinstance(end, wire.Failed) and "generated empty views" in end.message, end
+    video = np.ones((3, 16, 16, 3), np.float32)
+    video[:, 4:12, 4:12] = 0.2
+    params.pop("fov_x")
+    end = run_job(manager, "white2", "pipeline.video_to_4d", params, {"images": video})[-1]
+    assert isinstance(end, wire.Failed) and "generated empty views" in end.message, end
+
+
 @pytest.mark.parametrize(
     ("job", "change", "words"),
     [
