@@ -61,11 +61,18 @@ class _WithGradient(torch.autograd.Function):
         return grad_output * grad, None, None
 
 
-def unet_predictor(pipe, cameras: torch.Tensor, prompt_embeds: tuple[torch.Tensor, torch.Tensor]) -> NoisePredictor:
+def unet_predictor(
+    pipe,
+    cameras: torch.Tensor,
+    prompt_embeds: tuple[torch.Tensor, torch.Tensor],
+    image_embeds: torch.Tensor | None = None,
+) -> NoisePredictor:
     """The pipeline's UNet as a NoisePredictor: one batched call on [unconditional, conditional].
 
     cameras: (V, 16) flattened normalised camera→world matrices (the model's camera input).
     prompt_embeds: (conditional (1, seq, dim), unconditional (1, seq, dim)) as `pipe.encode_prompt` returns them.
+    image_embeds: (V, D) IP-Adapter image prompt of each view (models with an IP-Adapter), zeros in the
+    unconditional half, as the pipeline samples.
     """
     unet = pipe.unet
     cond, uncond = prompt_embeds
@@ -75,7 +82,10 @@ def unet_predictor(pipe, cameras: torch.Tensor, prompt_embeds: tuple[torch.Tenso
         sample = torch.cat([z_t, z_t]).to(unet.dtype)
         text = torch.cat([uncond.expand(v, -1, -1), cond.expand(v, -1, -1)]).to(unet.dtype)
         camera = torch.cat([cameras, cameras]).reshape(2 * v, 16).to(unet.dtype)
-        eps = unet(sample, t, encoder_hidden_states=text, camera=camera, num_views=v).sample
+        extra = {}
+        if image_embeds is not None:
+            extra["image_embeds"] = torch.cat([torch.zeros_like(image_embeds), image_embeds]).to(sample.device)
+        eps = unet(sample, t, encoder_hidden_states=text, camera=camera, num_views=v, **extra).sample
         eps_uncond, eps_cond = eps.float().chunk(2)
         return eps_uncond, eps_cond
 
@@ -95,11 +105,13 @@ def sds_loss(
     predictor: NoisePredictor | None = None,
     resolution: int | None = None,
     chunk: int | None = 8,
+    image_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """4D-SDS of rendered multi-view videos: 0.5·‖z − sg(x̂0)‖² summed, divided by the number of views.
 
     images: (V, F, H, W, 3) float in [0, 1] (renders, differentiable); resized to `resolution`² (the model's)
-    when given and different. cameras (V, 16) and prompt_embeds drive the pipeline's UNet; `predictor`
+    when given and different. cameras (V, 16), prompt_embeds and (IP-Adapter models) image_embeds (V, D) drive
+    the pipeline's UNet; `predictor`
     replaces it (tests, or another model). t is drawn uniformly in t_range × the scheduler's train steps.
     std_rescale r: x̂0 ← r·x̂0·std(x̂0_cond)/std(x̂0) + (1 − r)·x̂0 (MVDream's recon_std_rescale).
     Returns a scalar whose gradient reaches `images` only through the VAE encoder.
@@ -121,7 +133,7 @@ def sds_loss(
     if predictor is None:
         if cameras is None or prompt_embeds is None:
             raise InputError("4D-SDS with the pipeline's UNet needs cameras and prompt_embeds")
-        predictor = unet_predictor(pipe, cameras, prompt_embeds)
+        predictor = unet_predictor(pipe, cameras, prompt_embeds, image_embeds)
 
     chunked = chunk is not None and images.requires_grad and torch.is_grad_enabled()
     with torch.set_grad_enabled(torch.is_grad_enabled() and not chunked):

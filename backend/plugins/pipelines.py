@@ -265,8 +265,11 @@ def generate(ctx: JobContext, model: Model, condition: np.ndarray, mask: np.ndar
     return frames
 
 
-def reconstruct(ctx: JobContext, model: Model, frames, alphas, c2w, fov_x: float, rest_mesh, cameras: np.ndarray):
-    """Stage 1 + 2 (backend.mvdiff.animate) on a helper thread; returns its AnimateResult."""
+def reconstruct(ctx: JobContext, model: Model, frames, alphas, c2w, fov_x: float, rest_mesh, cameras, prompt_images):
+    """Stage 1 + 2 (backend.mvdiff.animate) on a helper thread; returns its AnimateResult.
+
+    prompt_images (V, R, R, 3): each view's image prompt for a model with an IP-Adapter (what sampling used).
+    """
     import torch
 
     from ..gaussians4d.fit import PRESETS
@@ -283,13 +286,19 @@ def reconstruct(ctx: JobContext, model: Model, frames, alphas, c2w, fov_x: float
         if sds_steps > 0:
             pipe = model.pipe
             device = torch.device(ctx.device)
+            image_embeds = None
             with torch.no_grad():
                 embeds = pipe.encode_prompt(str(p.get("prompt") or ""), "")
+                if getattr(pipe, "image_encoder", None) is not None:
+                    image_embeds = pipe.encode_image_prompt(torch.as_tensor(np.asarray(prompt_images, np.float32)))
             cams = torch.as_tensor(np.asarray(cameras, np.float32).reshape(-1, 16), device=device)
             generator = torch.Generator(device=device).manual_seed(int(p["seed"]))
 
             def sds(renders):
-                return sds_loss(pipe, renders, cams, embeds, generator=generator, resolution=model.resolution)
+                return sds_loss(
+                    pipe, renders, cams, embeds, generator=generator, resolution=model.resolution,
+                    image_embeds=image_embeds,
+                )  # fmt: skip
 
         return animate(
             frames,
@@ -427,7 +436,7 @@ class AnimateObject(Plugin):
         _check_generated(gen_alphas[:, 1:])
         gen_alphas[:, 0] = _resize(alphas[..., None], r)[..., 0]  # frame 0 is the renders: their own silhouette
         clock = time.perf_counter()
-        out = yield from reconstruct(ctx, model, generated, gen_alphas, c2w, fov_x, rest_mesh, cameras)
+        out = yield from reconstruct(ctx, model, generated, gen_alphas, c2w, fov_x, rest_mesh, cameras, condition[:, 0])
         seconds["4D"] = time.perf_counter() - clock
         positions = out.fit.vertex_frames(out.times)
         rest = np.asarray(rest_mesh[0], np.float32)
@@ -528,7 +537,8 @@ class VideoTo4D(Plugin):
         if alphas is not None:
             gen_alphas[0] = alphas  # the video's own silhouette where it is known
         clock = time.perf_counter()
-        out = yield from reconstruct(ctx, model, generated, gen_alphas, c2w, float(VIDEO_FOV), None, cameras)
+        prompts = np.repeat(images[:1], model.views, axis=0)  # every view's image prompt: the video's first frame
+        out = yield from reconstruct(ctx, model, generated, gen_alphas, c2w, float(VIDEO_FOV), None, cameras, prompts)
         seconds["4D"] = time.perf_counter() - clock
         fitted = out.fit.model.cpu()
         save_model(ctx.job_dir / "model", out.fit)

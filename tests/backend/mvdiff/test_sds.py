@@ -158,24 +158,36 @@ def test_bad_renders_and_t_range_are_input_errors(pipe):
         sds_loss(pipe, renders())
 
 
-def test_with_the_tiny_multiview_model_the_gradient_reaches_the_renders_and_cfg_matches_the_pipeline(tmp_path):
+@pytest.mark.parametrize("ip_adapter", [False, True])
+def test_with_the_tiny_multiview_model_the_gradient_reaches_the_renders_and_cfg_matches_the_pipeline(
+    tmp_path, ip_adapter
+):
     from backend.mvdiff.cameras import mvdream_cameras
     from backend.mvdiff.checkpoint import load_pipeline, write_tiny
     from backend.mvdiff.sds import unet_predictor
 
-    folder = write_tiny(tmp_path / "tiny", views=4, frames=4, resolution=32)
+    folder = write_tiny(tmp_path / "tiny", views=4, frames=4, resolution=32, ip_adapter=ip_adapter)
     pipe = load_pipeline(folder, allow_untrained=True)
     pipe.vae.requires_grad_(False)
     embeds = pipe.encode_prompt("a horse galloping", "")
+    image_embeds = None
+    if ip_adapter:  # the image prompt: each view's condition render
+        with torch.no_grad():
+            image_embeds = pipe.encode_image_prompt(torch.rand((4, 32, 32, 3), generator=torch.Generator()))
     cameras = torch.as_tensor(mvdream_cameras(4).reshape(4, 16))
     images = torch.rand((4, 4, 32, 32, 3), generator=torch.Generator().manual_seed(0)).requires_grad_(True)
-    loss = sds_loss(pipe, images, cameras, embeds, generator=torch.Generator().manual_seed(0))
+    loss = sds_loss(
+        pipe, images, cameras, embeds, generator=torch.Generator().manual_seed(0), image_embeds=image_embeds
+    )
     loss.backward()
     assert torch.isfinite(loss) and float(loss.detach()) > 0
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
     # the predictor's guided ε is the pipeline's own predict_noise
     z_t = torch.randn((4, 4, 4, 8, 8), generator=torch.Generator().manual_seed(1))
     t = torch.tensor(100)
-    eps_u, eps_c = unet_predictor(pipe, cameras, embeds)(z_t, t)
-    guided = pipe.predict_noise(z_t, t, embeds, mvdream_cameras(4), 5.0)
+    eps_u, eps_c = unet_predictor(pipe, cameras, embeds, image_embeds)(z_t, t)
+    guided = pipe.predict_noise(z_t, t, embeds, mvdream_cameras(4), 5.0, image_embeds)
     torch.testing.assert_close(eps_u + 5.0 * (eps_c - eps_u), guided, atol=1e-4, rtol=1e-4)
+    if ip_adapter:  # and the image prompt matters
+        eps_u0, eps_c0 = unet_predictor(pipe, cameras, embeds)(z_t, t)
+        assert not torch.allclose(eps_c0, eps_c, atol=1e-6)

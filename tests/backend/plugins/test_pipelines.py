@@ -162,6 +162,14 @@ def test_the_model_is_loaded_once_and_reused(animated, manager, tiny) -> None:
     assert "load 0 s" in [e for e in events if isinstance(e, wire.Progress)][-1].message
 
 
+def test_a_model_with_an_ip_adapter_refines_with_the_image_prompt(manager, tmp_path) -> None:
+    folder = write_tiny(tmp_path / "ip", views=4, frames=4, resolution=SIZE, ip_adapter=True)
+    params = {"checkpoint": str(folder), "prompt": "swing", "frames": 2, "fov_x": FOV, "sds_steps": 1} | FAST
+    events = run_job(manager, "ip1", "pipeline.animate_object", params, condition_arrays())
+    assert isinstance(events[-1], wire.Done), events[-1]
+    assert [r.type for r in results(events)] == ["mesh.rest", "mesh.frames"]
+
+
 def test_video_to_4d_streams_gaussian_frames_and_a_mesh(manager, tiny) -> None:
     rng = np.random.default_rng(0)
     video = np.ones((6, 40, 30, 3), np.float32)  # portrait frames: padded to square with white
