@@ -2,12 +2,12 @@
 
     .venv/bin/python benchmarks/bench_animate_object.py [--device cuda] [--frames 16] [--size 256] [--steps 25]
         [--sds-steps 100] [--preset quality] [--fit-iterations N] [--dtype bf16] [--sequence horse-gallop]
-        [--tiny] [--threads 1]
+        [--tiny] [--no-ip-adapter] [--threads 1]
 
 Runs the plugin's own `run` (the code a job runs) on a real mesh — the rest pose of
 ../shared/data/mesh-sequences/NAME.npz, its vertices rendered as small Gaussians from the model's 4 cameras as
-the condition views — with the pipeline of benchmarks/bench_mvdiff.py (the published Animate3D architecture,
-1.50 B UNet parameters, random weights; `--tiny`: the tiny test model, a CPU plumbing check) put in the job's
+the condition views — with the pipeline of benchmarks/bench_mvdiff.py (the published Animate3D architecture with
+its IP-Adapter image prompt, random weights; `--tiny`: the tiny test model, a CPU plumbing check) put in the job's
 model cache. Speed and memory do not depend on the weight values; the motion does, so no quality is reported.
 Prints one table: seconds for loading (cache hit), sampling, the 4D reconstruction, the 4D-SDS refinement, the
 outputs; total; peak CUDA memory; peak RSS. Target (issue 6): ≤ 5 min and ≤ 16 GB on an H100 for 4 views × 16
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     parser.add_argument("--sequence", default="horse-gallop")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model (CPU plumbing check)")
+    parser.add_argument("--no-ip-adapter", action="store_true", help="leave out the IP-Adapter image prompt")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,10 +97,11 @@ def main() -> None:
 
     started = time.perf_counter()
     torch.manual_seed(0)
-    pipe = build(args.tiny, 4, args.size)
+    pipe = build(args.tiny, 4, args.size, not args.no_ip_adapter)
     pipe.model_info = {"trained": False, "source": "random weights (benchmark)"}
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        torch.nn.Module.to(module, device=device, dtype=dtype)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.image_encoder):
+        if module is not None:
+            torch.nn.Module.to(module, device=device, dtype=dtype)
     built = time.perf_counter() - started
 
     params = validate_params(

@@ -120,6 +120,7 @@ def animate(
 
     start = time.perf_counter()
     report = progress or (lambda stage, fraction, message: None)
+    report("reconstruct", 0.0, f"reconstruct: fitting the motion to {frames.shape[0]}×{frames.shape[1]} views")
     video = generated_video(frames, alphas, c2w, fov_x)
     share = 0.7 if sds_steps > 0 else 1.0
     result = fit(
@@ -135,6 +136,7 @@ def animate(
     )
     history: list[dict[str, float]] = []
     if sds_steps > 0:
+        report("refine", share, f"refine: {sds_steps} steps" + (" with 4D-SDS" if sds is not None else ""))
         history = refine(
             result,
             video,
