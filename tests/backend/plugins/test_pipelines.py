@@ -72,6 +72,7 @@ def manager(tmp_path_factory) -> Iterator[JobManager]:
     m.models.release()
     yield m
     m.stop()
+    m.models.release()  # the cache is the process's (backend.jobs.MODELS): leave it empty for later tests
 
 
 def condition_arrays() -> dict[str, np.ndarray]:
