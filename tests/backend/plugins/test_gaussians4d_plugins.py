@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from job_events import events_until_end, results, run_job
 
 from backend.gaussians4d.cameras import nerf_c2w
 from backend.gaussians4d.data import write_transforms
@@ -54,26 +55,6 @@ def manager(tmp_path_factory) -> Iterator[JobManager]:
     assert m.device_ready.wait(10)
     yield m
     m.stop()
-
-
-def run_job(m: JobManager, job: str, plugin: str, params: dict, arrays=None, timeout=60.0) -> list[wire.Message]:
-    m.submit(job, plugin, params, arrays or {})
-    return events_until_end(m, job, timeout)
-
-
-def events_until_end(m: JobManager, job: str, timeout: float, got=None) -> list[wire.Message]:
-    got = list(got or [])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got += [e for e in m.take_events() if e.job == job]
-        if got and isinstance(got[-1], (wire.Done, wire.Failed, wire.Cancelled)):
-            return got
-        time.sleep(0.01)
-    raise AssertionError(f"job {job} did not end: {[type(e).__name__ for e in got]}")
-
-
-def results(events) -> list[wire.Result]:
-    return [e for e in events if isinstance(e, wire.Result)]
 
 
 @pytest.fixture(scope="module")

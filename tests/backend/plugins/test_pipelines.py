@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from job_events import events_until_end, results, run_job
 
 from backend.gaussians4d.cameras import cameras_from_nerf
 from backend.job_store import JobStore
@@ -89,26 +90,6 @@ def condition_arrays() -> dict[str, np.ndarray]:
         "rest_vertices": vertices.astype(np.float32),
         "rest_faces": faces.astype(np.int32),
     }
-
-
-def run_job(m: JobManager, job: str, plugin: str, params: dict, arrays=None, timeout=50.0) -> list[wire.Message]:
-    m.submit(job, plugin, params, arrays or {})
-    return events_until_end(m, job, timeout)
-
-
-def events_until_end(m: JobManager, job: str, timeout: float, got=None) -> list[wire.Message]:
-    got = list(got or [])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got += [e for e in m.take_events() if e.job == job]
-        if got and isinstance(got[-1], (wire.Done, wire.Failed, wire.Cancelled)):
-            return got
-        time.sleep(0.01)
-    raise AssertionError(f"job {job} did not end: {[type(e).__name__ for e in got]}")
-
-
-def results(events) -> list[wire.Result]:
-    return [e for e in events if isinstance(e, wire.Result)]
 
 
 @pytest.fixture(scope="module")
