@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.pipelines.free_init_utils import FreeInitMixin
 from diffusers.utils import BaseOutput
 
 from shared.errors import InputError
@@ -39,7 +40,7 @@ class MultiViewVideoOutput(BaseOutput):
     trained: bool
 
 
-class MultiViewVideoPipeline(DiffusionPipeline):
+class MultiViewVideoPipeline(DiffusionPipeline, FreeInitMixin):
     """Samples multi-view videos with a `MultiViewVideoUNet`. Build it from a model folder with
     `backend.mvdiff.checkpoint.load_pipeline`, which also records whether the weights are trained."""
 
@@ -269,6 +270,7 @@ class MultiViewVideoPipeline(DiffusionPipeline):
         seed: int | None = 0,
         callback: Callable[[int, int, Callable[[], np.ndarray]], None] | None = None,
         allow_untrained: bool = False,
+        free_init_iterations: int = 1,
     ) -> MultiViewVideoOutput:
         """Generate (V, F, H, W, 3) frames.
 
@@ -276,6 +278,10 @@ class MultiViewVideoPipeline(DiffusionPipeline):
         (see the module doc). cameras (V, 4, 4): camera→world of the views (`cameras.mvdream_cameras`).
         callback(step, total, preview) runs after every step; preview() decodes the current estimate of the clean
         video to (V, F, H, W, 3). It may raise (e.g. `JobCancelled`) to stop: the error propagates.
+        free_init_iterations > 1 samples that many times with FreeInit (diffusers' `FreeInitMixin`, Butterworth
+        filter, as Animate3D's sampler with 3): each pass after the first starts from the previous result
+        diffused to t = T, keeping its low spatio-temporal frequencies and drawing the high ones afresh, which
+        steadies the motion at the cost of one full sampling per pass. The callback's total counts every pass.
         Raises `UntrainedModelError` for random test weights unless allow_untrained.
         """
         if not (self.trained or allow_untrained):
@@ -293,17 +299,27 @@ class MultiViewVideoPipeline(DiffusionPipeline):
             generator.seed()
         else:
             generator.manual_seed(int(seed))
-        noise = torch.randn(condition.shape, generator=generator).to(device)
-        latents = torch.where(keep, condition, noise * self.scheduler.init_noise_sigma)
-
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        for i, t in enumerate(timesteps):
-            eps = self._guided_noise(latents, t, prompt_embeds, camera, guidance_scale, image_embeds)
-            step = self.scheduler.step(eps, t, latents)
-            latents = torch.where(keep, condition, step.prev_sample)
-            if callback is not None:
-                estimate = getattr(step, "pred_original_sample", None)
-                estimate = latents if estimate is None else torch.where(keep, condition, estimate)
-                callback(i + 1, len(timesteps), lambda estimate=estimate: self._video(estimate))
+        if int(free_init_iterations) < 1:
+            raise InputError(f"free_init_iterations must be at least 1 (1: no FreeInit), got {free_init_iterations}.")
+        passes = int(free_init_iterations)
+        if passes > 1:
+            self.enable_free_init(num_iters=passes, method="butterworth")
+        else:
+            self.disable_free_init()
+        latents = torch.randn(condition.shape, generator=generator).to(device) * self.scheduler.init_noise_sigma
+        total = passes * num_inference_steps
+        for k in range(passes):
+            if passes > 1:  # pass 0 records the initial noise; later passes re-noise the previous result
+                latents, _ = self._apply_free_init(latents, k, num_inference_steps, device, latents.dtype, generator)
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            latents = torch.where(keep, condition, latents)
+            for i, t in enumerate(self.scheduler.timesteps):
+                eps = self._guided_noise(latents, t, prompt_embeds, camera, guidance_scale, image_embeds)
+                step = self.scheduler.step(eps, t, latents)
+                latents = torch.where(keep, condition, step.prev_sample)
+                if callback is not None:
+                    estimate = getattr(step, "pred_original_sample", None)
+                    estimate = latents if estimate is None else torch.where(keep, condition, estimate)
+                    done = k * num_inference_steps + i + 1
+                    callback(done, total, lambda estimate=estimate: self._video(estimate))
         return MultiViewVideoOutput(frames=self._video(latents), trained=self.trained)

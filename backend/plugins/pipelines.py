@@ -58,6 +58,14 @@ def _model_params(frames_default: int) -> list[ParamSpec]:
         ParamSpec("steps", "int", default=25, min=1, max=500, help="Sampling steps (DDIM)."),
         ParamSpec("guidance", "float", default=7.5, min=1.0, max=30.0, help="Classifier-free guidance scale."),
         ParamSpec(
+            "free_init",
+            "int",
+            default=1,
+            min=1,
+            max=5,
+            help="Sampling passes with FreeInit (1: off; Animate3D uses 3, which triples the sampling time).",
+        ),
+        ParamSpec(
             "checkpoint",
             "path",
             default="",
@@ -254,6 +262,7 @@ def generate(ctx: JobContext, model: Model, condition: np.ndarray, mask: np.ndar
             seed=int(p["seed"]),
             callback=callback,
             allow_untrained=allow_untrained(),
+            free_init_iterations=int(p.get("free_init") or 1),
         ).frames
 
     try:

@@ -136,3 +136,15 @@ def test_sample_with_a_missing_checkpoint_lists_the_files_needed(renders, tmp_pa
 def test_init_tiny_refuses_a_non_empty_folder(tiny):
     code, text = cli("mvdiff", "init-tiny", tiny)
     assert code == 1 and "not empty" in text
+
+
+def test_sample_with_free_init_gives_another_video_of_the_same_layout(tiny, renders, tmp_path):
+    common = ["--checkpoint", tiny, "--images", renders, "--prompt", "a box slides", "--frames", 3, "--steps", 2]
+    common += ["--device", "cpu", "--allow-untrained"]
+    code, text = cli("mvdiff", "sample", *common, "--out", tmp_path / "one")
+    assert code == 0, text
+    code, text = cli("mvdiff", "sample", *common, "--free-init", 2, "--out", tmp_path / "two")
+    assert code == 0, text
+    one = np.asarray(Image.open(tmp_path / "one" / "view_1" / "frame_0002.png"))
+    two = np.asarray(Image.open(tmp_path / "two" / "view_1" / "frame_0002.png"))
+    assert one.shape == two.shape and not np.array_equal(one, two)

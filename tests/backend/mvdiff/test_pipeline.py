@@ -210,3 +210,27 @@ def test_ip_adapter_pipeline_samples_and_the_image_prompt_matters(ip_pipe):
     with_image = ip_pipe.predict_noise(latents, 500, embeds, mvdream_cameras(V), 5.0, image_embeds=image_embeds)
     without = ip_pipe.predict_noise(latents, 500, embeds, mvdream_cameras(V), 5.0)
     assert not torch.allclose(with_image, without, atol=1e-6)
+
+
+def test_free_init_resamples_from_the_first_pass_keeping_conditions_and_seed(pipe, monkeypatch):
+    """FreeInit (Animate3D samples with 3 passes): every pass is a full sampling; the result differs from one
+    pass, is reproducible with the seed, and the conditioned entries stay exact through every pass."""
+    calls = []
+    images, mask = condition("object")
+    clean, _ = pipe.prepare_condition(images, mask)
+    seen: list[torch.Tensor] = []
+    decode = pipe._video
+    monkeypatch.setattr(pipe, "_video", lambda latents: seen.append(latents.clone()) or decode(latents))
+    one = sample(pipe, seed=5)
+    two = sample(pipe, seed=5, free_init_iterations=2, callback=lambda s, t, p: calls.append((s, t)))
+    again = sample(pipe, seed=5, free_init_iterations=2)
+    assert calls == [(s, 6) for s in range(1, 7)]  # two passes of three steps
+    assert np.array_equal(two.frames, again.frames)
+    assert not np.allclose(two.frames, one.frames, atol=1e-4)
+    v, f = np.nonzero(mask)
+    for latents in seen:
+        assert torch.equal(latents[v, :, f], clean[v, :, f])
+    assert not pipe.free_init_enabled or pipe._free_init_num_iters == 2
+    assert np.array_equal(sample(pipe, seed=5).frames, one.frames)  # one pass again: FreeInit switched off
+    with pytest.raises(InputError, match="free_init_iterations"):
+        sample(pipe, free_init_iterations=0)
