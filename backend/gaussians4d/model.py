@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from backend.motion.rotations import quat_multiply_torch as quat_multiply
+
 
 @dataclass
 class DynamicGaussiansConfig:
@@ -65,21 +67,6 @@ def bspline_basis(times: np.ndarray | torch.Tensor | float, knots: int) -> np.nd
                 nxt[:, i] += (knot_vector[i + d + 1] - t) / right_den * basis[:, i + 1]
         basis = nxt
     return basis
-
-
-def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product of (..., 4) quaternions (w, x, y, z)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 def axis_angle_to_quat(v: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from backend.motion.rotations import quat_to_matrix_torch
 from shared.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -121,21 +122,7 @@ def rasterize(
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     """(N, 4) wxyz quaternions (normalised here) → (N, 3, 3) rotation matrices."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*quats.shape[:-1], 3, 3)
+    return quat_to_matrix_torch(F.normalize(quats, dim=-1))
 
 
 def project_gaussians(
