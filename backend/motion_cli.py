@@ -16,24 +16,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.errors import TesseraError
 
+from .cli_common import consoles as _console
+from .cli_common import fail as _fail
+
 motion_app = typer.Typer(
     help="Motion tokens: train a model on BVH clips, then in-between, edit, generate.", no_args_is_help=True
 )
 
 ModelArg = Annotated[Path, typer.Argument(help="Motion model folder (from `tessera4d motion train`).")]
 ClipArg = Annotated[Path, typer.Argument(help="BVH clip on the model's skeleton.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    from .cli import _fail as fail
-
-    return fail(message)
-
-
-def _console():
-    from .cli import console, err_console
-
-    return console, err_console
 
 
 def _load(model: Path):

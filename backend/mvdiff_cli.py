@@ -21,31 +21,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.errors import InputError, TesseraError
 
+from .cli_common import consoles as _console
+from .cli_common import fail as _fail
+from .cli_common import pick_device as _device
+
 mvdiff_app = typer.Typer(
     help="Multi-view video diffusion: model folders, sampling, conversion, training.", no_args_is_help=True
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def _fail(message: str) -> typer.Exit:
-    from .cli import _fail as fail
-
-    return fail(message)
-
-
-def _console():
-    from .cli import console, err_console
-
-    return console, err_console
-
-
-def _device(device: str) -> str:
-    if device and device != "auto":
-        return device
-    from .jobs import resolve_devices
-
-    return resolve_devices()[0]
 
 
 def image_paths(images: list[Path], views: int) -> list[Path]:

@@ -18,21 +18,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.errors import TesseraError
 
+from .cli_common import consoles as _consoles
+from .cli_common import fail as _fail
+
 dataset_app = typer.Typer(
     help="Training data for the multi-view video model, rendered with Blender.", no_args_is_help=True
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    from .cli import _fail as fail
-
-    return fail(message)
-
-
-def _consoles():
-    from .cli import console, err_console
-
-    return console, err_console
 
 
 def _bar(err_console) -> Progress:

@@ -1,0 +1,31 @@
+"""What every `tessera4d` sub-command module shares: the consoles, the one-line failure, the device choice.
+
+backend.cli imports the sub-command modules at its end, so these reach back into it lazily.
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `error: message` in red on stderr; the Exit(1) to raise."""
+    from .cli import _fail
+
+    return _fail(message)
+
+
+def consoles():
+    """(console, err_console) of the CLI."""
+    from .cli import console, err_console
+
+    return console, err_console
+
+
+def pick_device(device: str) -> str:
+    """`device` as given, or for "auto"/"" the first GPU, else the CPU."""
+    if device and device != "auto":
+        return device
+    from .jobs import resolve_devices
+
+    return resolve_devices()[0]
