@@ -13,6 +13,7 @@ import numpy as np
 
 from .formats.gaussian_ply import GaussianFrame
 from .formats.mesh_sequence import MeshSequence
+from .motion.rotations import quat_multiply as _quat_mul
 
 SH_C0 = 0.28209479177387814  # degree-0 real spherical harmonic: colour = 0.5 + SH_C0 * f_dc
 
@@ -61,21 +62,6 @@ def twisting_bar(
             xb, zb = r - (r - xt) * np.cos(theta), (r - xt) * np.sin(theta)
         out[t, :, 0], out[t, :, 1], out[t, :, 2] = xb, yt, zb
     return MeshSequence(rest.astype(np.float32), faces.astype(np.int32), out, "twisting_bar", fps)
-
-
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of quaternions (..., 4) in w,x,y,z order."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
 
 
 def gaussian_sample_sequence(frames: int = 24, n: int = 2000, sh_degree: int = 0, seed: int = 0) -> list[GaussianFrame]:
