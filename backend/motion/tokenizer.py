@@ -17,6 +17,13 @@ Choices:
 - One codebook shared by all groups: the transformer then has one vocabulary and one output head (the
   group is told by its group embedding), and with the few clips a user has, a shared codebook keeps more
   codes alive than G small ones.
+- A linear path beside the deep one (`linear_path`): each group's latent is also a linear map of its
+  `downsample`-frame window (a strided conv), and the decoder adds the transposed map back to the group's
+  columns. `init_linear` sets both maps to the principal components of the training windows, with the deep
+  paths' last layers at zero, so training starts from PCA and the networks learn what PCA misses. Measured on
+  Bandai-Namco's held-out clips: the conv VQ-VAE alone fits its training clips to 21 mm but held-out ones to
+  42 mm even without quantising (it learns the training poses, not the pose space), while a 32-d PCA of the
+  same windows reconstructs held-out clips to 9 mm; starting from PCA keeps that generalisation.
 - Residual quantisation (`n_quantizers > 1`, MoMask) is optional; the default is a single layer. The token
   model only models the base layer. Code -1 in a residual layer means "this layer is absent" and adds
   nothing; quantiser dropout trains the decoder to work with residual layers absent, so positions a token
@@ -53,6 +60,7 @@ class TokenizerConfig:
     n_quantizers: int = 1  # >1: residual VQ (MoMask); the token model sees the base layer only
     quantizer_dropout: float = 0.2  # probability of dropping the residual layers after a random one
     groups: list[str] = field(default_factory=list)  # optional group names, for messages and metadata
+    linear_path: bool = False  # a linear (PCA-initialised) encoder/decoder beside the convolutional one
 
     def __post_init__(self) -> None:
         columns = sorted(c for group in self.group_columns for c in group)
@@ -192,6 +200,54 @@ class MotionTokenizer(nn.Module):
             EMACodebook(c.codebook_size, c.code_dim, c.ema_decay) for _ in range(c.n_quantizers)
         )
         self.decoder = _decoder(c.n_groups * c.code_dim, c.width, c.feature_dim, self.levels, c.depth, c.dilations)
+        if c.linear_path:
+            # kernels span the token's frames and half a token either side (zero there at init), so training can
+            # blend neighbouring tokens instead of leaving a step at every token boundary
+            d = c.downsample
+            span, pad = (2 * d, d // 2) if d > 1 else (1, 0)
+            self.linear_encoders = nn.ModuleList(
+                nn.Conv1d(len(cols), c.code_dim, span, stride=d, padding=pad) for cols in c.group_columns
+            )
+            self.linear_decoders = nn.ModuleList(
+                nn.ConvTranspose1d(c.code_dim, len(cols), span, stride=d, padding=pad) for cols in c.group_columns
+            )
+            order = torch.tensor([col for cols in c.group_columns for col in cols])
+            self.register_buffer("column_order", torch.argsort(order), persistent=False)
+
+    @torch.no_grad()
+    def init_linear(self, clips: list[torch.Tensor], max_windows: int = 200_000) -> None:
+        """Set the linear path to the principal components of the `downsample`-frame windows of `clips` ((T, D)
+        normalised features each), and zero the deep paths' last layers, so the model starts as per-group PCA
+        with `code_dim` components. No-op without `linear_path`."""
+        if not self.config.linear_path:
+            return
+        d, k = self.config.downsample, self.config.code_dim
+        windows = [c[: len(c) // d * d].reshape(-1, d, c.shape[-1]) for c in clips if len(c) >= d]
+        if not windows:
+            raise ValueError(f"init_linear needs clips of at least {d} frames")
+        all_windows = torch.cat(windows)[:max_windows].double()  # (N, d, D)
+        for g, cols in enumerate(self.config.group_columns):
+            x = all_windows[:, :, cols].reshape(len(all_windows), -1)  # (N, d·C), frame-major
+            mean = x.mean(0)
+            _, _, vt = torch.linalg.svd(x - mean, full_matrices=False)
+            basis = torch.zeros(k, x.shape[1], dtype=x.dtype)
+            basis[: min(k, len(vt))] = vt[:k]
+            kernel = basis.reshape(k, d, len(cols)).permute(0, 2, 1)  # (k, C, d) = Conv1d weight layout
+            enc, dec = self.linear_encoders[g], self.linear_decoders[g]
+            # a transposed conv adds one bias per column to every frame, so the components are centred on the
+            # per-column mean (the windows' mean differs between their frames only by noise); with code_dim ≥
+            # downsample × columns the linear path alone reconstructs any input exactly
+            column_mean = mean.reshape(d, len(cols)).mean(0)
+            pad = enc.padding[0]  # the token's own frames are taps pad … pad + d - 1
+            enc.weight.zero_()
+            enc.weight[..., pad : pad + d] = kernel
+            enc.bias.copy_(-(basis @ column_mean.repeat(d)))
+            dec.weight.zero_()
+            dec.weight[..., pad : pad + d] = kernel  # ConvTranspose1d weight: (in=k, out=C, span)
+            dec.bias.copy_(column_mean)
+        for layer in (*(enc[-1] for enc in self.encoders), self.decoder[-1]):
+            layer.weight.zero_()
+            layer.bias.zero_()
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -210,6 +266,11 @@ class MotionTokenizer(nn.Module):
             enc(x[:, :, cols].transpose(1, 2))
             for enc, cols in zip(self.encoders, self.config.group_columns, strict=True)
         ]
+        if self.config.linear_path:
+            per_group = [
+                z + lin(x[:, :, cols].transpose(1, 2))
+                for z, lin, cols in zip(per_group, self.linear_encoders, self.config.group_columns, strict=True)
+            ]
         return torch.stack(per_group, dim=2).permute(0, 3, 2, 1)  # (B,dim,G,T') → (B,T',G,dim)
 
     def _quantise(self, z: torch.Tensor, learn: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -252,6 +313,9 @@ class MotionTokenizer(nn.Module):
     def _decode_latents(self, zq: torch.Tensor) -> torch.Tensor:
         b, t_tokens, g, dim = zq.shape
         out = self.decoder(zq.reshape(b, t_tokens, g * dim).transpose(1, 2))
+        if self.config.linear_path:
+            linear = torch.cat([dec(zq[:, :, i].transpose(1, 2)) for i, dec in enumerate(self.linear_decoders)], dim=1)
+            out = out + linear[:, self.column_order]
         return out.transpose(1, 2)
 
     # -- public API ---------------------------------------------------------------------------------------

@@ -35,7 +35,15 @@ CHECKPOINT = "checkpoint.safetensors"
 # Sizes for a 2-core CPU (measured: tokenizer ≈ 0.1 s per step of 32 × 64 frames, transformer ≈ 0.3 s per step
 # of 32 × 24 tokens × 5 parts, in-betweening a 10-second clip ≈ 70 ms). The modules' own defaults are the
 # larger T2M-GPT/MoMask-like sizes, for a GPU.
-CPU_TOKENIZER = {"group_width": 64, "width": 128, "depth": 2, "codebook_size": 256, "code_dim": 32, "n_quantizers": 3}
+CPU_TOKENIZER = {
+    "group_width": 64,
+    "width": 128,
+    "depth": 2,
+    "codebook_size": 256,
+    "code_dim": 32,
+    "n_quantizers": 12,
+    "linear_path": True,
+}
 CPU_TRANSFORMER = {"d_model": 128, "n_layers": 3, "n_heads": 4, "ff": 512}
 
 
@@ -47,7 +55,8 @@ class TrainConfig:
     tokenizer_batch: int = 32
     transformer_batch: int = 32
     transformer_window: int = 96  # frames per transformer training window (24 tokens)
-    lr: float = 4e-4
+    lr: float = 2e-3  # tokenizer; measured at 600 steps: 4e-4 → 92 mm held-out MPJPE, 2e-3 → 68 mm, 4e-3 worse
+    transformer_lr: float = 4e-4
     position_weight: float = 2.0  # tokenizer loss weight of the joint-position columns relative to the others
     fk_weight: float = 5.0  # tokenizer loss on joint positions after forward kinematics of the decoded window
     held_out_fraction: float = 0.1
@@ -165,7 +174,9 @@ def train(
         )
         optimizers = {
             "tokenizer": torch.optim.AdamW(model.tokenizer.parameters(), lr=config.lr, weight_decay=0.0),
-            "transformer": torch.optim.AdamW(model.transformer.parameters(), lr=config.lr, weight_decay=0.01),
+            "transformer": torch.optim.AdamW(
+                model.transformer.parameters(), lr=config.transformer_lr, weight_decay=0.01
+            ),
         }
         return model, {"tokenizer": model.tokenizer, "transformer": model.transformer}, optimizers
 
@@ -185,17 +196,19 @@ def train(
         else:  # another run's checkpoint: start from scratch (it is overwritten at the next checkpoint)
             model, modules, optimizers = build()
     tok, trans = model.tokenizer, model.transformer
+    if step == 0:  # a fresh run: the tokenizer's linear path starts as the PCA of the training windows
+        tok.init_linear([torch.from_numpy(c) for c in clips])
     opt_tok, opt_trans = optimizers["tokenizer"], optimizers["transformer"]
     total = config.tokenizer_steps + config.transformer_steps
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, modules, optimizers, step, extra={"signature": signature})
 
-    def sched(opt, i, n):  # linear warm-up, cosine decay
+    def sched(opt, i, n, peak):  # linear warm-up, cosine decay
         warm = min(1.0, (i + 1) / 100)
-        lr = config.lr * warm * 0.5 * (1 + np.cos(np.pi * min(i, n) / max(n, 1)))
+        lr = peak * warm * 0.5 * (1 + np.cos(np.pi * min(i, n) / max(n, 1)))
         for g in opt.param_groups:
-            g["lr"] = max(lr, config.lr * 0.02)
+            g["lr"] = max(lr, peak * 0.02)
 
     losses: dict[str, list[float]] = {"tokenizer": [], "transformer": []}
     try:
@@ -216,7 +229,7 @@ def train(
                 fk = fk_loss(recon, x)
                 loss = loss + config.fk_weight * fk
                 terms["loss"] += config.fk_weight * float(fk.detach())
-            sched(opt_tok, step, config.tokenizer_steps)
+            sched(opt_tok, step, config.tokenizer_steps, config.lr)
             opt_tok.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
@@ -251,7 +264,7 @@ def train(
             cond = None if label_vectors is None else torch.from_numpy(label_vectors[picks])
             loss, terms = trans.training_loss(torch.from_numpy(batch).long(), cond, generator=generator)
             i = step - config.tokenizer_steps
-            sched(opt_trans, i, config.transformer_steps)
+            sched(opt_trans, i, config.transformer_steps, config.transformer_lr)
             opt_trans.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trans.parameters(), 1.0)

@@ -16,7 +16,7 @@ TINY_CLIPS = [
     BANDAI / "dataset-1_dash_not-confident_001.bvh",  # 99
     BANDAI / "dataset-1_run_tired_001.bvh",  # 133
 ]
-TINY_TOKENIZER = {"group_width": 16, "width": 32, "depth": 1, "codebook_size": 32, "code_dim": 8}
+TINY_TOKENIZER = {"group_width": 16, "width": 32, "depth": 1, "codebook_size": 32, "code_dim": 8, "linear_path": True}
 TINY_TRANSFORMER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ff": 64}
 TINY_WINDOW = 32
 TINY_CONFIG = {
