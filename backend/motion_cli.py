@@ -119,9 +119,9 @@ def train_command(
 def tokenize_command(
     model: ModelArg,
     clip: ClipArg,
-    out: Annotated[Path, typer.Option("--out", help=".npz to write: tokens (T',parts), parts, downsample.")],
+    out: Annotated[Path, typer.Option("--out", help=".npz to write: tokens (T',parts[,layers]), parts, downsample.")],
 ) -> None:
-    """Write a clip's motion tokens (time tokens × body parts)."""
+    """Write a clip's motion tokens (time tokens × body parts × residual quantizer layers)."""
     from .plugins.motion import inference_threads, save_tokens
 
     console, _ = _console()
@@ -132,7 +132,9 @@ def tokenize_command(
         save_tokens(out, tokens, m)
     except TesseraError as exc:
         raise _fail(exc.message) from None
-    console.print(f"{clip.name}: {tokens.shape[0]} × {tokens.shape[1]} tokens (time × parts) → {out}", highlight=False)
+    shape = " × ".join(map(str, tokens.shape))
+    what = "time × parts × layers" if tokens.ndim == 3 else "time × parts"
+    console.print(f"{clip.name}: {shape} tokens ({what}) → {out}", highlight=False)
 
 
 @motion_app.command("inbetween")

@@ -22,6 +22,7 @@ How the operations use tokens (MoMask/MMM editing, reference/anchors-motion-rig.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from shared.errors import InputError
 from .dataset import Normalizer
 from .features import FeatureLayout, feature_layout, features_to_motion, motion_root, motion_to_features
 from .pretrained import load_pretrained, save_pretrained
+from .residual import ResidualTokenTransformer, ResidualTransformerConfig
 from .rotations import quat_conjugate, quat_multiply, quat_rotate, quat_slerp, quat_yaw, yaw_quat
 from .skeleton import Motion, Skeleton, forward_kinematics
 from .tokenizer import MotionTokenizer, TokenizerConfig
@@ -90,6 +92,7 @@ class MotionModel:
     window: int = 64  # training window in frames: the shortest clip the model takes
     meta: dict[str, Any] = field(default_factory=dict)
     trained: bool = False
+    residual: ResidualTokenTransformer | None = None  # residual layers of generated positions (RVQ tokenizers)
 
     # -- construction and files ---------------------------------------------------------------------------
 
@@ -105,8 +108,10 @@ class MotionModel:
         window: int = 64,
         max_frames: int = 512,
         cond_dim: int = 0,
+        residual_transformer: dict | None = None,
     ) -> MotionModel:
-        """A new, untrained model for `skeleton`; `tokenizer`/`transformer` override config fields."""
+        """A new, untrained model for `skeleton`; `tokenizer`/`transformer`/`residual_transformer` override
+        config fields."""
         layout = feature_layout(skeleton)
         tcfg = TokenizerConfig(
             feature_dim=layout.dim, group_columns=group_columns(layout, parts), groups=list(parts), **(tokenizer or {})
@@ -118,7 +123,35 @@ class MotionModel:
             cond_dim=cond_dim,
             **(transformer or {}),
         )
-        return cls(skeleton, fps, dict(parts), normalizer, MotionTokenizer(tcfg), MaskedTokenTransformer(mcfg), window)
+        residual = None
+        if tcfg.n_quantizers > 1:
+            rcfg = ResidualTransformerConfig(
+                codebook_size=tcfg.codebook_size,
+                n_groups=len(parts),
+                n_quantizers=tcfg.n_quantizers,
+                code_dim=tcfg.code_dim,
+                max_time_tokens=mcfg.max_time_tokens,
+                **(residual_transformer or {}),
+            )
+            residual = ResidualTokenTransformer(rcfg)
+        return cls(
+            skeleton,
+            fps,
+            dict(parts),
+            normalizer,
+            MotionTokenizer(tcfg),
+            MaskedTokenTransformer(mcfg),
+            window,
+            residual=residual,
+        )
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The model's networks by name (the residual transformer only with a residual tokenizer)."""
+        out = {"tokenizer": self.tokenizer, "transformer": self.transformer}
+        if self.residual is not None:
+            out["residual"] = self.residual
+        return out
 
     def save_pretrained(self, folder: str | Path) -> None:
         meta = dict(self.meta)
@@ -131,8 +164,8 @@ class MotionModel:
         )
         save_pretrained(
             folder,
-            {"tokenizer": self.tokenizer, "transformer": self.transformer},
-            {"tokenizer": self.tokenizer.config, "transformer": self.transformer.config},
+            self.modules,
+            {name: module.config for name, module in self.modules.items()},
             extra_arrays={
                 "skeleton_parents": self.skeleton.parents,
                 "skeleton_offsets": self.skeleton.offsets,
@@ -152,12 +185,15 @@ class MotionModel:
                 f"Motion model folder '{folder}' does not exist: train one with "
                 "`tessera4d motion train --data DIR_OF_BVH --out MODEL_DIR`, or point to an existing one"
             )
+        builders = {
+            "tokenizer": (TokenizerConfig, MotionTokenizer),
+            "transformer": (MaskedTransformerConfig, MaskedTokenTransformer),
+        }
+        if "residual" in _listed_modules(folder):  # models saved before the residual transformer have none
+            builders["residual"] = (ResidualTransformerConfig, ResidualTokenTransformer)
         loaded = load_pretrained(
             folder,
-            {
-                "tokenizer": (TokenizerConfig, MotionTokenizer),
-                "transformer": (MaskedTransformerConfig, MaskedTokenTransformer),
-            },
+            builders,
             required_arrays=("skeleton_parents", "skeleton_offsets", "feature_mean", "feature_std"),
             require_trained=require_trained,
         )
@@ -177,6 +213,7 @@ class MotionModel:
             int(meta.get("window", 64)),
             {k: v for k, v in meta.items() if k not in ("kind", "joints", "fps", "parts", "window")},
             loaded.trained,
+            loaded.modules.get("residual"),
         )
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -243,6 +280,8 @@ class MotionModel:
             out = codes.copy()
             out[..., 0] = self._fill(codes[..., 0], editable, cond, seed, temperature)
             out[..., 1:][editable] = -1
+            if self.residual is not None and editable.any():
+                out = self._fill_residual(out, editable)
             return out
         out = codes.copy()
         limit = min(self.context_tokens, len(codes))
@@ -261,6 +300,17 @@ class MotionModel:
             )
             out[lo:hi] = filled[0].numpy()
         return out
+
+    def _fill_residual(self, codes: np.ndarray, editable: np.ndarray) -> np.ndarray:
+        """The residual layers of the editable positions of (T', G, Q) codes, in the same windows as the base."""
+        out = torch.as_tensor(codes).clone()
+        limit = min(self.context_tokens, len(codes))
+        self.residual.eval()
+        for lo, hi, a, b in _fill_windows(np.flatnonzero(editable.any(axis=1)), len(codes), limit):
+            mask = torch.zeros(hi - lo, editable.shape[1], dtype=torch.bool)
+            mask[a - lo : b + 1 - lo] = torch.as_tensor(editable[a : b + 1])
+            out[lo:hi] = self.residual.fill(out[lo:hi][None], mask[None], self.tokenizer.partial_latents)[0]
+        return out.numpy()
 
     # -- the operations -------------------------------------------------------------------------------------
 
@@ -367,6 +417,14 @@ def _fill_windows(rows: np.ndarray, n_rows: int, limit: int) -> list[tuple[int, 
             out.append((lo, hi, pos, end))
             pos = end + 1
     return out
+
+
+def _listed_modules(folder: Path) -> list[str]:
+    """The module names a model folder's config.json lists ([] when it cannot be read: loading then says why)."""
+    try:
+        return list(json.loads((folder / "config.json").read_text()).get("modules", []))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -310,6 +310,12 @@ class MotionTokenizer(nn.Module):
             total = total + torch.where(present, self.quantizers[q].lookup(idx.clamp(min=0)), 0.0)
         return total
 
+    def partial_latents(self, codes: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+        """codes (B, T', G, Q), layer (B,) → the summed code vectors of layers 0 … layer-1 (B, T', G, code_dim):
+        what the residual transformer sees when it predicts `layer`."""
+        below = torch.arange(codes.shape[-1], device=codes.device) < layer.to(codes.device)[:, None, None, None]
+        return self._embed_codes(torch.where(below, codes, -1))
+
     def _decode_latents(self, zq: torch.Tensor) -> torch.Tensor:
         b, t_tokens, g, dim = zq.shape
         out = self.decoder(zq.reshape(b, t_tokens, g * dim).transpose(1, 2))

@@ -45,6 +45,7 @@ CPU_TOKENIZER = {
     "linear_path": True,
 }
 CPU_TRANSFORMER = {"d_model": 128, "n_layers": 3, "n_heads": 4, "ff": 512}
+CPU_RESIDUAL = {"d_model": 128, "n_layers": 2, "n_heads": 4, "ff": 512}
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainConfig:
     window: int = 64  # frames per tokenizer training window (and the shortest clip the model takes)
     tokenizer_steps: int = 2000
     transformer_steps: int = 1500
+    residual_steps: int = 1000  # the residual transformer (tokenizers with more than one quantizer layer)
     tokenizer_batch: int = 32
     transformer_batch: int = 32
     transformer_window: int = 96  # frames per transformer training window (24 tokens)
@@ -66,6 +68,7 @@ class TrainConfig:
     units_to_mm: float = 0.0  # 0: guess from the skeleton's size (cm for a human in centimetres, …)
     tokenizer: dict = field(default_factory=lambda: dict(CPU_TOKENIZER))  # TokenizerConfig fields
     transformer: dict = field(default_factory=lambda: dict(CPU_TRANSFORMER))  # MaskedTransformerConfig fields
+    residual_transformer: dict = field(default_factory=lambda: dict(CPU_RESIDUAL))  # ResidualTransformerConfig
 
 
 @dataclass
@@ -171,6 +174,7 @@ def train(
             window=config.window,
             max_frames=config.max_frames,
             cond_dim=cond_dim,
+            residual_transformer=config.residual_transformer,
         )
         optimizers = {
             "tokenizer": torch.optim.AdamW(model.tokenizer.parameters(), lr=config.lr, weight_decay=0.0),
@@ -178,7 +182,11 @@ def train(
                 model.transformer.parameters(), lr=config.transformer_lr, weight_decay=0.01
             ),
         }
-        return model, {"tokenizer": model.tokenizer, "transformer": model.transformer}, optimizers
+        if model.residual is not None:
+            optimizers["residual"] = torch.optim.AdamW(
+                model.residual.parameters(), lr=config.transformer_lr, weight_decay=0.01
+            )
+        return model, model.modules, optimizers
 
     model, modules, optimizers = build()
     step = 0
@@ -199,7 +207,9 @@ def train(
     if step == 0:  # a fresh run: the tokenizer's linear path starts as the PCA of the training windows
         tok.init_linear([torch.from_numpy(c) for c in clips])
     opt_tok, opt_trans = optimizers["tokenizer"], optimizers["transformer"]
-    total = config.tokenizer_steps + config.transformer_steps
+    transformer_end = config.tokenizer_steps + config.transformer_steps
+    residual_steps = config.residual_steps if model.residual is not None else 0
+    total = transformer_end + residual_steps
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, modules, optimizers, step, extra={"signature": signature})
@@ -251,14 +261,14 @@ def train(
         # -- stage 2: token transformer ---------------------------------------------------------------------
         tok.eval()
         with torch.no_grad():
-            codes = [tok.encode(torch.from_numpy(c)[None])[0] for c in clips]
-            codes = [c[..., 0] if c.ndim == 3 else c for c in codes]  # the transformer models the base layer
+            all_codes = [tok.encode(torch.from_numpy(c)[None])[0] for c in clips]
+            codes = [c[..., 0] if c.ndim == 3 else c for c in all_codes]  # the transformer models the base layer
         d = tok.config.downsample
         span = max(2, config.transformer_window // d)
         code_sample = _windows_sampler([c.numpy() for c in codes], min(span, min(len(c) for c in codes)), rng)
         trans.train()
         generator = torch.Generator().manual_seed(config.seed + step)
-        while step < total:
+        while step < transformer_end:
             check_cancelled()
             batch, picks = code_sample(config.transformer_batch)
             cond = None if label_vectors is None else torch.from_numpy(label_vectors[picks])
@@ -271,7 +281,7 @@ def train(
             opt_trans.step()
             losses["transformer"].append(terms["loss"])
             step += 1
-            if i % 25 == 24 or step == total:
+            if i % 25 == 24 or step == transformer_end:
                 now = time.perf_counter()
                 progress(
                     "transformer",
@@ -282,6 +292,41 @@ def train(
                 last = now
             if step % config.checkpoint_every == 0:
                 checkpoint()
+
+        # -- stage 3: residual transformer (the residual layers of generated positions) ---------------------
+        if residual_steps:
+            residual = model.residual
+            residual_sample = _windows_sampler(
+                [c.numpy() for c in all_codes], min(span, min(len(c) for c in all_codes)), rng
+            )
+            opt_res = optimizers["residual"]
+            residual.train()
+            while step < total:
+                check_cancelled()
+                batch, _ = residual_sample(config.transformer_batch)
+                loss, terms = residual.training_loss(
+                    torch.from_numpy(batch).long(), tok.partial_latents, generator=generator
+                )
+                i = step - transformer_end
+                sched(opt_res, i, residual_steps, config.transformer_lr)
+                opt_res.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(residual.parameters(), 1.0)
+                opt_res.step()
+                losses.setdefault("residual", []).append(terms["loss"])
+                step += 1
+                if i % 25 == 24 or step == total:
+                    now = time.perf_counter()
+                    progress(
+                        "residual",
+                        step / total,
+                        f"step {i + 1}/{residual_steps} loss {terms['loss']:.3f} "
+                        f"accuracy {terms['accuracy']:.2f} ({(now - last) / 25 * 1000:.0f} ms/step)",
+                    )
+                    last = now
+                if step % config.checkpoint_every == 0:
+                    checkpoint()
+            residual.eval()
     except JobCancelled:
         checkpoint()
         raise

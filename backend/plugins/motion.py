@@ -302,7 +302,8 @@ class MotionTokenize(Plugin):
             tokens = model.tokenize(motion)
         out = Path(p.get("out") or ctx.job_dir / "tokens.npz")
         save_tokens(out, tokens, model)
-        yield Progress("done", 1.0, f"{tokens.shape[0]} × {tokens.shape[1]} tokens (time × parts) → {out}")
+        what = "time × parts × layers" if tokens.ndim == 3 else "time × parts"
+        yield Progress("done", 1.0, f"{' × '.join(map(str, tokens.shape))} tokens ({what}) → {out}")
 
 
 def save_tokens(out: Path, tokens: np.ndarray, model) -> None:

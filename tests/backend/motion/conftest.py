@@ -16,8 +16,17 @@ TINY_CLIPS = [
     BANDAI / "dataset-1_dash_not-confident_001.bvh",  # 99
     BANDAI / "dataset-1_run_tired_001.bvh",  # 133
 ]
-TINY_TOKENIZER = {"group_width": 16, "width": 32, "depth": 1, "codebook_size": 32, "code_dim": 8, "linear_path": True}
+TINY_TOKENIZER = {
+    "group_width": 16,
+    "width": 32,
+    "depth": 1,
+    "codebook_size": 32,
+    "code_dim": 8,
+    "linear_path": True,
+    "n_quantizers": 3,
+}
 TINY_TRANSFORMER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ff": 64}
+TINY_RESIDUAL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ff": 64}
 TINY_WINDOW = 32
 TINY_CONFIG = {
     "tokenizer_steps": 30,
@@ -28,6 +37,8 @@ TINY_CONFIG = {
     "transformer_window": 32,
     "tokenizer": TINY_TOKENIZER,
     "transformer": TINY_TRANSFORMER,
+    "residual_steps": 20,
+    "residual_transformer": TINY_RESIDUAL,
 }
 
 

@@ -44,7 +44,7 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
     out = cli("tokenize", tiny_model, clip, "--out", tmp_path / "t.npz")
     assert out.returncode == 0, out.stderr
     with np.load(tmp_path / "t.npz") as z:
-        assert z["tokens"].shape == (62, 5)
+        assert z["tokens"].shape == (62, 5, 3)  # time × parts × residual layers
 
     keep = [(0, 9), (40, 59), (237, 246)]
     out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59,237-246", "--out", tmp_path / "in.bvh")

@@ -131,3 +131,30 @@ def test_fill_windows_cover_each_editable_row_once_within_the_context():
     assert short[0] < 3 and short[1] > 6  # the short gap sees kept rows on both sides
     for lo, _, a, _ in windows[2:]:
         assert a - lo >= 6  # later chunks of the long gap keep a quarter of the window as context
+
+
+def test_generated_positions_get_residual_codes_and_older_folders_load_without_them(model, clip, tmp_path):
+    codes = model.tokenize(clip)
+    editable = np.zeros(codes.shape[:2], bool)
+    editable[5:12] = True
+    filled = model._fill(codes, editable, None, seed=0, temperature=0.0)
+    assert np.array_equal(filled[~editable], codes[~editable])
+    if codes.ndim == 2:  # one quantizer layer: nothing residual to fill
+        assert model.residual is None
+        return
+    assert model.residual is not None and (filled[editable] >= 0).all()  # every layer filled, none absent
+
+    # a folder saved before the residual transformer existed: it loads, and generated positions decode from
+    # their base codes (residual layers absent, -1), as such models always did
+    import json
+
+    model.save_pretrained(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["modules"].remove("residual")
+    del config["configs"]["residual"]
+    config_path.write_text(json.dumps(config))
+    older = MotionModel.from_pretrained(tmp_path / "model")
+    assert older.residual is None
+    filled = older._fill(codes, editable, None, seed=0, temperature=0.0)
+    assert (filled[editable][:, 1:] == -1).all() and np.array_equal(filled[~editable], codes[~editable])

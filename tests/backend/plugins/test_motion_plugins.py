@@ -153,9 +153,9 @@ def test_tokenize_writes_the_token_grid(tiny_model, models, tmp_path):
         ctx(MotionTokenize, tmp_path, models, model=str(tiny_model), input=str(TINY_CLIPS[0]), out=str(dest)),
     )
     with np.load(dest) as z:
-        assert z["tokens"].shape == (62, 5) and list(z["parts"])[0] == "torso" and int(z["downsample"]) == 4
+        assert z["tokens"].shape == (62, 5, 3) and list(z["parts"])[0] == "torso" and int(z["downsample"]) == 4
         from_file = z["tokens"]
-    assert "62 × 5 tokens" in progress[-1].message
+    assert "62 × 5 × 3 tokens (time × parts × layers)" in progress[-1].message
     params, arrays = wire(TINY_CLIPS[0])
     run(MotionTokenize, ctx(MotionTokenize, tmp_path, models, arrays, model=str(tiny_model), **params))
     with np.load(tmp_path / "job" / "tokens.npz") as z:
