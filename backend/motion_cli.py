@@ -58,10 +58,15 @@ def train_command(
     labels_from_filenames: Annotated[
         bool, typer.Option(help="Text labels from `{prefix}_{content}_{style}_{id}.bvh` names (for --text).")
     ] = False,
-    steps: Annotated[int | None, typer.Option(min=2, help="Steps in all: 4/7 tokenizer, 3/7 transformer.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=2, help="Steps in all: 4/9 tokenizer, 3/9 transformer, 2/9 residual.")
+    ] = None,
     tokenizer_steps: Annotated[int | None, typer.Option(min=1, help="Tokenizer steps (instead of --steps).")] = None,
     transformer_steps: Annotated[
         int | None, typer.Option(min=0, help="Transformer steps (instead of --steps).")
+    ] = None,
+    residual_steps: Annotated[
+        int | None, typer.Option(min=0, help="Residual transformer steps (instead of --steps).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Resume from the checkpoint in --out when it matches.")] = True,
     config: Annotated[
@@ -69,7 +74,7 @@ def train_command(
         typer.Option(help="Advanced: JSON of TrainConfig fields (backend/motion/train.py), e.g. '{\"window\": 32}'."),
     ] = "",
 ) -> None:
-    """Train a motion model (tokenizer, then token transformer) on a folder of BVH clips."""
+    """Train a motion model (tokenizer, token transformer, residual transformer) on a folder of BVH clips."""
     from .motion.dataset import load_library
     from .motion.train import train
     from .plugins.motion import train_config
@@ -83,13 +88,16 @@ def train_command(
             raise TesseraError(f"--config is not valid JSON: {exc}") from None
         if not isinstance(overrides, dict):
             raise TesseraError("--config must be a JSON object of training settings")
-        if steps is not None and (tokenizer_steps is not None or transformer_steps is not None):
-            raise TesseraError("Give either --steps or --tokenizer-steps/--transformer-steps, not both")
-        if tokenizer_steps is not None:
-            overrides.setdefault("tokenizer_steps", tokenizer_steps)
-        if transformer_steps is not None:
-            overrides.setdefault("transformer_steps", transformer_steps)
-        cfg = train_config(steps or 3500, overrides)
+        per_stage = {"tokenizer_steps": tokenizer_steps, "transformer_steps": transformer_steps}
+        per_stage["residual_steps"] = residual_steps
+        if steps is not None and any(v is not None for v in per_stage.values()):
+            raise TesseraError(
+                "Give either --steps or --tokenizer-steps/--transformer-steps/--residual-steps, not both"
+            )
+        for name, value in per_stage.items():
+            if value is not None:
+                overrides.setdefault(name, value)
+        cfg = train_config(steps or 4500, overrides)
         if not data.is_dir():
             raise TesseraError(f"BVH folder {data} does not exist")
         library = load_library(data, labels_from_filenames)

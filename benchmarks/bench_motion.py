@@ -87,17 +87,28 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # -- tokenizer reconstruction --------------------------------------------------------------------------
-    rec = evaluate_tokenizer(model, held, units)
+    layers = model.tokenizer.config.n_quantizers
     table = Table(title="Tokenizer reconstruction on held-out clips (downsampling ×4)")
-    for col in ("MPJPE (mm, root-aligned)", "foot skate (mm/s), reconstruction", "foot skate, source", "ratio"):
+    for col in (
+        "quantizer layers",
+        "MPJPE (mm, root-aligned)",
+        "pose MPJPE (mm, heading removed)",
+        "foot skate (mm/s), reconstruction",
+        "foot skate, source",
+        "ratio",
+    ):
         table.add_column(col, justify="right")
-    skate, skate_src = rec.get("foot_skate_mm"), rec.get("foot_skate_source_mm")
-    table.add_row(
-        f"{rec['mpjpe_mm']:.1f}",
-        f"{skate:.1f}" if skate is not None else "-",
-        f"{skate_src:.1f}" if skate_src is not None else "-",
-        f"{skate / skate_src:.2f}×" if skate and skate_src else "-",
-    )
+    for used in sorted({layers, 1}, reverse=True):
+        rec = evaluate_tokenizer(model, held, units, layers=used)
+        skate, skate_src = rec.get("foot_skate_mm"), rec.get("foot_skate_source_mm")
+        table.add_row(
+            f"{used} of {layers}",
+            f"{rec['mpjpe_mm']:.1f}",
+            f"{rec['pose_mpjpe_mm']:.1f}",
+            f"{skate:.1f}" if skate is not None else "-",
+            f"{skate_src:.1f}" if skate_src is not None else "-",
+            f"{skate / skate_src:.2f}×" if skate and skate_src else "-",
+        )
     console.print(table)
 
     # -- in-betweening ---------------------------------------------------------------------------------------

@@ -350,18 +350,22 @@ def train(
     return TrainReport(out, len(train_lib), len(held_lib), time.perf_counter() - t0, metrics, losses)
 
 
-def evaluate_tokenizer(model: MotionModel, motions, units_to_mm: float) -> dict:
+def evaluate_tokenizer(model: MotionModel, motions, units_to_mm: float, layers: int | None = None) -> dict:
     """Reconstruction of whole clips through the tokens, over the body's joints (the motion root and below):
     MPJPE (mm, root-aligned), pose MPJPE (mm, root-aligned
     and heading removed per frame: the body's pose without the drift of the integrated heading), foot skate
-    (mm/frame) of the reconstruction and of the source, over the clips at least one window long."""
+    (mm/frame) of the reconstruction and of the source, over the clips at least one window long.
+    layers: decode from the first `layers` residual quantizer layers only (all of them by default)."""
     layout = feature_layout(model.skeleton)
     errors, pose_errors, skates, skates_src, frames = [], [], [], [], 0
     feet = list(layout.contact_joints)
     for motion in motions:
         if motion.n_frames < model.window:
             continue
-        recon = model.decode(model.tokenize(motion), motion.n_frames, like=motion)
+        codes = model.tokenize(motion)
+        if layers is not None and codes.ndim == 3:
+            codes[..., layers:] = -1  # absent layers add nothing
+        recon = model.decode(codes, motion.n_frames, like=motion)
         body = body_joints(model.skeleton)  # a still placement joint above the pelvis is not part of the pose
         pred, true = recon.global_positions()[:, body], motion.global_positions()[:, body]
         errors.append(mpjpe_mm(pred, true, units_to_mm, root_joint=0) * motion.n_frames)

@@ -316,11 +316,17 @@ def save_tokens(out: Path, tokens: np.ndarray, model) -> None:
 
 
 def train_config(steps: int, overrides: dict[str, Any] | None = None):
-    """TrainConfig for `steps` total: 4/7 tokenizer, 3/7 transformer; `overrides` replaces fields."""
+    """TrainConfig for `steps` total: 4/9 tokenizer, 3/9 transformer, 2/9 residual transformer (the default run's
+    2,000 / 1,500 / 1,000); `overrides` replaces fields."""
     from ..motion.train import TrainConfig
 
-    tok = max(1, round(steps * 4 / 7))
-    values: dict[str, Any] = {"tokenizer_steps": tok, "transformer_steps": max(0, steps - tok)}
+    tok = max(1, round(steps * 4 / 9))
+    trans = min(max(0, steps - tok), round(steps * 3 / 9))
+    values: dict[str, Any] = {
+        "tokenizer_steps": tok,
+        "transformer_steps": trans,
+        "residual_steps": max(0, steps - tok - trans),
+    }
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides or {}) - known)
     if unknown:
@@ -373,7 +379,7 @@ class MotionTrain(Plugin):
                 "int",
                 default=2000,
                 min=1,
-                help="Training steps in all: 4/7 for the tokenizer, 3/7 for the transformer (at least 1 each from 2).",
+                help="Training steps in all: 4/9 tokenizer, 3/9 transformer, 2/9 residual transformer.",
             ),
             ParamSpec("labels", "str", default="", help="Sent clips: one text label per clip, one per line."),
             ParamSpec("joints", "str", default="", help="Sent clips: joint names, one per line."),

@@ -245,3 +245,17 @@ def test_edit_errors_name_the_bone(tiny_model, models, tmp_path):
             MotionEdit,
             ctx(MotionEdit, tmp_path, models, arrays, model=str(tiny_model), frames="2-40", parts="tail", **params),
         )
+
+
+def test_train_steps_split_over_the_three_stages():
+    from backend.plugins.motion import train_config
+
+    default = train_config(4500)
+    assert (default.tokenizer_steps, default.transformer_steps, default.residual_steps) == (2000, 1500, 1000)
+    small = train_config(9)
+    assert (small.tokenizer_steps, small.transformer_steps, small.residual_steps) == (4, 3, 2)
+    two = train_config(2)
+    assert two.tokenizer_steps == 1 and two.tokenizer_steps + two.transformer_steps + two.residual_steps == 2
+    assert train_config(9, {"residual_steps": 0}).residual_steps == 0
+    with pytest.raises(InputError, match="Unknown training setting 'residul_steps'"):
+        train_config(9, {"residul_steps": 0})
