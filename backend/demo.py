@@ -41,7 +41,15 @@ QUICK_MOTION_CONFIG = {
     "transformer_steps": 250,
     "tokenizer_batch": 16,
     "transformer_batch": 16,
-    "tokenizer": {"group_width": 32, "width": 64, "depth": 1, "codebook_size": 128, "code_dim": 16, "n_quantizers": 1},
+    "tokenizer": {
+        "group_width": 32,
+        "width": 64,
+        "depth": 1,
+        "codebook_size": 128,
+        "code_dim": 16,
+        "n_quantizers": 1,
+        "linear_path": True,
+    },
     "transformer": {"d_model": 64, "n_layers": 2, "n_heads": 4, "ff": 256},
 }
 MIN_MOTION_FRAMES = 150  # the in-betweened clip: long enough for several long gaps

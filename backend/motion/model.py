@@ -309,7 +309,9 @@ class MotionModel:
         for lo, hi, a, b in _fill_windows(np.flatnonzero(editable.any(axis=1)), len(codes), limit):
             mask = torch.zeros(hi - lo, editable.shape[1], dtype=torch.bool)
             mask[a - lo : b + 1 - lo] = torch.as_tensor(editable[a : b + 1])
-            out[lo:hi] = self.residual.fill(out[lo:hi][None], mask[None], self.tokenizer.partial_latents)[0]
+            out[lo:hi] = self.residual.fill(
+                out[lo:hi][None], mask[None], self.tokenizer.partial_latents, RESIDUAL_MIN_CONFIDENCE
+            )[0]
         return out.numpy()
 
     # -- the operations -------------------------------------------------------------------------------------
@@ -417,6 +419,12 @@ def _fill_windows(rows: np.ndarray, n_rows: int, limit: int) -> list[tuple[int, 
             out.append((lo, hi, pos, end))
             pos = end + 1
     return out
+
+
+# Residual codes the residual transformer predicts with less probability are left absent (see
+# ResidualTokenTransformer.fill): measured on held-out Bandai-Namco in-betweens, argmax residual codes made
+# them worse than base codes alone (1.06× vs 0.96× interpolation's L2P at 15 frames).
+RESIDUAL_MIN_CONFIDENCE = 0.5
 
 
 def _listed_modules(folder: Path) -> list[str]:

@@ -101,13 +101,24 @@ class ResidualTokenTransformer(nn.Module):
         return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
 
     @torch.no_grad()
-    def fill(self, codes: torch.Tensor, editable: torch.Tensor, partial_latents) -> torch.Tensor:
+    def fill(
+        self, codes: torch.Tensor, editable: torch.Tensor, partial_latents, min_confidence: float = 0.0
+    ) -> torch.Tensor:
         """codes (B, T', G, Q) with the base layer set; layers 1…Q-1 predicted greedily, in turn, at the `editable`
-        (B, T', G) positions. Other positions are returned unchanged."""
+        (B, T', G) positions. Other positions are returned unchanged.
+
+        min_confidence: a position whose predicted code has a lower probability keeps that layer and the ones
+        above it absent (-1): a wrong fine code adds an error of its own, an absent one adds nothing."""
         out = codes.clone()
         b, q = codes.shape[0], codes.shape[-1]
+        open_ = editable.clone()
         for j in range(1, q):
             layer = torch.full((b,), j, dtype=torch.long)
-            predicted = self.logits(partial_latents(out, layer), layer).argmax(-1)
-            out[..., j] = torch.where(editable, predicted, out[..., j])
+            probs = self.logits(partial_latents(out, layer), layer).softmax(-1)
+            confidence, predicted = probs.max(-1)
+            open_ &= confidence >= min_confidence
+            out[..., j] = torch.where(open_, predicted, torch.where(editable, -1, out[..., j]))
+            if not open_.any():
+                out[..., j + 1 :][editable] = -1
+                break
         return out

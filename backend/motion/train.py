@@ -61,6 +61,7 @@ class TrainConfig:
     transformer_lr: float = 4e-4
     position_weight: float = 2.0  # tokenizer loss weight of the joint-position columns relative to the others
     fk_weight: float = 5.0  # tokenizer loss on joint positions after forward kinematics of the decoded window
+    base_layer_weight: float = 0.5  # residual tokenizers: the same losses on the base layer's decoding alone
     held_out_fraction: float = 0.1
     seed: int = 0
     checkpoint_every: int = 250
@@ -239,6 +240,14 @@ def train(
                 fk = fk_loss(recon, x)
                 loss = loss + config.fk_weight * fk
                 terms["loss"] += config.fk_weight * float(fk.detach())
+            if config.base_layer_weight > 0 and tok.config.n_quantizers > 1:
+                # generated positions may decode from their base code alone: train the decoder for that too
+                base = tok.decode(stats["codes"][..., :1], x.shape[1])
+                base_loss, _ = tok.loss(x, base, {"commit_loss": stats["commit_loss"].detach() * 0}, weights)
+                if config.fk_weight > 0:
+                    base_loss = base_loss + config.fk_weight * fk_loss(base, x)
+                loss = loss + config.base_layer_weight * base_loss
+                terms["loss"] += config.base_layer_weight * float(base_loss.detach())
             sched(opt_tok, step, config.tokenizer_steps, config.lr)
             opt_tok.zero_grad(set_to_none=True)
             loss.backward()

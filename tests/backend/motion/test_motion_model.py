@@ -133,7 +133,9 @@ def test_fill_windows_cover_each_editable_row_once_within_the_context():
         assert a - lo >= 6  # later chunks of the long gap keep a quarter of the window as context
 
 
-def test_generated_positions_get_residual_codes_and_older_folders_load_without_them(model, clip, tmp_path):
+def test_generated_positions_get_residual_codes_and_older_folders_load_without_them(model, clip, tmp_path, monkeypatch):
+    import backend.motion.model as model_module
+
     codes = model.tokenize(clip)
     editable = np.zeros(codes.shape[:2], bool)
     editable[5:12] = True
@@ -142,7 +144,13 @@ def test_generated_positions_get_residual_codes_and_older_folders_load_without_t
     if codes.ndim == 2:  # one quantizer layer: nothing residual to fill
         assert model.residual is None
         return
-    assert model.residual is not None and (filled[editable] >= 0).all()  # every layer filled, none absent
+    # with the default confidence gate a generated position has its layers up to some point, then none
+    residual = filled[editable][:, 1:]
+    absent = residual < 0
+    assert (absent[:, 1:] >= absent[:, :-1]).all() and (residual[~absent] < model.tokenizer.config.codebook_size).all()
+    monkeypatch.setattr(model_module, "RESIDUAL_MIN_CONFIDENCE", 0.0)
+    filled = model._fill(codes, editable, None, seed=0, temperature=0.0)
+    assert model.residual is not None and (filled[editable] >= 0).all()  # ungated: every layer filled
 
     # a folder saved before the residual transformer existed: it loads, and generated positions decode from
     # their base codes (residual layers absent, -1), as such models always did

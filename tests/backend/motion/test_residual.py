@@ -86,3 +86,16 @@ def test_fill_predicts_editable_positions_and_leaves_the_others(trained):
 def test_a_single_layer_tokenizer_has_no_residual_model():
     with pytest.raises(ValueError, match="at least 2"):
         ResidualTransformerConfig(codebook_size=K, n_groups=G, n_quantizers=1, code_dim=DIM)
+
+
+def test_unconfident_codes_stay_absent_from_that_layer_up(trained):
+    model, partial, _ = trained
+    truth = grids(2, torch.Generator().manual_seed(6))
+    editable = torch.ones(2, T, G, dtype=torch.bool)
+    given = truth.clone()
+    given[..., 1:] = -1
+    assert (model.fill(given, editable, partial, min_confidence=1.01)[..., 1:] == -1).all()  # nothing is that sure
+    confident = model.fill(given, editable, partial, min_confidence=0.5)
+    assert (confident[..., 1:] >= 0).float().mean() > 0.5  # the trained model is sure of most of them
+    absent = confident[..., 1:] < 0
+    assert (absent[..., 1:] >= absent[..., :-1]).all()  # once absent, the layers above are absent too
