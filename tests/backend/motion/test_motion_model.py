@@ -166,3 +166,15 @@ def test_generated_positions_get_residual_codes_and_older_folders_load_without_t
     assert older.residual is None
     filled = older._fill(codes, editable, None, seed=0, temperature=0.0)
     assert (filled[editable][:, 1:] == -1).all() and np.array_equal(filled[~editable], codes[~editable])
+
+
+def test_smoothed_decoding_has_no_larger_steps_and_keeps_the_clip(model, clip):
+    codes = model.tokenize(clip)
+    plain = model.decode(codes, clip.n_frames, like=clip)
+    smooth = model.decode(codes, clip.n_frames, like=clip, smooth=True)
+    assert smooth.rotations.shape == plain.rotations.shape and smooth.skeleton is plain.skeleton
+
+    def jerk(motion):  # mean second difference of the joints' positions: what a step at a token boundary makes
+        return float(np.abs(np.diff(motion.global_positions(), n=2, axis=0)).mean())
+
+    assert jerk(smooth) < jerk(plain)
