@@ -222,6 +222,27 @@ def train(
             g["lr"] = max(lr, peak * 0.02)
 
     losses: dict[str, list[float]] = {"tokenizer": [], "transformer": []}
+    last = time.perf_counter()
+
+    def token_model_step(stage, module, optimizer, loss, terms, i, n):  # the two token models train alike
+        sched(optimizer, i, n, config.transformer_lr)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        losses.setdefault(stage, []).append(terms["loss"])
+
+    def report(stage, i, n, terms):
+        nonlocal last
+        now = time.perf_counter()
+        progress(
+            stage,
+            step / total,
+            f"step {i + 1}/{n} loss {terms['loss']:.3f} accuracy {terms['accuracy']:.2f} "
+            f"({(now - last) / 25 * 1000:.0f} ms/step)",
+        )
+        last = now
+
     try:
         # -- stage 1: tokenizer ---------------------------------------------------------------------------
         sample = _windows_sampler(clips, config.window, rng)
@@ -283,22 +304,10 @@ def train(
             cond = None if label_vectors is None else torch.from_numpy(label_vectors[picks])
             loss, terms = trans.training_loss(torch.from_numpy(batch).long(), cond, generator=generator)
             i = step - config.tokenizer_steps
-            sched(opt_trans, i, config.transformer_steps, config.transformer_lr)
-            opt_trans.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trans.parameters(), 1.0)
-            opt_trans.step()
-            losses["transformer"].append(terms["loss"])
+            token_model_step("transformer", trans, opt_trans, loss, terms, i, config.transformer_steps)
             step += 1
             if i % 25 == 24 or step == transformer_end:
-                now = time.perf_counter()
-                progress(
-                    "transformer",
-                    step / total,
-                    f"step {i + 1}/{config.transformer_steps} loss {terms['loss']:.3f} "
-                    f"accuracy {terms['accuracy']:.2f} ({(now - last) / 25 * 1000:.0f} ms/step)",
-                )
-                last = now
+                report("transformer", i, config.transformer_steps, terms)
             if step % config.checkpoint_every == 0:
                 checkpoint()
 
@@ -317,22 +326,10 @@ def train(
                     torch.from_numpy(batch).long(), tok.partial_latents, generator=generator
                 )
                 i = step - transformer_end
-                sched(opt_res, i, residual_steps, config.transformer_lr)
-                opt_res.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(residual.parameters(), 1.0)
-                opt_res.step()
-                losses.setdefault("residual", []).append(terms["loss"])
+                token_model_step("residual", residual, opt_res, loss, terms, i, residual_steps)
                 step += 1
                 if i % 25 == 24 or step == total:
-                    now = time.perf_counter()
-                    progress(
-                        "residual",
-                        step / total,
-                        f"step {i + 1}/{residual_steps} loss {terms['loss']:.3f} "
-                        f"accuracy {terms['accuracy']:.2f} ({(now - last) / 25 * 1000:.0f} ms/step)",
-                    )
-                    last = now
+                    report("residual", i, residual_steps, terms)
                 if step % config.checkpoint_every == 0:
                     checkpoint()
             residual.eval()
