@@ -22,7 +22,6 @@ How the operations use tokens (MoMask/MMM editing, reference/anchors-motion-rig.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,17 +185,16 @@ class MotionModel:
                 f"Motion model folder '{folder}' does not exist: train one with "
                 "`tessera4d motion train --data DIR_OF_BVH --out MODEL_DIR`, or point to an existing one"
             )
-        builders = {
-            "tokenizer": (TokenizerConfig, MotionTokenizer),
-            "transformer": (MaskedTransformerConfig, MaskedTokenTransformer),
-        }
-        if "residual" in _listed_modules(folder):  # models saved before the residual transformer have none
-            builders["residual"] = (ResidualTransformerConfig, ResidualTokenTransformer)
         loaded = load_pretrained(
             folder,
-            builders,
+            {
+                "tokenizer": (TokenizerConfig, MotionTokenizer),
+                "transformer": (MaskedTransformerConfig, MaskedTokenTransformer),
+                "residual": (ResidualTransformerConfig, ResidualTokenTransformer),
+            },
             required_arrays=("skeleton_parents", "skeleton_offsets", "feature_mean", "feature_std"),
             require_trained=require_trained,
+            optional=("residual",),  # one-layer tokenizers and folders saved before it have none
         )
         meta = loaded.meta
         if meta.get("kind") != MODEL_KIND:
@@ -435,14 +433,6 @@ def _fill_windows(rows: np.ndarray, n_rows: int, limit: int) -> list[tuple[int, 
 # ResidualTokenTransformer.fill): measured on held-out Bandai-Namco in-betweens, argmax residual codes made
 # them worse than base codes alone (1.06× vs 0.96× interpolation's L2P at 15 frames).
 RESIDUAL_MIN_CONFIDENCE = 0.5
-
-
-def _listed_modules(folder: Path) -> list[str]:
-    """The module names a model folder's config.json lists ([] when it cannot be read: loading then says why)."""
-    try:
-        return list(json.loads((folder / "config.json").read_text()).get("modules", []))
-    except (OSError, ValueError, AttributeError):
-        return []
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

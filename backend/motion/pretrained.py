@@ -222,11 +222,14 @@ def load_pretrained(
     *,
     required_arrays: tuple[str, ...] = (),
     require_trained: bool = True,
+    optional: tuple[str, ...] = (),
 ) -> Pretrained:
     """Rebuild the modules named in `builders` from `folder`'s configs and load their weights strictly.
 
     Modules in the folder that `builders` does not name are ignored; each named one must be there with all
-    its tensors at the right shapes. required_arrays: extra arrays that must be present. Raises InputError
+    its tensors at the right shapes, except the `optional` ones, which are skipped when the folder lists none
+    of that name (e.g. a part added to a model after older folders were saved). required_arrays: extra arrays
+    that must be present. Raises InputError
     naming the folder and what is missing or wrong.
     """
     folder = Path(folder)
@@ -244,6 +247,8 @@ def load_pretrained(
     modules: dict[str, nn.Module] = {}
     configs: dict[str, Any] = {}
     for name, (cls, build) in builders.items():
+        if name in optional and name not in config.get("modules", []):
+            continue
         if name not in config.get("modules", []) or name not in config.get("configs", {}):
             held = ", ".join(config.get("modules", [])) or "none"
             raise InputError(f"Model folder '{folder}' has no module '{name}' (it holds: {held})")

@@ -264,7 +264,7 @@ def train(
             if config.base_layer_weight > 0 and tok.config.n_quantizers > 1:
                 # generated positions may decode from their base code alone: train the decoder for that too
                 base = tok.decode(stats["codes"][..., :1], x.shape[1])
-                base_loss, _ = tok.loss(x, base, {"commit_loss": stats["commit_loss"].detach() * 0}, weights)
+                base_loss, _ = tok.loss(x, base, {"commit_loss": torch.zeros(())}, weights)  # commitment counted once
                 if config.fk_weight > 0:
                     base_loss = base_loss + config.fk_weight * fk_loss(base, x)
                 loss = loss + config.base_layer_weight * base_loss
