@@ -36,8 +36,9 @@ from .dataset import Normalizer
 from .features import FeatureLayout, feature_layout, features_to_motion, motion_root, motion_to_features
 from .pretrained import load_pretrained, save_pretrained
 from .residual import ResidualTokenTransformer, ResidualTransformerConfig
-from .rotations import quat_conjugate, quat_multiply, quat_rotate, quat_slerp, quat_yaw, yaw_quat
+from .rotations import quat_yaw
 from .skeleton import Motion, Skeleton, forward_kinematics
+from .surgery import fill_by_interpolation, fit_into, runs
 from .tokenizer import MotionTokenizer, TokenizerConfig
 from .transformer import MaskedTokenTransformer, MaskedTransformerConfig
 
@@ -335,7 +336,7 @@ class MotionModel:
             kept[a : b + 1] = True
         if not kept.any():
             raise InputError("Keep at least one frame: in-betweening fills the frames between kept ones")
-        source = _fill_by_interpolation(motion, kept)
+        source = fill_by_interpolation(motion, kept)
         codes = self.tokenize(source)
         d = self.downsample
         pad = len(codes) * d - t
@@ -346,8 +347,8 @@ class MotionModel:
         decoded = self.decode(new_codes, t, like=source, smooth=True)
         out = motion.copy()
         all_joints = np.arange(self.skeleton.n_joints)
-        for a, b in _runs(~kept):
-            _fit_into(out, decoded, a, b, all_joints, with_root=True, base=source)
+        for a, b in runs(~kept):
+            fit_into(out, decoded, a, b, all_joints, with_root=True, base=source)
         return out
 
     def edit(
@@ -375,7 +376,7 @@ class MotionModel:
         decoded = self.decode(new_codes, t, like=motion, smooth=True)
         out = motion.copy()
         with_root = motion_root(self.skeleton) in joints or 0 in joints
-        _fit_into(out, decoded, a, b + 1, np.asarray(sorted(joints)), with_root=with_root, base=motion)
+        fit_into(out, decoded, a, b + 1, np.asarray(sorted(joints)), with_root=with_root, base=motion)
         return out
 
     def generate(self, n_frames: int, text: str = "", seed: int = 0, temperature: float = 1.0) -> Motion:
@@ -396,7 +397,7 @@ class MotionModel:
         return self.decode(new_codes, n_frames, smooth=True)
 
 
-# -- motion surgery (numpy) ----------------------------------------------------------------------------------
+# -- token windows ----------------------------------------------------------------------------------------------
 
 
 def _fill_windows(rows: np.ndarray, n_rows: int, limit: int) -> list[tuple[int, int, int, int]]:
@@ -433,120 +434,3 @@ def _fill_windows(rows: np.ndarray, n_rows: int, limit: int) -> list[tuple[int, 
 # ResidualTokenTransformer.fill): measured on held-out Bandai-Namco in-betweens, argmax residual codes made
 # them worse than base codes alone (1.06× vs 0.96× interpolation's L2P at 15 frames).
 RESIDUAL_MIN_CONFIDENCE = 0.5
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[(start, stop)) of the True runs of a 1-D mask."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
-def _translations(motion: Motion) -> np.ndarray:
-    return motion.local_translations().astype(np.float64)
-
-
-def _fill_by_interpolation(motion: Motion, kept: np.ndarray) -> Motion:
-    """Frames outside `kept` interpolated from the kept frames around them (SLERP / linear; held at the ends)."""
-    out = motion.copy()
-    trans = _translations(motion)
-    for a, b in _runs(~kept):
-        left, right = a - 1, b
-        for f in range(a, b):
-            if left < 0 or right >= len(kept):
-                src = right if left < 0 else left
-                w, lo, hi = 0.0, src, src
-            else:
-                w, lo, hi = (f - left) / (right - left), left, right
-            out.rotations[f] = quat_slerp(motion.rotations[lo], motion.rotations[hi], w)
-            trans[f] = (1 - w) * trans[lo] + w * trans[hi]
-    out.root_positions = trans[:, 0].astype(np.float32)
-    if out.translations is not None:
-        out.translations[:, 1:] = trans[:, 1:]
-    return out
-
-
-def _heading_transform(motion: Motion, frame: int) -> tuple[float, np.ndarray]:
-    """(yaw, ground position) of the motion root at `frame`."""
-    r = motion_root(motion.skeleton)
-    sl = slice(frame, frame + 1)
-    trans = motion.local_translations()[sl]
-    gpos, grot = forward_kinematics(motion.skeleton, motion.rotations[sl], motion.root_positions[sl], trans)
-    return float(quat_yaw(grot[0, r].astype(np.float64))), gpos[0, r].astype(np.float64)
-
-
-def _keep_upper_chain(dec: Motion, base: Motion) -> None:
-    """Give `dec` the joints above the motion root from `base` (e.g. a static `joint_Root` over the pelvis),
-    re-expressing the motion root's local rotation and translation so its global pose is unchanged. Without
-    this, moving the decoded clip onto the kept frames turns and shifts joint 0, which the file keeps still."""
-    sk = dec.skeleton
-    r = motion_root(sk)
-    if r == 0 or dec.translations is None:
-        return
-    upper = []
-    j = int(sk.parents[r])
-    while j >= 0:
-        upper.append(j)
-        j = int(sk.parents[j])
-    g_pos, g_rot = forward_kinematics(sk, dec.rotations, dec.root_positions, dec.local_translations())
-    trans = dec.local_translations().astype(np.float64)
-    base_trans = base.local_translations()
-    dec.rotations[:, upper] = base.rotations[:, upper]
-    trans[:, upper] = base_trans[:, upper]
-    p_pos, p_rot = forward_kinematics(sk, dec.rotations, trans[:, 0], trans)
-    parent = int(sk.parents[r])
-    inv = quat_conjugate(p_rot[:, parent].astype(np.float64))
-    dec.rotations[:, r] = quat_multiply(inv, g_rot[:, r].astype(np.float64))
-    trans[:, r] = quat_rotate(inv, (g_pos[:, r] - p_pos[:, parent]).astype(np.float64))
-    dec.root_positions = trans[:, 0].astype(np.float32)
-    dec.translations[:, 1:] = trans[:, 1:]
-
-
-def _fit_into(
-    out: Motion,
-    decoded: Motion,
-    a: int,
-    b: int,
-    joints: np.ndarray,
-    with_root: bool,
-    base: Motion | None = None,
-) -> None:
-    """Write decoded frames [a, b) of `joints` into `out`, matched to out's frames a-1 and b (when they exist).
-    `base` supplies the joints above the motion root for those frames (see `_keep_upper_chain`)."""
-    t = out.n_frames
-    left, right = a - 1, b
-    dec = decoded.copy()
-    anchor = left if left >= 0 else (right if right < t else None)
-    if with_root and anchor is not None:  # move the decoded clip rigidly onto the anchor frame's heading and place
-        yaw_out, pos_out = _heading_transform(out, anchor)
-        yaw_dec, pos_dec = _heading_transform(dec, anchor)
-        turn = yaw_quat(np.array(yaw_out - yaw_dec))
-        dec.rotations[:, 0] = quat_multiply(turn, dec.rotations[:, 0].astype(np.float64))
-        moved = quat_rotate(np.broadcast_to(turn, (t, 4)), dec.root_positions.astype(np.float64))
-        shift = pos_out - quat_rotate(turn, pos_dec)
-        shift[1] = 0.0
-        dec.root_positions = (moved + shift).astype(np.float32)
-        if base is not None:
-            _keep_upper_chain(dec, base)
-    dec_trans, out_trans = _translations(dec), _translations(out)
-
-    def deltas(frame: int):
-        dec_rot = dec.rotations[frame, joints].astype(np.float64)
-        rot = quat_multiply(quat_conjugate(dec_rot), out.rotations[frame, joints])
-        return rot, out_trans[frame] - dec_trans[frame]
-
-    ident = np.tile([1.0, 0.0, 0.0, 0.0], (len(joints), 1))
-    zero = np.zeros_like(out_trans[0])
-    d_left = deltas(left) if left >= 0 else None
-    d_right = deltas(right) if right < t else None
-    d_left = d_left or d_right or (ident, zero)
-    d_right = d_right or d_left
-    frames = np.arange(a, b)
-    w = (frames - left) / (right - left) if (left >= 0 and right < t) else np.zeros(len(frames))
-    rot_fix = quat_slerp(d_left[0][None], d_right[0][None], w[:, None])  # (F, J', 4)
-    out.rotations[a:b, joints] = quat_multiply(dec.rotations[a:b, joints].astype(np.float64), rot_fix)
-    if with_root:
-        trans_fix = (1 - w)[:, None, None] * d_left[1] + w[:, None, None] * d_right[1]
-        new = dec_trans[a:b] + trans_fix
-        out.root_positions[a:b] = new[:, 0]
-        if out.translations is not None:
-            out.translations[a:b, 1:] = new[:, 1:]
