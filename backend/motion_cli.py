@@ -151,7 +151,14 @@ def inbetween_command(
     clip: ClipArg,
     keep: Annotated[str, typer.Option("--keep", help="Frames to keep exactly, 0-based inclusive: 0-9,40-59.")],
     out: Annotated[Path, typer.Option("--out", help="BVH to write (same skeleton and frame count).")],
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="match: blend the library segments that fit each gap best (the model's training clips); "
+            "tokens: the masked token model; auto: match when the model keeps a library."
+        ),
+    ] = "auto",
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the token sampling (method tokens).")] = 0,
 ) -> None:
     """Generate the frames outside --keep; kept frames are written as they were."""
     from .motion.model import parse_ranges
@@ -164,7 +171,7 @@ def inbetween_command(
         ranges = parse_ranges(keep, motion.n_frames, "to keep")
         m = _load(model)
         with inference_threads():
-            result = m.inbetween(motion, ranges, seed=seed)
+            result = m.inbetween(motion, ranges, seed=seed, method=method)
         _write(out, result)
     except TesseraError as exc:
         raise _fail(exc.message) from None

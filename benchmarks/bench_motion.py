@@ -8,10 +8,12 @@ the baselines are run in this script on the same windows.
         [--lengths 5 15 30] [--stride 20]
 
 In-betweening windows: in each held-out clip, transitions of n frames start every `stride` frames, with 10
-context frames before and the target frame after (LAFAN1). Rows:
-- "ours, clip context": the model keeps every frame of the clip outside the transition (an animator's
+context frames before and the target frame after (LAFAN1). Rows ("matching": the
+default, motion matching over the model's library of training clips, `backend/motion/matching.py`;
+"tokens": the masked token transformer; a model folder without a library gets only the token rows):
+- "clip context": the model keeps every frame of the clip outside the transition (an animator's
   in-between: the whole take around the gap is known);
-- "ours, 10+1 context": the model keeps only the 10 context frames and the target frame (LAFAN1's strict
+- "10+1 context": the model keeps only the 10 context frames and the target frame (LAFAN1's strict
   setting; the rest of the clip is generated too, and only the transition is scored);
 - "interpolation": SLERP of local rotations, linear root (the benchmark's baseline), from frames s−1 and s+n;
 - "zero velocity": frame s−1 held.
@@ -112,19 +114,25 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table)
 
     # -- in-betweening ---------------------------------------------------------------------------------------
-    methods = ["ours, clip context", "ours, 10+1 context", "interpolation", "zero velocity"]
+    ours = [("tokens", "tokens")]
+    if model.library() is not None:
+        ours.insert(0, ("matching", "match"))
+    contexts = ["clip context", "10+1 context"]
+    methods = [f"ours, {label}, {c}" for label, _ in ours for c in contexts] + ["interpolation", "zero velocity"]
     results: dict[tuple[str, int], list[tuple]] = {}
     for n in args.lengths:
         for motion in held:
             for s in windows(motion, n, args.stride):
                 end = s + n
                 truth = motion
-                outs = {
-                    "ours, clip context": model.inbetween(motion, [(0, s - 1), (end, motion.n_frames - 1)]),
-                    "ours, 10+1 context": model.inbetween(motion, [(s - CONTEXT, s - 1), (end, end)]),
-                    "interpolation": interpolation_inbetween(motion, s, end),
-                    "zero velocity": zero_velocity_inbetween(motion, s, end),
-                }
+                outs = {}
+                for label, method in ours:
+                    clip_keep = [(0, s - 1), (end, motion.n_frames - 1)]
+                    outs[f"ours, {label}, clip context"] = model.inbetween(motion, clip_keep, method=method)
+                    strict_keep = [(s - CONTEXT, s - 1), (end, end)]
+                    outs[f"ours, {label}, 10+1 context"] = model.inbetween(motion, strict_keep, method=method)
+                outs["interpolation"] = interpolation_inbetween(motion, s, end)
+                outs["zero velocity"] = zero_velocity_inbetween(motion, s, end)
                 a_pos, a_rot = global_pose(truth, slice(s - 1, s))
                 yaw = float(quat_yaw(a_rot[0, r]))
                 t_pos, t_rot = normalise(*global_pose(truth, slice(s, end)), a_pos[0, r], yaw)
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
                 scores[(name, metric, n)] = value
                 row.append(f"{value:.3f}")
         table.add_row(name, *row)
-    for name in methods[:2]:
+    for name in methods[:-2]:
         ratios = [scores[(name, "l2p", n)] / scores[("interpolation", "l2p", n)] for n in args.lengths]
         table.add_row(f"{name} / interpolation", *[f"{x:.2f}×" for x in ratios], *([""] * (2 * len(args.lengths))))
     console.print(table)
@@ -182,16 +190,17 @@ def main(argv: list[str] | None = None) -> None:
         None if longest.translations is None else longest.translations[:frames],
     )
     keep = [(0, frames // 2 - 16), (frames // 2 + 15, frames - 1)]
-    model.inbetween(clip, keep)  # warm up
-    times = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        model.inbetween(clip, keep)
-        times.append((time.perf_counter() - t0) * 1000)
     table = Table(title=f"In-betweening latency, {frames}-frame clip ({frames / clip.fps:.1f} s), 30-frame gap")
-    for col in ("median ms", "min ms", "target", "anchor: MMM per sentence (GPU)"):
+    for col in ("method", "median ms", "min ms", "target", "anchor: MMM per sentence (GPU)"):
         table.add_column(col, justify="right")
-    table.add_row(f"{np.median(times):.0f}", f"{min(times):.0f}", "≤ 100 ms (2 CPU cores)", "81 ms")
+    for label, method in ours:
+        model.inbetween(clip, keep, method=method)  # warm up (decodes the library once)
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            model.inbetween(clip, keep, method=method)
+            times.append((time.perf_counter() - t0) * 1000)
+        table.add_row(label, f"{np.median(times):.0f}", f"{min(times):.0f}", "≤ 100 ms (2 CPU cores)", "81 ms")
     console.print(table)
 
 

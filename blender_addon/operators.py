@@ -559,6 +559,15 @@ class TESSERA_OT_motion_inbetween(_MotionSubmitting, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     model: bpy.props.StringProperty(name="Model", description="Empty: the scene's motion model")
+    method: bpy.props.EnumProperty(
+        name="Method",
+        items=[
+            ("auto", "Auto", "Library match when the model keeps its training clips, else the token model"),
+            ("match", "Library Match", "Blend the model's training-clip segments that fit each gap best"),
+            ("tokens", "Token Model", "Fill the gaps' tokens with the masked token model"),
+        ],
+        default="auto",
+    )
 
     def execute(self, context):
         scene = context.scene
@@ -577,6 +586,7 @@ class TESSERA_OT_motion_inbetween(_MotionSubmitting, bpy.types.Operator):
             return {"CANCELLED"}
         kept = armature_motion.frame_ranges([f - scene.frame_start for f in keyed])
         params["keep"] = armature_motion.ranges_text(kept)
+        params["method"] = self.method
         options = MotionOptions(arm_ob.name, scene.frame_start, "inbetween", kept).as_job_options()
         return self.submit(context, "motion.inbetween", params, options, arrays)
 

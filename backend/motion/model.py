@@ -34,6 +34,7 @@ from shared.errors import InputError
 
 from .dataset import Normalizer
 from .features import FeatureLayout, feature_layout, features_to_motion, motion_root, motion_to_features
+from .matching import MatchSettings, MotionLibrary, fill_gap, find_matches, gap_context, root_path
 from .pretrained import load_pretrained, save_pretrained
 from .residual import ResidualTokenTransformer, ResidualTransformerConfig
 from .rotations import quat_yaw
@@ -43,6 +44,7 @@ from .tokenizer import MotionTokenizer, TokenizerConfig
 from .transformer import MaskedTokenTransformer, MaskedTransformerConfig
 
 MODEL_KIND = "tessera4d.motion"
+INBETWEEN_METHODS = ("auto", "match", "tokens")
 
 
 def group_columns(layout: FeatureLayout, parts: dict[str, list[int]]) -> list[list[int]]:
@@ -94,6 +96,12 @@ class MotionModel:
     meta: dict[str, Any] = field(default_factory=dict)
     trained: bool = False
     residual: ResidualTokenTransformer | None = None  # residual layers of generated positions (RVQ tokenizers)
+    # the training clips' tokens, all layers, clip after clip ((rows, G[, Q]) int16), and each clip's frame
+    # count: the library that motion matching in-betweens from (`matching.py`); None for folders saved without
+    library_codes: np.ndarray | None = None
+    library_frames: np.ndarray | None = None
+    match_settings: MatchSettings = field(default_factory=MatchSettings)
+    _library: MotionLibrary | None = field(default=None, init=False, repr=False)
 
     # -- construction and files ---------------------------------------------------------------------------
 
@@ -163,16 +171,20 @@ class MotionModel:
             parts={k: list(map(int, v)) for k, v in self.parts.items()},
             window=self.window,
         )
+        arrays = {
+            "skeleton_parents": self.skeleton.parents,
+            "skeleton_offsets": self.skeleton.offsets,
+            "feature_mean": self.normalizer.mean,
+            "feature_std": self.normalizer.std,
+        }
+        if self.library_codes is not None:
+            arrays["library_codes"] = np.asarray(self.library_codes, np.int16)
+            arrays["library_frames"] = np.asarray(self.library_frames, np.int64)
         save_pretrained(
             folder,
             self.modules,
             {name: module.config for name, module in self.modules.items()},
-            extra_arrays={
-                "skeleton_parents": self.skeleton.parents,
-                "skeleton_offsets": self.skeleton.offsets,
-                "feature_mean": self.normalizer.mean,
-                "feature_std": self.normalizer.std,
-            },
+            extra_arrays=arrays,
             meta=meta,
             trained=self.trained,
         )
@@ -214,6 +226,8 @@ class MotionModel:
             {k: v for k, v in meta.items() if k not in ("kind", "joints", "fps", "parts", "window")},
             loaded.trained,
             loaded.modules.get("residual"),
+            loaded.arrays.get("library_codes"),
+            loaded.arrays.get("library_frames"),
         )
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -325,9 +339,54 @@ class MotionModel:
 
     # -- the operations -------------------------------------------------------------------------------------
 
-    def inbetween(self, motion: Motion, keep: list[tuple[int, int]], seed: int = 0, temperature: float = 0.0) -> Motion:
-        """Frames outside the inclusive `keep` ranges are generated; kept frames are returned unchanged."""
+    def set_library(self, codes: list[np.ndarray], frames: list[int]) -> None:
+        """Keep these clips' tokens ((rows, G[, Q]) each, from `tokenize`) as the library to in-between from."""
+        if len(codes) != len(frames) or not codes:
+            raise ValueError("set_library needs one frame count per clip, and at least one clip")
+        d = self.downsample
+        for c, f in zip(codes, frames, strict=True):
+            if len(c) != -(-int(f) // d):
+                raise ValueError(f"{len(c)} token rows do not cover {f} frames at {d} frames per token")
+        self.library_codes = np.concatenate([np.asarray(c, np.int16) for c in codes])
+        self.library_frames = np.asarray(frames, np.int64)
+        self._library = None
+
+    def library(self) -> MotionLibrary | None:
+        """The library decoded from `library_codes` (once, then cached); None when the folder keeps none."""
+        if self.library_codes is None or self.library_frames is None:
+            return None
+        if self._library is None:
+            d = self.downsample
+            rows = np.cumsum([0] + [-(-int(f) // d) for f in self.library_frames])
+            if rows[-1] != len(self.library_codes):
+                raise InputError(
+                    f"The model's library has {len(self.library_codes)} token rows but its frame counts need "
+                    f"{rows[-1]}: the folder is damaged; retrain the model"
+                )
+            motions, feats = [], []
+            for i, frames in enumerate(self.library_frames):
+                motion = self.decode(self.library_codes[rows[i] : rows[i + 1]].astype(np.int64), int(frames))
+                motions.append(motion)
+                feats.append(self.normalizer.apply(motion_to_features(motion)[0]))
+            self._library = MotionLibrary.build(motions, feats, feature_layout(self.skeleton))
+        return self._library
+
+    def inbetween(
+        self,
+        motion: Motion,
+        keep: list[tuple[int, int]],
+        seed: int = 0,
+        temperature: float = 0.0,
+        method: str = "auto",
+    ) -> Motion:
+        """Frames outside the inclusive `keep` ranges are generated; kept frames are returned unchanged.
+
+        method: "match" blends the library segments that fit each gap best (`matching.py`), "tokens" fills the
+        gap's tokens with the masked token transformer (seed and temperature apply to it), "auto" matches when
+        the model keeps a library (models trained since it was added) and uses tokens otherwise."""
         self.check_clip(motion)
+        if method not in INBETWEEN_METHODS:
+            raise InputError(f"Unknown in-betweening method {method!r}: choose one of {', '.join(INBETWEEN_METHODS)}")
         t = motion.n_frames
         kept = np.zeros(t, bool)
         for a, b in keep:
@@ -337,6 +396,37 @@ class MotionModel:
         if not kept.any():
             raise InputError("Keep at least one frame: in-betweening fills the frames between kept ones")
         source = fill_by_interpolation(motion, kept)
+        library = self.library() if method != "tokens" else None
+        if method == "match" and library is None:
+            raise InputError(
+                "This model folder keeps no library of its training clips (it was trained before in-betweening by "
+                "matching was added): use method 'tokens', or retrain the model"
+            )
+        if library is None:
+            return self._inbetween_tokens(motion, kept, source, seed, temperature)
+        out = motion.copy()
+        features = self.normalizer.apply(motion_to_features(source)[0])
+        path = root_path(source)
+        by_tokens = None
+        for a, b in runs(~kept):
+            gap = gap_context(kept, a, b, self.match_settings.context)
+            matches = find_matches(library, features, kept, path, gap, self.match_settings)
+            if matches:
+                fill_gap(out, source, library, gap, matches)
+                continue
+            # no library clip is long enough for this gap and its context: the token model fills it
+            if by_tokens is None:
+                by_tokens = self._inbetween_tokens(motion, kept, source, seed, temperature)
+            out.rotations[a:b] = by_tokens.rotations[a:b]
+            out.root_positions[a:b] = by_tokens.root_positions[a:b]
+            if out.translations is not None:
+                out.translations[a:b] = by_tokens.translations[a:b]
+        return out
+
+    def _inbetween_tokens(
+        self, motion: Motion, kept: np.ndarray, source: Motion, seed: int, temperature: float
+    ) -> Motion:
+        t = motion.n_frames
         codes = self.tokenize(source)
         d = self.downsample
         pad = len(codes) * d - t

@@ -341,6 +341,7 @@ def train(
     progress("evaluate", 1.0, f"measuring on {len(held_lib)} held-out clips")
     units = config.units_to_mm or guess_units_to_mm(body_size(skeleton))
     metrics = evaluate_tokenizer(model, held_lib.motions, units)
+    model.set_library([c.numpy() for c in all_codes], [len(c) for c in clips])
     model.trained = True
     model.meta.update(
         labels=sorted({label for label in train_lib.labels if label}),

@@ -154,7 +154,15 @@ class MotionInbetween(Plugin):
                 required=True,
                 help="Frames to keep exactly, 0-based inclusive clip frames: e.g. 0-0,12-12,30-30.",
             ),
-            ParamSpec("seed", "int", default=0, min=0, help="Seed of the token sampling."),
+            ParamSpec(
+                "method",
+                "enum",
+                default="auto",
+                choices=["auto", "match", "tokens"],
+                help="match: blend the model's library segments that fit each gap best; tokens: the masked token "
+                "model; auto: match when the model keeps a library.",
+            ),
+            ParamSpec("seed", "int", default=0, min=0, help="Seed of the token sampling (method tokens)."),
         ],
         inputs=[_clip_input()],
         outputs=["motion"],
@@ -170,7 +178,9 @@ class MotionInbetween(Plugin):
         yield Progress("inbetween", 0.1, f"{motion.n_frames} frames, keeping {ctx.params['keep']}")
         ctx.check_cancelled()
         with inference_threads():
-            result = model.inbetween(motion, keep, seed=int(ctx.params.get("seed") or 0))
+            result = model.inbetween(
+                motion, keep, seed=int(ctx.params.get("seed") or 0), method=ctx.params.get("method") or "auto"
+            )
         out = clip_output(result, names, "in-between", keep)
         kept = np.concatenate([np.arange(a, b + 1) for a, b in keep])
         _restore(out, rotations, root, kept)

@@ -58,6 +58,9 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
         assert dots.min() > 1 - 1e-6
         assert np.array_equal(got.local_translations()[a : b + 1], src.local_translations()[a : b + 1])
     assert not np.allclose(got.rotations[10:40], src.rotations[10:40], atol=1e-3)
+    out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59", "--method", "tokens", "--out", tmp_path / "t.bvh")
+    assert out.returncode == 0, out.stderr
+    assert not np.allclose(read_bvh(tmp_path / "t.bvh").rotations[10:40], got.rotations[10:40], atol=1e-3)
 
     out = cli("edit", tiny_model, clip, "--frames", "20-50", "--parts", "left_arm", "--out", tmp_path / "e.bvh")
     assert out.returncode == 0, out.stderr
@@ -83,6 +86,10 @@ def other_skeleton(tmp_path_factory) -> Path:
         (("inbetween", "{model}", str(SHORT), "--keep", "0-9", "--out", "{tmp}/o.bvh"), "has 20 frames; this model"),
         (("inbetween", "{model}", str(TINY_CLIPS[0]), "--keep", "0-9,240-300", "--out", "{tmp}/o.bvh"), "outside"),
         (("inbetween", "{model}", str(TINY_CLIPS[0]), "--keep", "0-9,5-20", "--out", "{tmp}/o.bvh"), "overlap"),
+        (
+            ("inbetween", "{model}", str(TINY_CLIPS[0]), "--keep", "0-9", "--method", "x", "--out", "{tmp}/o.bvh"),
+            "Unknown in-betweening method 'x'",
+        ),
         (
             ("edit", "{model}", str(TINY_CLIPS[0]), "--frames", "2-40", "--parts", "tail", "--out", "{tmp}/o.bvh"),
             "Unknown body part 'tail'; this skeleton has: torso, left_leg, right_leg, left_arm, right_arm",

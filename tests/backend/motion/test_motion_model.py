@@ -49,9 +49,26 @@ def test_parse_ranges():
             parse_ranges(text, 100)
 
 
-def test_inbetween_keeps_kept_frames_bit_identical(model, clip):
+@pytest.fixture(scope="module")
+def matching_model(clip):
+    """A tiny model that keeps a library (another real clip's tokens), so in-betweening matches by default."""
+    torch.manual_seed(0)
+    other = read_bvh(REAL_CLIPS[1])
+    feats = [motion_to_features(m)[0] for m in (clip, other)]
+    m = MotionModel.create(
+        clip.skeleton, clip.fps, Normalizer.fit(feats), body_parts(clip.skeleton), TINY_TOKENIZER, TINY_TRANSFORMER
+    )
+    m.set_library([m.tokenize(other)], [other.n_frames])
+    m.trained = True
+    return m
+
+
+@pytest.mark.parametrize("method", ["tokens", "match"])
+def test_inbetween_keeps_kept_frames_bit_identical(model, matching_model, clip, method):
+    if method == "match":
+        model = matching_model
     keep = [(0, 9), (40, 59), (clip.n_frames - 10, clip.n_frames - 1)]
-    out = model.inbetween(clip, keep)
+    out = model.inbetween(clip, keep, method=method)
     assert out.rotations.shape == clip.rotations.shape and out.skeleton is clip.skeleton
     for a, b in keep:
         assert np.array_equal(out.rotations[a : b + 1], clip.rotations[a : b + 1])
@@ -86,6 +103,20 @@ def test_edit_changes_only_the_chosen_joints_in_the_range(model, clip):
     assert np.array_equal(again.rotations, out.rotations)  # a seed gives the same take
 
 
+def test_matching_is_the_default_with_a_library_and_the_library_round_trips(matching_model, clip, tmp_path):
+    keep = [(0, 9), (40, 59), (clip.n_frames - 10, clip.n_frames - 1)]
+    matched = matching_model.inbetween(clip, keep)
+    assert np.array_equal(matched.rotations, matching_model.inbetween(clip, keep, method="match").rotations)
+    assert not np.array_equal(matched.rotations, matching_model.inbetween(clip, keep, method="tokens").rotations)
+    matching_model.save_pretrained(tmp_path / "m")
+    loaded = MotionModel.from_pretrained(tmp_path / "m")
+    assert np.array_equal(loaded.library_codes, matching_model.library_codes)
+    assert np.array_equal(loaded.library_frames, matching_model.library_frames)
+    assert np.array_equal(loaded.inbetween(clip, keep).rotations, matched.rotations)
+    with pytest.raises(ValueError, match="do not cover"):
+        loaded.set_library([loaded.library_codes[:3]], [100])
+
+
 def test_generate_and_save_load_round_trip(model, clip, tmp_path):
     gen = model.generate(120, seed=1)
     assert gen.n_frames == 120 and gen.skeleton.names == clip.skeleton.names
@@ -116,6 +147,10 @@ def test_errors_name_the_problem(model, clip, tmp_path):
         model.generate(10)
     with pytest.raises(InputError, match="does not exist"):
         MotionModel.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="Unknown in-betweening method 'nearest'"):
+        model.inbetween(clip, [(0, 5)], method="nearest")
+    with pytest.raises(InputError, match="keeps no library"):
+        model.inbetween(clip, [(0, 5)], method="match")
 
 
 def test_fill_windows_cover_each_editable_row_once_within_the_context():

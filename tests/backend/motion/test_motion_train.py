@@ -1,4 +1,5 @@
-"""Training's held-out measurement: evaluate_tokenizer with all or only the first residual layers."""
+"""Training's held-out measurement (evaluate_tokenizer with all or only the first residual layers) and the
+library of training clips a trained model keeps."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ def test_evaluate_tokenizer_decodes_from_the_layers_asked_for(tiny_model):
     base = evaluate_tokenizer(model, clips, 10.0, layers=1)
     assert base["frames"] == full["frames"] == clips[0].n_frames
     assert base["mpjpe_mm"] != full["mpjpe_mm"]  # the residual layers are decoded (or left out) as asked
+
+
+def test_the_trained_model_keeps_its_training_clips_as_its_library(tiny_model):
+    model = MotionModel.from_pretrained(tiny_model)
+    held_out = set(model.meta["held_out"])
+    train_frames = sorted(read_bvh(p).n_frames for p in TINY_CLIPS if p.name not in held_out)
+    assert held_out and sorted(model.library_frames.tolist()) == train_frames
+    library = model.library()
+    assert [m.n_frames for m in library.motions] == model.library_frames.tolist()
+    assert library.features.shape == (sum(train_frames), model.normalizer.mean.shape[0])
