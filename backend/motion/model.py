@@ -6,13 +6,15 @@ to and loads from a local folder (`config.json` + `model.safetensors`, see `pret
 
 How the operations use tokens (MoMask/MMM editing, reference/anchors-motion-rig.md §1.4, §7.4):
 
-- in-between: frames outside the kept ranges are first filled by interpolation (only so the encoder sees a
-  plausible clip), the clip is tokenized, every token that covers a frame to generate is masked and the
-  transformer fills them by confidence decoding, conditioned on the kept tokens around them. The decoded
-  motion is then fitted into each gap: moved rigidly (heading + position) onto the kept frame before the
-  gap, and the remaining differences at both ends (per-joint rotations, root position) are cross-faded
-  across the gap, so it meets the kept frames on both sides. Kept frames are copied from the input, so
-  they stay exactly as they were.
+- in-between, by default (`method="auto"` with a library): motion matching over the model's library of training
+  clips (`matching.py`), which measures far better than the token model on held-out clips.
+- in-between with the token model (`method="tokens"`): frames outside the kept ranges are first filled by
+  interpolation (only so the encoder sees a plausible clip), the clip is tokenized, every token that covers a
+  frame to generate is masked and the transformer fills them by confidence decoding, conditioned on the kept
+  tokens around them. The decoded motion is then fitted into each gap (`surgery.fit_into`): moved rigidly
+  (heading + position) onto the kept frame before the gap, and the remaining differences at both ends
+  (per-joint rotations, root position) are cross-faded across the gap, so it meets the kept frames on both
+  sides. Kept frames are copied from the input, so they stay exactly as they were.
 - edit: the tokens of the chosen body parts over the chosen frames are masked and regenerated (with
   sampling, so each seed gives a variation); only the chosen joints change, cross-faded into the frames
   around the range.

@@ -291,7 +291,16 @@ def test_inbetween_sends_the_action_and_the_keyed_frames(blender, sent):
     bpy.context.scene.render.fps = 25
     assert bpy.ops.tessera.motion_inbetween(model="/models/m1") == {"FINISHED"}
     assert sent["plugin"] == "motion.inbetween"
-    assert sent["params"] == {"model": "/models/m1", "joints": "b0\nb1\nb2\nb3", "fps": 25.0, "keep": "0-0,11-11,29-29"}
+    assert sent["params"] == {
+        "model": "/models/m1",
+        "joints": "b0\nb1\nb2\nb3",
+        "fps": 25.0,
+        "keep": "0-0,11-11,29-29",
+        "method": "auto",
+    }
+    assert bpy.ops.tessera.motion_inbetween(model="/models/m1", method="tokens") == {"FINISHED"}
+    assert sent["params"]["method"] == "tokens"
+    bpy.ops.tessera.motion_inbetween(model="/models/m1")
     clip = am().armature_clip(bpy.context, ob, 1, 30)
     assert set(sent["arrays"]) == {"parents", "offsets", "rotations", "root_positions"}
     for key in sent["arrays"]:
