@@ -170,6 +170,7 @@ def inbetween_command(
         motion = _read_clip(clip)
         ranges = parse_ranges(keep, motion.n_frames, "to keep")
         m = _load(model)
+        used = {"match": "library match", "tokens": "token model"}[m.inbetween_method(method)]
         with inference_threads():
             result = m.inbetween(motion, ranges, seed=seed, method=method)
         _write(out, result)
@@ -177,7 +178,7 @@ def inbetween_command(
         raise _fail(exc.message) from None
     console.print(
         f"{clip.name}: generated {motion.n_frames - sum(b - a + 1 for a, b in ranges)} of {motion.n_frames} frames "
-        f"in {time.perf_counter() - started:.1f} s → {out}",
+        f"by {used} in {time.perf_counter() - started:.1f} s → {out}",
         highlight=False,
     )
 

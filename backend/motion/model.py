@@ -373,6 +373,21 @@ class MotionModel:
             self._library = MotionLibrary.build(motions, feats, feature_layout(self.skeleton))
         return self._library
 
+    def inbetween_method(self, method: str = "auto") -> str:
+        """What `inbetween(method=...)` uses: "match" or "tokens". InputError for an unknown method, or for
+        "match" with a model folder that keeps no library."""
+        if method not in INBETWEEN_METHODS:
+            raise InputError(f"Unknown in-betweening method {method!r}: choose one of {', '.join(INBETWEEN_METHODS)}")
+        has_library = self.library_codes is not None and self.library_frames is not None
+        if method == "match" and not has_library:
+            raise InputError(
+                "This model folder keeps no library of its training clips (it was trained before in-betweening by "
+                "matching was added): use method 'tokens', or retrain the model"
+            )
+        if method == "auto":
+            return "match" if has_library else "tokens"
+        return method
+
     def inbetween(
         self,
         motion: Motion,
@@ -387,8 +402,7 @@ class MotionModel:
         gap's tokens with the masked token transformer (seed and temperature apply to it), "auto" matches when
         the model keeps a library (models trained since it was added) and uses tokens otherwise."""
         self.check_clip(motion)
-        if method not in INBETWEEN_METHODS:
-            raise InputError(f"Unknown in-betweening method {method!r}: choose one of {', '.join(INBETWEEN_METHODS)}")
+        method = self.inbetween_method(method)
         t = motion.n_frames
         kept = np.zeros(t, bool)
         for a, b in keep:
@@ -398,14 +412,9 @@ class MotionModel:
         if not kept.any():
             raise InputError("Keep at least one frame: in-betweening fills the frames between kept ones")
         source = fill_by_interpolation(motion, kept)
-        library = self.library() if method != "tokens" else None
-        if method == "match" and library is None:
-            raise InputError(
-                "This model folder keeps no library of its training clips (it was trained before in-betweening by "
-                "matching was added): use method 'tokens', or retrain the model"
-            )
-        if library is None:
+        if method == "tokens":
             return self._inbetween_tokens(motion, kept, source, seed, temperature)
+        library = self.library()
         out = motion.copy()
         features = self.normalizer.apply(motion_to_features(source)[0])
         path = root_path(source)

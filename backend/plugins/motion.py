@@ -175,12 +175,12 @@ class MotionInbetween(Plugin):
         model = load_model(ctx.models, ctx.params["model"])
         motion, names, rotations, root = wire_clip(ctx, model, self.spec.name)
         keep = parse_ranges(ctx.params["keep"], motion.n_frames, "to keep")
-        yield Progress("inbetween", 0.1, f"{motion.n_frames} frames, keeping {ctx.params['keep']}")
+        method = model.inbetween_method(ctx.params.get("method") or "auto")
+        used = {"match": "library match", "tokens": "token model"}[method]
+        yield Progress("inbetween", 0.1, f"{motion.n_frames} frames, keeping {ctx.params['keep']}, by {used}")
         ctx.check_cancelled()
         with inference_threads():
-            result = model.inbetween(
-                motion, keep, seed=int(ctx.params.get("seed") or 0), method=ctx.params.get("method") or "auto"
-            )
+            result = model.inbetween(motion, keep, seed=int(ctx.params.get("seed") or 0), method=method)
         out = clip_output(result, names, "in-between", keep)
         kept = np.concatenate([np.arange(a, b + 1) for a, b in keep])
         _restore(out, rotations, root, kept)

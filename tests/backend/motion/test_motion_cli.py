@@ -49,6 +49,7 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
     keep = [(0, 9), (40, 59), (237, 246)]
     out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59,237-246", "--out", tmp_path / "in.bvh")
     assert out.returncode == 0, out.stderr
+    assert "by library match" in out.stdout  # a trained model keeps its training clips to match against
     src, got = read_bvh(clip), read_bvh(tmp_path / "in.bvh")
     assert got.skeleton.names == src.skeleton.names and got.n_frames == src.n_frames
     assert got.channels == src.channels  # the input's channel layout
@@ -60,6 +61,7 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
     assert not np.allclose(got.rotations[10:40], src.rotations[10:40], atol=1e-3)
     out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59", "--method", "tokens", "--out", tmp_path / "t.bvh")
     assert out.returncode == 0, out.stderr
+    assert "by token model" in out.stdout
     assert not np.allclose(read_bvh(tmp_path / "t.bvh").rotations[10:40], got.rotations[10:40], atol=1e-3)
 
     out = cli("edit", tiny_model, clip, "--frames", "20-50", "--parts", "left_arm", "--out", tmp_path / "e.bvh")
