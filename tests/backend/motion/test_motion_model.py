@@ -115,6 +115,10 @@ def test_matching_is_the_default_with_a_library_and_the_library_round_trips(matc
     assert np.array_equal(loaded.inbetween(clip, keep).rotations, matched.rotations)
     with pytest.raises(ValueError, match="do not cover"):
         loaded.set_library([loaded.library_codes[:3]], [100])
+    damaged = MotionModel.from_pretrained(tmp_path / "m")
+    damaged.library_codes = damaged.library_codes[:-1]
+    with pytest.raises(InputError, match="library has .* token rows but its frame counts need .* damaged"):
+        damaged.inbetween(clip, keep)
 
 
 def test_generate_and_save_load_round_trip(model, clip, tmp_path):
