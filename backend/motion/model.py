@@ -353,6 +353,11 @@ class MotionModel:
         self.library_frames = np.asarray(frames, np.int64)
         self._library = None
 
+    @property
+    def library_decoded(self) -> bool:
+        """Whether `library()` is ready (decoding it takes about 13 ms per clip on 2 CPU cores)."""
+        return self._library is not None
+
     def library(self) -> MotionLibrary | None:
         """The library decoded from `library_codes` (once, then cached); None when the folder keeps none."""
         if self.library_codes is None or self.library_frames is None:

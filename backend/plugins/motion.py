@@ -178,6 +178,9 @@ class MotionInbetween(Plugin):
         method = model.inbetween_method(ctx.params.get("method") or "auto")
         used = {"match": "library match", "tokens": "token model"}[method]
         yield Progress("inbetween", 0.1, f"{motion.n_frames} frames, keeping {ctx.params['keep']}, by {used}")
+        if method == "match" and not model.library_decoded:
+            clips = len(model.library_frames)
+            yield Progress("inbetween", 0.2, f"decoding the model's library of {clips} clips (once per loaded model)")
         ctx.check_cancelled()
         with inference_threads():
             result = model.inbetween(motion, keep, seed=int(ctx.params.get("seed") or 0), method=method)
