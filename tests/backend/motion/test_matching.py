@@ -10,8 +10,18 @@ from synthetic_motion import BANDAI
 from backend.motion.bvh import read_bvh
 from backend.motion.dataset import Normalizer
 from backend.motion.features import feature_layout, motion_to_features
-from backend.motion.matching import MatchSettings, MotionLibrary, fill_gap, find_matches, gap_context, root_path
+from backend.motion.matching import (
+    MatchSettings,
+    MotionLibrary,
+    fill_gap,
+    find_matches,
+    gap_context,
+    match_groups,
+    root_path,
+)
 from backend.motion.metrics import interpolation_inbetween
+from backend.motion.model import group_columns
+from backend.motion.parts import body_parts
 from backend.motion.surgery import fill_by_interpolation
 
 WALKS = [BANDAI / f"dataset-1_walk_{style}_001.bvh" for style in ("active", "angry", "childish", "normal", "tired")]
@@ -106,3 +116,37 @@ def test_matching_beats_interpolation_on_a_walk_it_has_not_seen(walks):
     assert len(ours) >= 8
     assert np.mean(ours) < 0.8 * np.mean(interp), (np.mean(ours), np.mean(interp))
     print(np.mean(ours), np.mean(interp))
+
+
+def test_the_root_and_legs_match_together_and_each_arm_on_its_own(walks):
+    sk = walks[0].skeleton
+    parts = body_parts(sk)
+    groups = match_groups(sk, parts, group_columns(feature_layout(sk), parts))
+    names = [[sk.names[j] for j in g.joints] for g in groups]
+    assert [g.with_root for g in groups] == [True, False, False]
+    assert set(names[0]) == {sk.names[j] for p in ("torso", "left_leg", "right_leg") for j in parts[p]}
+    arms = sorted(sorted(sk.names[j] for j in parts[p]) for p in ("left_arm", "right_arm"))
+    assert sorted(map(sorted, names[1:])) == arms
+    columns = np.concatenate([g.columns for g in groups])
+    assert sorted(columns.tolist()) == list(range(feature_layout(sk).dim))  # every feature column, once
+
+
+def test_an_arm_matched_on_its_own_changes_only_that_arm(walks):
+    clip = walks[0]
+    sk = clip.skeleton
+    normalizer = Normalizer.fit([motion_to_features(m)[0] for m in walks])
+    library = _library(walks[1:], normalizer)
+    parts = body_parts(sk)
+    arm = match_groups(sk, parts, group_columns(feature_layout(sk), parts))[1]
+    kept = np.ones(clip.n_frames, bool)
+    kept[60:90] = False
+    source = fill_by_interpolation(clip, kept)
+    feats = normalizer.apply(motion_to_features(source)[0])
+    gap = gap_context(kept, 60, 90, 10)
+    matches = find_matches(library, feats, kept, root_path(source), gap, MatchSettings(), arm.columns)
+    out = source.copy()
+    fill_gap(out, source, library, gap, matches, arm.joints, with_root=False)
+    others = np.setdiff1d(np.arange(sk.n_joints), arm.joints)
+    assert np.array_equal(out.rotations[:, others], source.rotations[:, others])
+    assert np.array_equal(out.root_positions, source.root_positions)
+    assert not np.allclose(out.rotations[60:90, arm.joints], source.rotations[60:90, arm.joints], atol=1e-3)
