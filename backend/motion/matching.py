@@ -80,10 +80,6 @@ class MotionLibrary:
             pose,
         )
 
-    @property
-    def longest(self) -> int:
-        return int(np.diff(self.starts).max())
-
     def view(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(features (N, C) of these columns, which of them are pose columns (C,) bool, squared row norms over
         all of them and over the pose ones), computed once per column set."""
