@@ -32,14 +32,14 @@ held-out clips.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .features import FeatureLayout, motion_root
 from .rotations import quat_conjugate, quat_rotate, quat_yaw, yaw_quat
 from .skeleton import Motion, Skeleton, forward_kinematics
-from .surgery import fit_into
+from .surgery import fit_into, runs
 
 TURN_SCALE = 30.0  # radians of heading change → the units of the root's travel in the displacement term
 
@@ -264,6 +264,35 @@ def fill_gap(
     out.root_positions[gap.a : gap.b] = np.mean([f.root_positions[a_local:b_local] for f in fills], axis=0)
     if out.translations is not None:
         out.translations[gap.a : gap.b] = np.mean([f.translations[a_local:b_local] for f in fills], axis=0)
+
+
+def fill_by_matching(
+    out: Motion,
+    base: Motion,
+    features: np.ndarray,
+    kept: np.ndarray,
+    library: MotionLibrary,
+    groups: list[MatchGroup],
+    settings: MatchSettings,
+) -> list[tuple[int, int]]:
+    """Fill every gap of `out` (the frames where `kept` is False) group by group; returns the gaps [a, b) left
+    as they were because no library clip is long enough for them and their context.
+    base: the clip with its gaps interpolated; features: its normalised features (only kept frames are read)."""
+    path = root_path(base)
+    limbs = replace(settings, displacement_weight=0.0)  # the root's travel belongs to the root's group
+    unmatched = []
+    for a, b in runs(~kept):
+        gap = gap_context(kept, a, b, settings.context)
+        per_group = [
+            find_matches(library, features, kept, path, gap, settings if g.with_root else limbs, g.columns)
+            for g in groups
+        ]
+        if not all(per_group):
+            unmatched.append((a, b))
+            continue
+        for g, matches in zip(groups, per_group, strict=True):
+            fill_gap(out, base, library, gap, matches, g.joints, g.with_root)
+    return unmatched
 
 
 def _crop(motion: Motion, start: int, stop: int) -> Motion:

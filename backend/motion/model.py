@@ -24,7 +24,7 @@ How the operations use tokens (MoMask/MMM editing, reference/anchors-motion-rig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from shared.errors import InputError
 
 from .dataset import Normalizer
 from .features import FeatureLayout, feature_layout, features_to_motion, motion_root, motion_to_features
-from .matching import MatchSettings, MotionLibrary, fill_gap, find_matches, gap_context, match_groups, root_path
+from .matching import MatchSettings, MotionLibrary, fill_by_matching, match_groups
 from .pretrained import load_pretrained, save_pretrained
 from .residual import ResidualTokenTransformer, ResidualTransformerConfig
 from .rotations import quat_yaw
@@ -419,30 +419,17 @@ class MotionModel:
         source = fill_by_interpolation(motion, kept)
         if method == "tokens":
             return self._inbetween_tokens(motion, kept, source, seed, temperature)
-        library = self.library()
         out = motion.copy()
-        features = self.normalizer.apply(motion_to_features(source)[0])
-        path = root_path(source)
         groups = match_groups(self.skeleton, self.parts, self.tokenizer.config.group_columns)
-        root, limbs = self.match_settings, replace(self.match_settings, displacement_weight=0.0)  # travel: root's
-        by_tokens = None
-        for a, b in runs(~kept):
-            gap = gap_context(kept, a, b, self.match_settings.context)
-            per_group = [
-                find_matches(library, features, kept, path, gap, root if g.with_root else limbs, g.columns)
-                for g in groups
-            ]
-            if all(per_group):
-                for g, matches in zip(groups, per_group, strict=True):
-                    fill_gap(out, source, library, gap, matches, g.joints, g.with_root)
-                continue
-            # no library clip is long enough for this gap and its context: the token model fills it
-            if by_tokens is None:
-                by_tokens = self._inbetween_tokens(motion, kept, source, seed, temperature)
-            out.rotations[a:b] = by_tokens.rotations[a:b]
-            out.root_positions[a:b] = by_tokens.root_positions[a:b]
-            if out.translations is not None:
-                out.translations[a:b] = by_tokens.translations[a:b]
+        features = self.normalizer.apply(motion_to_features(source)[0])
+        unmatched = fill_by_matching(out, source, features, kept, self.library(), groups, self.match_settings)
+        if unmatched:  # no library clip is long enough for these gaps and their context: the token model fills them
+            by_tokens = self._inbetween_tokens(motion, kept, source, seed, temperature)
+            for a, b in unmatched:
+                out.rotations[a:b] = by_tokens.rotations[a:b]
+                out.root_positions[a:b] = by_tokens.root_positions[a:b]
+                if out.translations is not None:
+                    out.translations[a:b] = by_tokens.translations[a:b]
         return out
 
     def _inbetween_tokens(
