@@ -22,7 +22,7 @@ from backend.motion.matching import (
 from backend.motion.metrics import interpolation_inbetween
 from backend.motion.model import group_columns
 from backend.motion.parts import body_parts
-from backend.motion.surgery import fill_by_interpolation
+from backend.motion.surgery import fill_by_interpolation, runs
 
 WALKS = [BANDAI / f"dataset-1_walk_{style}_001.bvh" for style in ("active", "angry", "childish", "normal", "tired")]
 
@@ -45,9 +45,8 @@ def _fill(motion, library, normalizer, keep, settings):
     feats = normalizer.apply(motion_to_features(source)[0])
     out = motion.copy()
     gaps = []
-    edges = np.flatnonzero(np.diff(np.concatenate([[1], kept.astype(int), [1]])))
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
-        gap = gap_context(kept, int(a), int(b), settings.context)
+    for a, b in runs(~kept):
+        gap = gap_context(kept, a, b, settings.context)
         matches = find_matches(library, feats, kept, root_path(source), gap, settings)
         fill_gap(out, source, library, gap, matches)
         gaps.append((gap, matches))
