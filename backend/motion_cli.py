@@ -161,7 +161,7 @@ def inbetween_command(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the token sampling (method tokens).")] = 0,
 ) -> None:
     """Generate the frames outside --keep; kept frames are written as they were."""
-    from .motion.model import parse_ranges
+    from .motion.model import INBETWEEN_METHOD_LABELS, parse_ranges
     from .plugins.motion import inference_threads
 
     console, _ = _console()
@@ -170,7 +170,7 @@ def inbetween_command(
         motion = _read_clip(clip)
         ranges = parse_ranges(keep, motion.n_frames, "to keep")
         m = _load(model)
-        used = {"match": "library match", "tokens": "token model"}[m.inbetween_method(method)]
+        used = INBETWEEN_METHOD_LABELS[m.inbetween_method(method)]
         with inference_threads():
             result = m.inbetween(motion, ranges, seed=seed, method=method)
         _write(out, result)

@@ -47,6 +47,7 @@ from .transformer import MaskedTokenTransformer, MaskedTransformerConfig
 
 MODEL_KIND = "tessera4d.motion"
 INBETWEEN_METHODS = ("auto", "match", "tokens")
+INBETWEEN_METHOD_LABELS = {"match": "library match", "tokens": "token model"}  # what progress messages say
 
 
 def group_columns(layout: FeatureLayout, parts: dict[str, list[int]]) -> list[list[int]]:

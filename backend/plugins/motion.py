@@ -169,14 +169,14 @@ class MotionInbetween(Plugin):
     )
 
     def run(self, ctx: JobContext):
-        from ..motion.model import parse_ranges
+        from ..motion.model import INBETWEEN_METHOD_LABELS, parse_ranges
 
         started = time.perf_counter()
         model = load_model(ctx.models, ctx.params["model"])
         motion, names, rotations, root = wire_clip(ctx, model, self.spec.name)
         keep = parse_ranges(ctx.params["keep"], motion.n_frames, "to keep")
         method = model.inbetween_method(ctx.params.get("method") or "auto")
-        used = {"match": "library match", "tokens": "token model"}[method]
+        used = INBETWEEN_METHOD_LABELS[method]
         yield Progress("inbetween", 0.1, f"{motion.n_frames} frames, keeping {ctx.params['keep']}, by {used}")
         if method == "match" and not model.library_decoded:
             clips = len(model.library_frames)
