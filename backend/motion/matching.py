@@ -50,6 +50,7 @@ class MatchSettings:
     candidates: int = 16  # best library segments averaged
     displacement_weight: float = 0.05
     end_weight: float = 1.0
+    mirror: bool = True  # match against each library clip's left ↔ right mirror image too (`mirror.py`)
 
 
 @dataclass

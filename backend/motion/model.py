@@ -37,6 +37,7 @@ from shared.errors import InputError
 from .dataset import Normalizer
 from .features import FeatureLayout, feature_layout, features_to_motion, motion_root, motion_to_features
 from .matching import MatchSettings, MotionLibrary, fill_by_matching, match_groups
+from .mirror import mirrored_clips
 from .pretrained import load_pretrained, save_pretrained
 from .residual import ResidualTokenTransformer, ResidualTransformerConfig
 from .rotations import quat_yaw
@@ -360,7 +361,8 @@ class MotionModel:
         return self._library is not None
 
     def library(self) -> MotionLibrary | None:
-        """The library decoded from `library_codes` (once, then cached); None when the folder keeps none."""
+        """The library decoded from `library_codes` (once, then cached), with each clip's mirror image when
+        `match_settings.mirror` and the skeleton's joint names pair left and right; None when the folder keeps none."""
         if self.library_codes is None or self.library_frames is None:
             return None
         if self._library is None:
@@ -371,11 +373,13 @@ class MotionModel:
                     f"The model's library has {len(self.library_codes)} token rows but its frame counts need "
                     f"{rows[-1]}: the folder is damaged; retrain the model"
                 )
-            motions, feats = [], []
-            for i, frames in enumerate(self.library_frames):
-                motion = self.decode(self.library_codes[rows[i] : rows[i + 1]].astype(np.int64), int(frames))
-                motions.append(motion)
-                feats.append(self.normalizer.apply(motion_to_features(motion)[0]))
+            motions = [
+                self.decode(self.library_codes[rows[i] : rows[i + 1]].astype(np.int64), int(frames))
+                for i, frames in enumerate(self.library_frames)
+            ]
+            if self.match_settings.mirror:
+                motions += mirrored_clips(motions)
+            feats = [self.normalizer.apply(motion_to_features(motion)[0]) for motion in motions]
             self._library = MotionLibrary.build(motions, feats, feature_layout(self.skeleton))
         return self._library
 

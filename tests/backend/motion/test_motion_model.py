@@ -3,6 +3,9 @@ what must hold for any weights: kept frames exact, only the chosen joints edited
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from synthetic_motion import REAL_CLIPS
 from backend.motion.bvh import read_bvh
 from backend.motion.dataset import Normalizer
 from backend.motion.features import motion_root, motion_to_features
+from backend.motion.mirror import mirror_partners
 from backend.motion.model import MotionModel, parse_ranges
 from backend.motion.parts import body_parts
 from shared.errors import InputError
@@ -119,6 +123,19 @@ def test_matching_is_the_default_with_a_library_and_the_library_round_trips(matc
     damaged.library_codes = damaged.library_codes[:-1]
     with pytest.raises(InputError, match="library has .* token rows but its frame counts need .* damaged"):
         damaged.inbetween(clip, keep)
+
+
+def test_the_library_holds_each_clip_and_its_mirror_image_unless_told_not_to(matching_model):
+    library = matching_model.library()
+    assert len(library.motions) == 2 and "mirrored" in library.motions[1].name
+    plain, mirrored = library.motions
+    assert mirrored.n_frames == plain.n_frames
+    pos = plain.global_positions()
+    assert np.abs(mirrored.global_positions()[:, :, 0] + pos[:, mirror_partners(plain.skeleton), 0]).max() < 1e-2
+    unmirrored = copy.copy(matching_model)
+    unmirrored.match_settings = dataclasses.replace(matching_model.match_settings, mirror=False)
+    unmirrored._library = None
+    assert len(unmirrored.library().motions) == 1
 
 
 def test_generate_and_save_load_round_trip(model, clip, tmp_path):

@@ -30,5 +30,5 @@ def test_the_trained_model_keeps_its_training_clips_as_its_library(tiny_model):
     train_frames = sorted(read_bvh(p).n_frames for p in TINY_CLIPS if p.name not in held_out)
     assert held_out and sorted(model.library_frames.tolist()) == train_frames
     library = model.library()
-    assert [m.n_frames for m in library.motions] == model.library_frames.tolist()
-    assert library.features.shape == (sum(train_frames), model.normalizer.mean.shape[0])
+    assert [m.n_frames for m in library.motions] == 2 * model.library_frames.tolist()  # and their mirror images
+    assert library.features.shape == (2 * sum(train_frames), model.normalizer.mean.shape[0])
