@@ -12,7 +12,7 @@ kept frames before it (up to `context` of them: the left context) and after it (
   compared on its pose columns only — root height, rotations, positions — since its velocity columns would
   compare against a frame that is being generated.
 - The `candidates` best segments are each moved onto the clip and cross-faded into the gap exactly as the
-  token model's output is (`surgery.fit_into`), so every one meets the kept frames on both sides, and their
+  token model's output is (`surgery.fit_segments`), so every one meets the kept frames on both sides, and their
   average (sign-aligned quaternion mean per joint, mean root position) is written into the gap.
 - The body is matched in groups (`match_groups`, from the model's body parts): the root's part and the legs
   together (their steps carry the root, so they also carry its path), each other part (each arm) on its own
@@ -39,7 +39,7 @@ import numpy as np
 from .features import FeatureLayout, motion_root
 from .rotations import quat_conjugate, quat_rotate, quat_yaw, yaw_quat
 from .skeleton import Motion, Skeleton, forward_kinematics
-from .surgery import fit_into, runs
+from .surgery import Segments, fit_segments, runs
 
 TURN_SCALE = 30.0  # radians of heading change → the units of the root's travel in the displacement term
 
@@ -51,6 +51,10 @@ class MatchSettings:
     displacement_weight: float = 0.05
     end_weight: float = 1.0
     mirror: bool = True  # match against each library clip's left ↔ right mirror image too (`mirror.py`)
+    # the root height's normalised column is multiplied by this before comparing (so its squared difference
+    # counts root_height_scale² times another column's): the pelvis's rise and fall over the context frames
+    # says where the clip is in its steps and how much it bounces, which the gap's frames must continue
+    root_height_scale: float = 1.0
 
 
 @dataclass
@@ -63,22 +67,28 @@ class MotionLibrary:
     root_positions: np.ndarray  # (N, 3) global motion-root positions
     root_yaws: np.ndarray  # (N,) headings
     pose_columns: np.ndarray  # feature columns compared for frames whose previous frame is generated
+    scale: np.ndarray  # (D,) per-column factor already applied to `features` (`find_matches` applies it to queries)
     _views: dict = field(default_factory=dict, repr=False)  # column set → `view`
 
     @classmethod
-    def build(cls, motions: list[Motion], features: list[np.ndarray], layout: FeatureLayout) -> MotionLibrary:
-        """motions and their normalised (T, D) features, one per clip."""
+    def build(
+        cls, motions: list[Motion], features: list[np.ndarray], layout: FeatureLayout, root_height_scale: float = 1.0
+    ) -> MotionLibrary:
+        """motions and their normalised (T, D) features, one per clip; root_height_scale: `MatchSettings`'."""
         if not motions or len(motions) != len(features):
             raise ValueError("a motion library needs one feature array per motion, and at least one motion")
         paths = [root_path(m) for m in motions]
         pose = np.r_[layout.root_height, layout.rotations, layout.positions]
+        scale = np.ones(layout.dim)
+        scale[layout.root_height] = root_height_scale
         return cls(
             list(motions),
-            np.concatenate(features).astype(np.float64),
+            np.concatenate(features).astype(np.float64) * scale,
             np.cumsum([0] + [len(f) for f in features]),
             np.concatenate([p for p, _ in paths]),
             np.concatenate([y for _, y in paths]),
             pose,
+            scale,
         )
 
     def view(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -200,7 +210,7 @@ def find_matches(
     if columns is None:
         columns = np.arange(library.features.shape[1])
     lib_rows, pose, norms_all, norms_pose = library.view(columns)
-    query = features[rows][:, columns].astype(np.float64)
+    query = features[rows][:, columns].astype(np.float64) * library.scale[columns]
     query = np.where(full_a[:, None] | pose[None], query, 0.0)  # pose-only rows compare pose columns
     products = lib_rows @ query.T  # (N, M)
     query_norms = np.einsum("md,md->m", query, query)
@@ -243,28 +253,26 @@ def fill_gap(
 ) -> None:
     """Write the average of the `matches`, each fitted between the kept frames around `gap`, into out's gap frames:
     the rotations of `joints` (all by default) and, with_root, the root's path and the animated translations.
-    base: the clip with its gaps interpolated (supplies the joints above the motion root, see `fit_into`)."""
+    base: the clip with its gaps interpolated (supplies the joints above the motion root, see `fit_segments`)."""
     lo = gap.a - 1 if gap.left else gap.a
     hi = gap.b + 1 if gap.right else gap.b
     a_local, b_local = gap.a - lo, gap.b - lo
     joints = np.arange(out.skeleton.n_joints) if joints is None else np.asarray(joints)
-    fills = []
+    segments = []
     for clip, u, _ in matches:
-        source = library.motions[clip]
         first = u - a_local
-        segment = _crop(source, first, first + (hi - lo))
-        target = _crop(out, lo, hi)
-        fit_into(target, segment, a_local, b_local, joints, with_root=with_root, base=_crop(base, lo, hi))
-        fills.append(target)
-    rotations = np.stack([f.rotations[a_local:b_local, joints].astype(np.float64) for f in fills])
+        segments.append(_crop(library.motions[clip], first, first + (hi - lo)))
+    rotations, root_positions, translations = fit_segments(
+        _crop(out, lo, hi), Segments.of(segments), a_local, b_local, joints, with_root, _crop(base, lo, hi)
+    )
     rotations = np.where(np.sum(rotations * rotations[:1], axis=-1, keepdims=True) < 0, -rotations, rotations)
     mean = rotations.mean(0)
     out.rotations[gap.a : gap.b, joints] = mean / np.linalg.norm(mean, axis=-1, keepdims=True)
     if not with_root:
         return
-    out.root_positions[gap.a : gap.b] = np.mean([f.root_positions[a_local:b_local] for f in fills], axis=0)
-    if out.translations is not None:
-        out.translations[gap.a : gap.b] = np.mean([f.translations[a_local:b_local] for f in fills], axis=0)
+    out.root_positions[gap.a : gap.b] = root_positions.mean(0)
+    if translations is not None:
+        out.translations[gap.a : gap.b] = translations.mean(0)
 
 
 def fill_by_matching(

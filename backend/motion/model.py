@@ -380,7 +380,8 @@ class MotionModel:
             if self.match_settings.mirror:
                 motions += mirrored_clips(motions)
             feats = [self.normalizer.apply(motion_to_features(motion)[0]) for motion in motions]
-            self._library = MotionLibrary.build(motions, feats, feature_layout(self.skeleton))
+            layout = feature_layout(self.skeleton)
+            self._library = MotionLibrary.build(motions, feats, layout, self.match_settings.root_height_scale)
         return self._library
 
     def inbetween_method(self, method: str = "auto") -> str:
