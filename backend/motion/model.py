@@ -357,7 +357,7 @@ class MotionModel:
 
     @property
     def library_decoded(self) -> bool:
-        """Whether `library()` is ready (decoding it takes about 13 ms per clip on 2 CPU cores)."""
+        """Whether `library()` is ready (decoding and mirroring it takes about 20 ms per clip on 2 CPU cores)."""
         return self._library is not None
 
     def library(self) -> MotionLibrary | None:
