@@ -149,3 +149,28 @@ def test_an_arm_matched_on_its_own_changes_only_that_arm(walks):
     assert np.array_equal(out.rotations[:, others], source.rotations[:, others])
     assert np.array_equal(out.root_positions, source.root_positions)
     assert not np.allclose(out.rotations[60:90, arm.joints], source.rotations[60:90, arm.joints], atol=1e-3)
+
+
+def test_the_root_height_scale_weighs_library_and_query_alike(walks):
+    normalizer = Normalizer.fit([motion_to_features(m)[0] for m in walks])
+    library_motions, clip = walks[:4], walks[4]
+    layout = feature_layout(clip.skeleton)
+    feats = [normalizer.apply(motion_to_features(m)[0]) for m in library_motions]
+    kept = np.ones(clip.n_frames, bool)
+    kept[60:90] = False
+    source = fill_by_interpolation(clip, kept)
+    query = normalizer.apply(motion_to_features(source)[0])
+    gap, path, settings = gap_context(kept, 60, 90, 10), root_path(source), MatchSettings(candidates=8)
+
+    def height_times(f, k):
+        f = f.copy()
+        f[:, layout.root_height] *= k
+        return f
+
+    scaled = find_matches(MotionLibrary.build(library_motions, feats, layout, 5.0), query, kept, path, gap, settings)
+    by_hand = MotionLibrary.build(library_motions, [height_times(f, 5.0) for f in feats], layout)
+    expected = find_matches(by_hand, height_times(query, 5.0), kept, path, gap, settings)
+    assert [m[:2] for m in scaled] == [m[:2] for m in expected]
+    assert np.allclose([m[2] for m in scaled], [m[2] for m in expected])
+    unscaled = find_matches(MotionLibrary.build(library_motions, feats, layout), query, kept, path, gap, settings)
+    assert [m[:2] for m in unscaled] != [m[:2] for m in scaled]  # the scale changes what is chosen
