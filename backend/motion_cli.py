@@ -159,6 +159,13 @@ def inbetween_command(
         ),
     ] = "auto",
     seed: Annotated[int, typer.Option(min=0, help="Seed of the token sampling (method tokens).")] = 0,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            help="Matching may also use the library clips' left-right mirror images; --no-mirror keeps handed "
+            "moves on the side the library has them."
+        ),
+    ] = True,
 ) -> None:
     """Generate the frames outside --keep; kept frames are written as they were."""
     from .motion.model import INBETWEEN_METHOD_LABELS, parse_ranges
@@ -172,7 +179,7 @@ def inbetween_command(
         m = _load(model)
         used = INBETWEEN_METHOD_LABELS[m.inbetween_method(method)]
         with inference_threads():
-            result = m.inbetween(motion, ranges, seed=seed, method=method)
+            result = m.inbetween(motion, ranges, seed=seed, method=method, mirror=mirror)
         _write(out, result)
     except TesseraError as exc:
         raise _fail(exc.message) from None

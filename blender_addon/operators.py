@@ -568,6 +568,12 @@ class TESSERA_OT_motion_inbetween(_MotionSubmitting, bpy.types.Operator):
         ],
         default="auto",
     )
+    use_mirror: bpy.props.BoolProperty(
+        name="Use Mirror Images",
+        default=True,
+        description="Library match may also use the training clips' left-right mirror images; turn off to keep "
+        "handed moves on the side your library has them",
+    )
 
     def execute(self, context):
         scene = context.scene
@@ -587,6 +593,7 @@ class TESSERA_OT_motion_inbetween(_MotionSubmitting, bpy.types.Operator):
         kept = armature_motion.frame_ranges([f - scene.frame_start for f in keyed])
         params["keep"] = armature_motion.ranges_text(kept)
         params["method"] = self.method
+        params["mirror"] = self.use_mirror
         options = MotionOptions(arm_ob.name, scene.frame_start, "inbetween", kept).as_job_options()
         return self.submit(context, "motion.inbetween", params, options, arrays)
 

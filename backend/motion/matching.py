@@ -61,7 +61,7 @@ class MatchSettings:
     candidates: int = 32  # best library segments averaged
     displacement_weight: float = 0.05
     end_weight: float = 1.0
-    mirror: bool = True  # match against each library clip's left ↔ right mirror image too (`mirror.py`)
+    mirror: bool = True  # also draw from the library's left ↔ right mirror images (`mirror.py`)
     # the root height's normalised column is multiplied by this before comparing (so its squared difference
     # counts root_height_scale² times another column's): the pelvis's rise and fall over the context frames
     # says where the clip is in its steps and how much it bounces, which the gap's frames must continue
@@ -79,13 +79,20 @@ class MotionLibrary:
     root_yaws: np.ndarray  # (N,) headings
     pose_columns: np.ndarray  # feature columns compared for frames whose previous frame is generated
     scale: np.ndarray  # (D,) per-column factor already applied to `features` (`find_matches` applies it to queries)
+    mirrored: np.ndarray  # (C,) bool: which clips are mirror images (left out when `MatchSettings.mirror` is off)
     _views: dict = field(default_factory=dict, repr=False)  # column set → `view`
 
     @classmethod
     def build(
-        cls, motions: list[Motion], features: list[np.ndarray], layout: FeatureLayout, root_height_scale: float = 1.0
+        cls,
+        motions: list[Motion],
+        features: list[np.ndarray],
+        layout: FeatureLayout,
+        root_height_scale: float = 1.0,
+        mirrored: list[bool] | None = None,
     ) -> MotionLibrary:
-        """motions and their normalised (T, D) features, one per clip; root_height_scale: `MatchSettings`'."""
+        """motions and their normalised (T, D) features, one per clip; root_height_scale: `MatchSettings`';
+        mirrored: which motions are mirror images of others (none by default)."""
         if not motions or len(motions) != len(features):
             raise ValueError("a motion library needs one feature array per motion, and at least one motion")
         paths = [root_path(m) for m in motions]
@@ -100,6 +107,7 @@ class MotionLibrary:
             np.concatenate([y for _, y in paths]),
             pose,
             scale,
+            np.zeros(len(motions), bool) if mirrored is None else np.asarray(mirrored, bool),
         )
 
     def view(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -230,6 +238,8 @@ def find_matches(
     lo_off, hi_off = min(offsets_a.min(), -1 if gap.left else 0), max(offsets_a.max(), n if gap.right else n - 1)
     candidates = []
     for c in range(len(library.starts) - 1):
+        if library.mirrored[c] and not settings.mirror:
+            continue
         first, stop = library.starts[c] - lo_off, library.starts[c + 1] - hi_off
         if stop > first:
             candidates.append(np.arange(first, stop))

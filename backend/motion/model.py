@@ -24,7 +24,7 @@ How the operations use tokens (MoMask/MMM editing, reference/anchors-motion-rig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -361,8 +361,8 @@ class MotionModel:
         return self._library is not None
 
     def library(self) -> MotionLibrary | None:
-        """The library decoded from `library_codes` (once, then cached), with each clip's mirror image when
-        `match_settings.mirror` and the skeleton's joint names pair left and right; None when the folder keeps none."""
+        """The library decoded from `library_codes` (once, then cached), with each clip's mirror image when the
+        skeleton's joint names pair left and right (`MotionLibrary.mirrored`); None when the folder keeps none."""
         if self.library_codes is None or self.library_frames is None:
             return None
         if self._library is None:
@@ -377,11 +377,13 @@ class MotionModel:
                 self.decode(self.library_codes[rows[i] : rows[i + 1]].astype(np.int64), int(frames))
                 for i, frames in enumerate(self.library_frames)
             ]
-            if self.match_settings.mirror:
-                motions += mirrored_clips(motions)
+            mirrored = mirrored_clips(motions)
+            flags = [False] * len(motions) + [True] * len(mirrored)
+            motions += mirrored
             feats = [self.normalizer.apply(motion_to_features(motion)[0]) for motion in motions]
             layout = feature_layout(self.skeleton)
-            self._library = MotionLibrary.build(motions, feats, layout, self.match_settings.root_height_scale)
+            scale = self.match_settings.root_height_scale
+            self._library = MotionLibrary.build(motions, feats, layout, scale, flags)
         return self._library
 
     def inbetween_method(self, method: str = "auto") -> str:
@@ -406,12 +408,15 @@ class MotionModel:
         seed: int = 0,
         temperature: float = 0.0,
         method: str = "auto",
+        mirror: bool | None = None,
     ) -> Motion:
         """Frames outside the inclusive `keep` ranges are generated; kept frames are returned unchanged.
 
         method: "match" blends the library segments that fit each gap best (`matching.py`), "tokens" fills the
         gap's tokens with the masked token transformer (seed and temperature apply to it), "auto" matches when
-        the model keeps a library (models trained since it was added) and uses tokens otherwise."""
+        the model keeps a library (models trained since it was added) and uses tokens otherwise. mirror: whether
+        matching may draw from the library's mirror images (None: `match_settings.mirror`, on by default); off
+        keeps handed moves (a right-handed sword swing) to the side the library has them on."""
         self.check_clip(motion)
         method = self.inbetween_method(method)
         t = motion.n_frames
@@ -428,7 +433,8 @@ class MotionModel:
         out = motion.copy()
         groups = match_groups(self.skeleton, self.parts, self.tokenizer.config.group_columns)
         features = self.normalizer.apply(motion_to_features(source)[0])
-        unmatched = fill_by_matching(out, source, features, kept, self.library(), groups, self.match_settings)
+        settings = self.match_settings if mirror is None else replace(self.match_settings, mirror=bool(mirror))
+        unmatched = fill_by_matching(out, source, features, kept, self.library(), groups, settings)
         if unmatched:  # no library clip is long enough for these gaps and their context: the token model fills them
             by_tokens = self._inbetween_tokens(motion, kept, source, seed, temperature)
             for a, b in unmatched:

@@ -162,6 +162,13 @@ class MotionInbetween(Plugin):
                 help="match: blend the model's library segments that fit each gap best; tokens: the masked token "
                 "model; auto: match when the model keeps a library.",
             ),
+            ParamSpec(
+                "mirror",
+                "bool",
+                default=True,
+                help="Matching may also use the library clips' left-right mirror images (off: handed moves stay "
+                "on the side the library has them).",
+            ),
             ParamSpec("seed", "int", default=0, min=0, help="Seed of the token sampling (method tokens)."),
         ],
         inputs=[_clip_input()],
@@ -183,7 +190,8 @@ class MotionInbetween(Plugin):
             yield Progress("inbetween", 0.2, f"decoding the model's library of {clips} clips (once per loaded model)")
         ctx.check_cancelled()
         with inference_threads():
-            result = model.inbetween(motion, keep, seed=int(ctx.params.get("seed") or 0), method=method)
+            seed, mirror = int(ctx.params.get("seed") or 0), bool(ctx.params.get("mirror", True))
+            result = model.inbetween(motion, keep, seed=seed, method=method, mirror=mirror)
         out = clip_output(result, names, "in-between", keep)
         kept = np.concatenate([np.arange(a, b + 1) for a, b in keep])
         _restore(out, rotations, root, kept)

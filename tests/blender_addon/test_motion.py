@@ -297,9 +297,10 @@ def test_inbetween_sends_the_action_and_the_keyed_frames(blender, sent):
         "fps": 25.0,
         "keep": "0-0,11-11,29-29",
         "method": "auto",
+        "mirror": True,
     }
-    assert bpy.ops.tessera.motion_inbetween(model="/models/m1", method="tokens") == {"FINISHED"}
-    assert sent["params"]["method"] == "tokens"
+    assert bpy.ops.tessera.motion_inbetween(model="/models/m1", method="tokens", use_mirror=False) == {"FINISHED"}
+    assert sent["params"]["method"] == "tokens" and sent["params"]["mirror"] is False
     bpy.ops.tessera.motion_inbetween(model="/models/m1")
     clip = am().armature_clip(bpy.context, ob, 1, 30)
     assert set(sent["arrays"]) == {"parents", "offsets", "rotations", "root_positions"}

@@ -59,6 +59,9 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
         assert dots.min() > 1 - 1e-6
         assert np.array_equal(got.local_translations()[a : b + 1], src.local_translations()[a : b + 1])
     assert not np.allclose(got.rotations[10:40], src.rotations[10:40], atol=1e-3)
+    out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59,237-246", "--no-mirror", "--out", tmp_path / "n.bvh")
+    assert out.returncode == 0, out.stderr
+    assert not np.allclose(read_bvh(tmp_path / "n.bvh").rotations[10:40], got.rotations[10:40], atol=1e-3)
     out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59", "--method", "tokens", "--out", tmp_path / "t.bvh")
     assert out.returncode == 0, out.stderr
     assert "by token model" in out.stdout

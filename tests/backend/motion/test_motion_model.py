@@ -14,9 +14,11 @@ from synthetic_motion import REAL_CLIPS
 from backend.motion.bvh import read_bvh
 from backend.motion.dataset import Normalizer
 from backend.motion.features import motion_root, motion_to_features
+from backend.motion.matching import find_matches, gap_context, root_path
 from backend.motion.mirror import mirror_partners
 from backend.motion.model import MotionModel, parse_ranges
 from backend.motion.parts import body_parts
+from backend.motion.surgery import fill_by_interpolation
 from shared.errors import InputError
 
 TINY_TOKENIZER = {"group_width": 16, "width": 32, "depth": 1, "codebook_size": 32, "code_dim": 8}
@@ -125,17 +127,31 @@ def test_matching_is_the_default_with_a_library_and_the_library_round_trips(matc
         damaged.inbetween(clip, keep)
 
 
-def test_the_library_holds_each_clip_and_its_mirror_image_unless_told_not_to(matching_model):
+def test_the_library_holds_each_clip_and_its_mirror_image_and_a_call_can_leave_them_out(matching_model, clip):
     library = matching_model.library()
     assert len(library.motions) == 2 and "mirrored" in library.motions[1].name
+    assert library.mirrored.tolist() == [False, True]
     plain, mirrored = library.motions
     assert mirrored.n_frames == plain.n_frames
     pos = plain.global_positions()
     assert np.abs(mirrored.global_positions()[:, :, 0] + pos[:, mirror_partners(plain.skeleton), 0]).max() < 1e-2
-    unmirrored = copy.copy(matching_model)
-    unmirrored.match_settings = dataclasses.replace(matching_model.match_settings, mirror=False)
-    unmirrored._library = None
-    assert len(unmirrored.library().motions) == 1
+    keep = [(0, 9), (40, 59), (clip.n_frames - 10, clip.n_frames - 1)]
+    wide = copy.copy(matching_model)  # more matches than one 99-frame clip offers: mirror images must be drawn
+    wide.match_settings = dataclasses.replace(matching_model.match_settings, candidates=80)
+    both = wide.inbetween(clip, keep)
+    assert np.array_equal(both.rotations, wide.inbetween(clip, keep, mirror=True).rotations)
+    unmirrored = wide.inbetween(clip, keep, mirror=False)
+    assert not np.array_equal(unmirrored.rotations[10:40], both.rotations[10:40])  # (a tiny model's library is smooth)
+    kept = np.zeros(clip.n_frames, bool)
+    for a, b in keep:
+        kept[a : b + 1] = True
+    source = fill_by_interpolation(clip, kept)
+    features = matching_model.normalizer.apply(motion_to_features(source)[0])
+    gap = gap_context(kept, 10, 40, 10)
+    for mirror in (True, False):
+        settings = dataclasses.replace(wide.match_settings, mirror=mirror)
+        clips = {c for c, _, _ in find_matches(library, features, kept, root_path(source), gap, settings)}
+        assert clips == ({0, 1} if mirror else {0})
 
 
 def test_generate_and_save_load_round_trip(model, clip, tmp_path):
