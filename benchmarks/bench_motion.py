@@ -34,8 +34,16 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.motion.bvh import read_bvh
-from backend.motion.features import motion_root
-from backend.motion.metrics import interpolation_inbetween, l2p, l2q, npss, position_stats, zero_velocity_inbetween
+from backend.motion.features import body_size, foot_joints, motion_root
+from backend.motion.metrics import (
+    foot_skate,
+    interpolation_inbetween,
+    l2p,
+    l2q,
+    npss,
+    position_stats,
+    zero_velocity_inbetween,
+)
 from backend.motion.model import MotionModel
 from backend.motion.rotations import quat_multiply, quat_rotate, quat_yaw, yaw_quat
 from backend.motion.skeleton import forward_kinematics
@@ -120,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     contexts = ["clip context", "10+1 context"]
     methods = [f"ours, {label}, {c}" for label, _ in ours for c in contexts] + ["interpolation", "zero velocity"]
     results: dict[tuple[str, int], list[tuple]] = {}
+    skates: dict[tuple[str, int], list[float]] = {}  # foot skate over the generated frames and the two around them
+    feet, skate_height = foot_joints(model.skeleton), 0.05 * body_size(model.skeleton)
     for n in args.lengths:
         for motion in held:
             for s in windows(motion, n, args.stride):
@@ -139,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                 for name, out in outs.items():
                     p_pos, p_rot = normalise(*global_pose(out, slice(s, end)), a_pos[0, r], yaw)
                     results.setdefault((name, n), []).append((p_pos, p_rot, t_pos, t_rot))
+                for name, out in [("source", truth), *outs.items()]:
+                    around = global_pose(out, slice(s - 1, end + 1))[0]
+                    skates.setdefault((name, n), []).append(foot_skate(around, feet, motion.fps, skate_height) * units)
     all_truth = np.concatenate([w[2] for (name, _), ws in results.items() if name == "zero velocity" for w in ws])
     mean, std = position_stats(all_truth)
     # A coordinate that never varies in the truth (a static top joint's height) would divide by ~0: floor the
@@ -177,6 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     console.print(
         "windows per length: " + ", ".join(f"n={n}: {len(results[('interpolation', n)])}" for n in args.lengths)
     )
+    if feet:
+        table = Table(title="Foot skate over the generated frames (mm/s while a foot is near the floor)")
+        table.add_column("method")
+        for n in args.lengths:
+            table.add_column(f"n={n}", justify="right")
+        for name in ["source", *methods]:
+            table.add_row(name, *[f"{np.mean(skates[(name, n)]):.1f}" for n in args.lengths])
+        console.print(table)
 
     # -- latency -------------------------------------------------------------------------------------------
     longest = max((read_bvh(p) for p in sorted(args.data.glob("*.bvh"))[:40]), key=lambda m: m.n_frames)
