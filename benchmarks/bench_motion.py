@@ -202,14 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     # -- latency -------------------------------------------------------------------------------------------
     longest = max((read_bvh(p) for p in sorted(args.data.glob("*.bvh"))[:40]), key=lambda m: m.n_frames)
     frames = min(longest.n_frames, 300)
-    clip = type(longest)(
-        longest.skeleton,
-        longest.rotations[:frames],
-        longest.root_positions[:frames],
-        longest.fps,
-        longest.name,
-        None if longest.translations is None else longest.translations[:frames],
-    )
+    clip = longest.frames(0, frames)
     keep = [(0, frames // 2 - 16), (frames // 2 + 15, frames - 1)]
     table = Table(title=f"In-betweening latency, {frames}-frame clip ({frames / clip.fps:.1f} s), 30-frame gap")
     for col in ("method", "median ms", "min ms", "target", "anchor: MMM per sentence (GPU)"):

@@ -282,9 +282,9 @@ def fill_gap(
     segments = []
     for clip, u, _ in matches:
         first = u - a_local
-        segments.append(_crop(library.motions[clip], first, first + (hi - lo)))
+        segments.append(library.motions[clip].frames(first, first + (hi - lo)))
     rotations, root_positions, translations = fit_segments(
-        _crop(out, lo, hi), Segments.of(segments), a_local, b_local, joints, with_root, _crop(base, lo, hi)
+        out.frames(lo, hi), Segments.of(segments), a_local, b_local, joints, with_root, base.frames(lo, hi)
     )
     rotations = np.where(np.sum(rotations * rotations[:1], axis=-1, keepdims=True) < 0, -rotations, rotations)
     mean = rotations.mean(0)
@@ -323,15 +323,3 @@ def fill_by_matching(
         for g, matches in zip(groups, per_group, strict=True):
             fill_gap(out, base, library, gap, matches, g.joints, g.with_root)
     return unmatched
-
-
-def _crop(motion: Motion, start: int, stop: int) -> Motion:
-    return Motion(
-        motion.skeleton,
-        motion.rotations[start:stop].copy(),
-        motion.root_positions[start:stop].copy(),
-        motion.fps,
-        motion.name,
-        None if motion.translations is None else motion.translations[start:stop].copy(),
-        motion.channels,
-    )

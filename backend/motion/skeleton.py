@@ -137,13 +137,17 @@ class Motion:
 
     def copy(self) -> Motion:
         """The same clip with its own arrays (the skeleton and channel layout are shared: they are immutable)."""
+        return self.frames(0, self.n_frames)
+
+    def frames(self, start: int, stop: int) -> Motion:
+        """Frames [start, stop) as a clip of its own (copied arrays, same skeleton and channel layout)."""
         return Motion(
             self.skeleton,
-            self.rotations.copy(),
-            self.root_positions.copy(),
+            self.rotations[start:stop].copy(),
+            self.root_positions[start:stop].copy(),
             self.fps,
             self.name,
-            None if self.translations is None else self.translations.copy(),
+            None if self.translations is None else self.translations[start:stop].copy(),
             self.channels,
         )
 

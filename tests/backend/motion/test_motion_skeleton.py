@@ -46,6 +46,16 @@ def test_motion_global_positions_use_animated_translations():
     assert np.allclose(pelvis, motion.translations[:, 1], atol=1e-4)  # the top joint is still at the origin
 
 
+def test_a_frame_range_is_a_clip_of_its_own():
+    motion = random_motion(humanoid(static_top=True), frames=10)
+    part = motion.frames(3, 7)
+    assert part.n_frames == 4 and part.skeleton is motion.skeleton and part.fps == motion.fps
+    assert np.array_equal(part.global_positions(), motion.global_positions()[3:7])
+    part.rotations[:] = 0.5
+    part.translations[:] = 1.0
+    assert not np.allclose(motion.rotations[3:7], 0.5) and not np.allclose(motion.translations[3:7], 1.0)
+
+
 def test_check_same_names_the_first_difference():
     sk = humanoid()
     renamed = Skeleton(("Pelvis", *sk.names[1:]), sk.parents, sk.offsets)

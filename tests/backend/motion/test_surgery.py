@@ -11,14 +11,6 @@ from backend.motion.bvh import read_bvh
 from backend.motion.surgery import Segments, fit_into, fit_segments
 
 
-def _crop(motion, start, stop):
-    out = motion.copy()
-    out.rotations = motion.rotations[start:stop].copy()
-    out.root_positions = motion.root_positions[start:stop].copy()
-    out.translations = motion.translations[start:stop].copy()
-    return out
-
-
 @pytest.fixture(scope="module")
 def clips():
     names = ("walk_normal", "walk-left_normal", "walk_angry", "byebye_happy")
@@ -29,8 +21,8 @@ def clips():
 @pytest.mark.parametrize(("a", "b"), [(1, 31), (0, 20), (10, 41)])  # both sides kept, right only, left only
 def test_fitting_segments_together_equals_fitting_each_alone(clips, with_root, a, b):
     clip, *others = clips
-    target = _crop(clip, 40, 81)
-    segments = [_crop(m, 5 + 7 * i, 46 + 7 * i) for i, m in enumerate(others)]
+    target = clip.frames(40, 81)
+    segments = [m.frames(5 + 7 * i, 46 + 7 * i) for i, m in enumerate(others)]
     joints = np.arange(clip.skeleton.n_joints) if with_root else np.array([6, 7, 8, 9])
     rotations, roots, translations = fit_segments(target, Segments.of(segments), a, b, joints, with_root, target)
     assert rotations.shape == (3, b - a, len(joints), 4)
@@ -47,8 +39,8 @@ def test_fitting_segments_together_equals_fitting_each_alone(clips, with_root, a
 
 def test_fitted_segments_meet_the_kept_frames(clips):
     clip, *others = clips
-    target = _crop(clip, 40, 81)
-    segments = [_crop(m, 5, 46) for m in others]
+    target = clip.frames(40, 81)
+    segments = [m.frames(5, 46) for m in others]
     a, b = 1, 40
     joints = np.arange(clip.skeleton.n_joints)
     rotations, roots, translations = fit_segments(target, Segments.of(segments), a, b, joints, True, target)
