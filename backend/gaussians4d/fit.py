@@ -15,13 +15,16 @@ Initialisation: points carved from the alpha masks at the first time (inside eve
 uniform in `video.bounds()` without masks; colours are the mean of the images where the points project.
 
 Mesh path 1 (`rest_mesh=(vertices, faces)`, Animate3D): one Gaussian per vertex, canonical means fixed at the
-rest vertices, isotropic scales from the mean edge length, no densification. While fitting, the vertices are
-moved by an embedded deformation graph (see mesh_bound.py for why) with an as-rigid-as-possible term between
-every time and the rest pose over the mesh's edges; the motion is baked into the model's per-vertex
-trajectories at each preview and at the end. `FitResult.vertex_frames(times)` gives the animated vertices.
+rest vertices, isotropic scales from the mean edge length, no densification. With alpha masks, the mesh first
+gets a rigid pose per time from the silhouettes (mesh_pose.py: an object that walks or turns moves far beyond
+the images' gradients), the deformation graph starts at those poses and every time is open from the first
+iteration. While fitting, the vertices are moved by an embedded deformation graph (see mesh_bound.py for why)
+with an as-rigid-as-possible term between every time and the rest pose over the mesh's edges; the motion is
+baked into the model's per-vertex trajectories at each preview and at the end.
+`FitResult.vertex_frames(times)` gives the animated vertices.
 
 Helpers live beside this module: fit_setup.py (video tensors, initial Gaussians), densify.py (adaptive
-density control), mesh_bound.py (ARAP, deformation graph).
+density control), mesh_bound.py (ARAP, deformation graph), mesh_pose.py (rigid poses from silhouettes).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from backend.gaussians4d.densify import ScreenGradients, densify_and_prune
 from backend.gaussians4d.fit_setup import background_colour, initial_points, knn_scale, prepare_frames, sample_colors
 from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
+from backend.gaussians4d.mesh_pose import track_rigid
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
 from backend.gaussians4d.model import DynamicGaussians
 from shared.errors import InputError
@@ -88,6 +92,7 @@ class Preset:
     lr_node_rotation: float = 2e-2  # mesh path: radians
     mesh_lr_final: float = 0.1  # mesh path: the graph's rates decay to this fraction (large motions need steps late)
     mesh_scale: float = 0.7  # mesh path: Gaussian size (σ) relative to the mean edge length
+    mesh_track: bool = True  # mesh path: start each time at the mesh's rigid pose found from the masks
     time_warmup: float = 0.2  # fraction of the iterations over which the sampled time window opens
     preview_every: int = 50
 
@@ -339,13 +344,26 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     knots = max(1, min(p.knots, n_times))
     model, extent = _initial_model(video, p, knots, mesh, rng)
     model.to(device)
+    basis = model.basis(frames.times)  # (T,K)
+    warmup = max(1, int(p.time_warmup * p.iterations))
     arap = graph = None
     if mesh is not None:
         arap = Arap.from_mesh(model.means.detach(), mesh[1])
         graph = DeformationGraph(model.means.detach(), p.mesh_nodes, knots)
+        if p.mesh_track and frames.alphas is not None:
+            if progress is not None:
+                progress("fit", 0.0, f"placing the mesh at each of the {n_times} times from the silhouettes")
+            poses = track_rigid(
+                model.means.detach(), frames.alphas, frames.viewmats, frames.Ks, frames.groups,
+                check_cancelled=check_cancelled,
+            )  # fmt: skip
+            log.info("mesh placed by silhouettes, RMS distance per time (px): %s", np.round(poses.costs, 2))
+            graph.start_at(poses.rotations, poses.translations, poses.centre, basis)
+            with torch.no_grad():  # colours from where the mesh is at the first time
+                posed = graph.positions(basis[:1])[0].cpu().numpy()
+                model.colors.copy_(torch.as_tensor(sample_colors(video, posed, frames.groups[0])).to(model.colors))
+            warmup = 1  # every time already starts at its pose: no need to carry the motion forward
     optimizer = _optimizer(model, p, extent, graph)
-    basis = model.basis(frames.times)  # (T,K)
-    warmup = max(1, int(p.time_warmup * p.iterations))
     densify_until = int(p.densify_until_fraction * p.iterations)
     screen = ScreenGradients(len(model), device)
     history: list[dict[str, float]] = []

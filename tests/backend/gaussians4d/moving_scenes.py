@@ -97,3 +97,21 @@ def hinge_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVide
         [np.sin(9 * surface[:, 0]), np.cos(11 * surface[:, 1] + 3 * surface[:, 0]), np.sin(13 * surface[:, 2])], -1
     )
     return _render(lambda t: hinge_pose(surface, t), colors, cams, times, size, 0.03)
+
+
+TRAVEL = np.array([0.5, 0.25, 0.1])  # the travelling box's displacement at t = 1
+TURN = 0.9  # its turn about z at t = 1, radians
+
+
+def travel_pose(points: np.ndarray, t: float) -> np.ndarray:
+    """Points of the hinge mesh at time t when the whole box travels and turns (a rigid motion, far per step)."""
+    return points @ _rot_z(TURN * t).T + TRAVEL * t
+
+
+def travel_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVideo:
+    vertices, faces = hinge_mesh()
+    surface, _ = trimesh.sample.sample_surface_even(trimesh.Trimesh(vertices, faces), 1500, seed=seed)
+    colors = 0.5 + 0.4 * np.stack(
+        [np.sin(9 * surface[:, 0]), np.cos(11 * surface[:, 1] + 3 * surface[:, 0]), np.sin(13 * surface[:, 2])], -1
+    )
+    return _render(lambda t: travel_pose(surface, t), colors, cams, times, size, 0.03)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from moving_scenes import cameras, hinge_mesh, hinge_pose, hinge_video, moving_block_video
+from moving_scenes import cameras, hinge_mesh, hinge_pose, hinge_video, moving_block_video, travel_pose, travel_video
 
 from backend.gaussians4d.fit import PRESETS, FitResult, evaluate, fit
 from shared.errors import InputError, JobCancelled
@@ -90,3 +90,22 @@ def test_mesh_bound_fit_recovers_a_hinged_box_swinging():
     assert error[-1] < motion[-1] / 2, (error, motion)
     tip = vertices[:, 0] > 0.55
     assert frames[-1, tip, 2].mean() < -0.25  # true: −0.39; at rest: 0
+
+
+def test_mesh_bound_fit_follows_a_box_that_travels_and_turns_far_between_frames():
+    """The whole box moves 0.57 and turns 52° by t = 1, far beyond the photometric gradients' reach: the rigid
+    pose per time found from the silhouettes (mesh_pose.py) is what lets the mesh follow."""
+    size = 48
+    video = travel_video(cameras(6, size), TIMES, size)
+    vertices, faces = hinge_mesh()
+    truth = np.stack([travel_pose(vertices, t) for t in TIMES])
+    diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
+    errors = {}
+    for track in (True, False):
+        result = fit(
+            video, preset=replace(PRESETS["fast"], mesh_track=track), rest_mesh=(vertices, faces), iterations=30
+        )
+        errors[track] = np.linalg.norm(result.vertex_frames(TIMES) - truth, axis=-1).mean(axis=1) / diagonal
+    # measured: tracked 0.4–0.7 % at every time; untracked 47 % at t = 1 (the box is 49 % of its diagonal away)
+    assert errors[True].max() < 0.03, errors
+    assert errors[False][-1] > 0.2, errors

@@ -1,0 +1,180 @@
+"""Mesh path 1's starting point: where the rest mesh is, as a whole, at every captured time.
+
+The photometric fit (fit.py) moves the mesh only as far as the images' gradients reach, a few pixels. An object
+that walks across the frame or turns round (a chicken crossing a road, a dancer moving over the floor) is mostly
+a rigid motion per time, far beyond that reach. `track_rigid` finds that rigid motion from the alpha masks:
+time after time, a rotation about the mesh's centre and a translation that put the mesh's vertices inside every
+view's silhouette and the silhouettes' pixels near a vertex (a two-sided silhouette distance, cheap: a distance
+transform per image and a nearest-vertex search, no rendering). Each time starts from the previous time's pose,
+shifted by how far the silhouettes' triangulated centre moved, so a fast-moving object is still found.
+
+Without alpha masks there is nothing to track and the mesh starts where it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from backend.gaussians4d.model import axis_angle_to_quat
+from backend.gaussians4d.rasterize import quat_to_rotmat
+
+MASK_THRESHOLD = 0.5
+
+
+@dataclass
+class RigidPoses:
+    """Per-time rigid poses of a mesh: x' = R (x − centre) + centre + translation."""
+
+    rotations: torch.Tensor  # (T, 3) axis-angle
+    translations: torch.Tensor  # (T, 3)
+    centre: torch.Tensor  # (3,)
+    costs: np.ndarray  # (T,) silhouette distance at the end, in pixels (RMS of both sides)
+
+    def apply(self, vertices: torch.Tensor) -> torch.Tensor:
+        """(T, V, 3) vertices posed at every time."""
+        rot = quat_to_rotmat(axis_angle_to_quat(self.rotations))  # (T,3,3)
+        local = vertices - self.centre
+        return torch.einsum("tij,vj->tvi", rot, local) + self.centre + self.translations[:, None]
+
+
+class Silhouettes:
+    """One time's alpha masks as what the tracker compares against: distance transforms and inside pixels."""
+
+    def __init__(self, alphas: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, samples: int, seed: int):
+        masks = alphas.detach().cpu().numpy().reshape(alphas.shape[0], alphas.shape[1], alphas.shape[2])
+        masks = masks > MASK_THRESHOLD
+        self.height, self.width = masks.shape[1:3]
+        self.viewmats, self.Ks = viewmats, Ks
+        outside = np.stack([distance_transform_edt(~m) if m.any() else np.zeros(m.shape) for m in masks])
+        self.outside = torch.as_tensor(outside, dtype=viewmats.dtype, device=viewmats.device)[:, None]  # (E,1,H,W)
+        rng = np.random.default_rng(seed)
+        pixels = []
+        for m in masks:
+            ij = np.argwhere(m)
+            if len(ij) > samples:
+                ij = ij[rng.choice(len(ij), samples, replace=False)]
+            pixels.append(torch.as_tensor(ij[:, ::-1] + 0.5, dtype=viewmats.dtype, device=viewmats.device))
+        self.pixels = pixels  # per view (P,2) x,y of pixels inside the mask
+        self.visible = [len(p) > 0 for p in pixels]
+
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        """(E, V, 2) pixel coordinates of `points` (V,3) in every view."""
+        cam = torch.einsum("eij,vj->evi", self.viewmats[:, :3, :3], points) + self.viewmats[:, None, :3, 3]
+        xy = cam[..., :2] / cam[..., 2:3].clamp_min(1e-6)
+        return xy * self.Ks[:, None, [0, 1], [0, 1]] + self.Ks[:, None, [0, 1], [2, 2]]
+
+    def cost(self, points: torch.Tensor) -> torch.Tensor:
+        """Mean squared silhouette distance (pixels²): vertices outside the masks + mask pixels far from vertices."""
+        xy = self.project(points)
+        size = xy.new_tensor([self.width, self.height])
+        grid = (xy / size * 2 - 1)[:, None]  # (E,1,V,2)
+        outside = torch.nn.functional.grid_sample(self.outside, grid, align_corners=False, padding_mode="border")
+        cost = outside.pow(2).mean()
+        covered = [torch.cdist(p, xy[e]).min(dim=1).values.pow(2).mean() for e, p in enumerate(self.pixels) if len(p)]
+        if covered:
+            cost = cost + torch.stack(covered).mean()
+        return cost
+
+    def centre(self) -> np.ndarray | None:
+        """The 3D point nearest (least squares) to the rays through every mask's centroid; None if under 2 views."""
+        rows, rhs = [], []
+        vm = self.viewmats.detach().cpu().double().numpy()
+        K = self.Ks.detach().cpu().double().numpy()
+        for e, p in enumerate(self.pixels):
+            if not len(p):
+                continue
+            c = p.detach().cpu().double().numpy().mean(0)
+            ray_cam = np.array([(c[0] - K[e, 0, 2]) / K[e, 0, 0], (c[1] - K[e, 1, 2]) / K[e, 1, 1], 1.0])
+            R, t = vm[e, :3, :3], vm[e, :3, 3]
+            origin, direction = -R.T @ t, R.T @ ray_cam
+            direction /= np.linalg.norm(direction)
+            proj = np.eye(3) - np.outer(direction, direction)
+            rows.append(proj)
+            rhs.append(proj @ origin)
+        if len(rows) < 2:
+            return None
+        return np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)[0]
+
+
+def track_rigid(
+    vertices: torch.Tensor,
+    alphas: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    groups: list[np.ndarray],
+    *,
+    steps: int = 80,
+    vertex_samples: int = 1500,
+    pixel_samples: int = 400,
+    seed: int = 0,
+    check_cancelled: Callable[[], None] | None = None,
+) -> RigidPoses:
+    """Rigid poses of `vertices` (V,3) at each time whose images are `groups` (entry indices into the alpha
+    masks (F,H,W,1), viewmats (F,4,4), Ks (F,3,3)), found by silhouettes; see the module docstring.
+    check_cancelled is called once per time."""
+    rng = np.random.default_rng(seed)
+    dtype, device = vertices.dtype, vertices.device
+    sample = vertices
+    if len(vertices) > vertex_samples:
+        sample = vertices[torch.as_tensor(rng.choice(len(vertices), vertex_samples, replace=False), device=device)]
+    centre = vertices.mean(0).detach()
+    extent = float((vertices.max(0).values - vertices.min(0).values).norm())
+    local = sample - centre
+    rotation = torch.zeros(3, dtype=dtype, device=device)
+    translation = torch.zeros(3, dtype=dtype, device=device)
+    previous_centre: np.ndarray | None = None
+    rotations, translations, costs = [], [], []
+    for ti, group in enumerate(groups):
+        if check_cancelled is not None:
+            check_cancelled()
+        idx = torch.as_tensor(group, device=device)
+        sil = Silhouettes(alphas[idx], viewmats[idx], Ks[idx], pixel_samples, seed + ti)
+        seen = sil.centre()
+        if seen is not None:
+            # the first time: the mesh's centre goes to the silhouettes' only if that fits them better
+            if previous_centre is None:
+                shifted = torch.as_tensor(seen, dtype=dtype, device=device) - centre
+                with torch.no_grad():
+                    if sil.cost(sample + shifted) < sil.cost(sample):
+                        translation = shifted
+            else:
+                translation = translation + torch.as_tensor(seen - previous_centre, dtype=dtype, device=device)
+            previous_centre = seen
+        rotation, translation, cost = _refine(sil, local, centre, rotation, translation, steps, extent)
+        costs.append(cost)
+        rotations.append(rotation)
+        translations.append(translation)
+    return RigidPoses(torch.stack(rotations), torch.stack(translations), centre, np.asarray(costs))
+
+
+def _refine(
+    sil: Silhouettes,
+    local: torch.Tensor,
+    centre: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    steps: int,
+    extent: float,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Adam on one time's rigid pose from (rotation, translation); returns it and its RMS silhouette distance."""
+    rot = rotation.clone().requires_grad_(True)
+    trans = translation.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([{"params": [rot], "lr": 0.02}, {"params": [trans], "lr": 0.004 * extent}])
+    rates = [0.02, 0.004 * extent]
+    for step in range(steps):
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):  # decay to a tenth
+            group["lr"] = rate * 0.1 ** (step / max(1, steps - 1))
+        R = quat_to_rotmat(axis_angle_to_quat(rot[None]))[0]
+        cost = sil.cost(local @ R.T + centre + trans)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+    with torch.no_grad():
+        R = quat_to_rotmat(axis_angle_to_quat(rot[None]))[0]
+        rms = float(sil.cost(local @ R.T + centre + trans).sqrt())
+    return rot.detach(), trans.detach(), rms
