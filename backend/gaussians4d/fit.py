@@ -85,9 +85,12 @@ class Preset:
     pyramid_levels: int = 3  # extra L1 terms on 2×, 4×, 8× downsampled renders (see _pyramid_l1)
     pyramid_weight: float = 0.5
     smooth_weight: float = 1e-3
-    arap_weight: float = 1.0
+    # mesh path: weights of the ARAP term and of the graph's rigidity term (Sumner's E_reg). Once the mesh starts
+    # at the silhouettes' rigid poses, weaker is better: mean vertex error on horse-gallop 6.43 / 4.90 / 3.89 /
+    # 4.48 % at 1 / 0.2 / 0.05 / 0.01 (at 0.01 the edges stretch twice as much as the true animation's)
+    arap_weight: float = 0.05
     mesh_nodes: int = 48  # mesh path: nodes of the deformation graph that moves the vertices while fitting
-    graph_weight: float = 1.0  # mesh path: weight of the graph's rigidity term (Sumner's E_reg)
+    graph_weight: float = 0.05
     lr_node_translation: float = 1e-2  # mesh path: × diagonal
     lr_node_rotation: float = 2e-2  # mesh path: radians
     mesh_lr_final: float = 0.1  # mesh path: the graph's rates decay to this fraction (large motions need steps late)

@@ -83,9 +83,9 @@ def test_mesh_bound_fit_recovers_a_hinged_box_swinging():
     diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
     error = np.linalg.norm(frames - truth, axis=-1).mean(axis=1) / diagonal
     motion = np.linalg.norm(truth - vertices, axis=-1).mean(axis=1) / diagonal
-    # at 48² a pixel is ~4 % of the diagonal. Measured: 1.2 % at t = 0 rising to 4.0 % at t = 1, where the
+    # at 48² a pixel is ~4 % of the diagonal. Measured: 1.1 % at t = 0 rising to 2.0 % at t = 1, where the
     # swing is 9.7 %: the vertices sit within a pixel and most of the swing is recovered, but this is short of
-    # the 1 % target (the fit lags the largest rotation; more iterations and resolution close part of it)
+    # the 1 % target (before the silhouette poses and the weaker ARAP of session 8: 1.2 % rising to 4.0 %)
     assert error.max() < 0.05, error
     assert error[-1] < motion[-1] / 2, (error, motion)
     tip = vertices[:, 0] > 0.55
@@ -106,6 +106,6 @@ def test_mesh_bound_fit_follows_a_box_that_travels_and_turns_far_between_frames(
             video, preset=replace(PRESETS["fast"], mesh_track=track), rest_mesh=(vertices, faces), iterations=30
         )
         errors[track] = np.linalg.norm(result.vertex_frames(TIMES) - truth, axis=-1).mean(axis=1) / diagonal
-    # measured: tracked 0.4–0.7 % at every time; untracked 47 % at t = 1 (the box is 49 % of its diagonal away)
+    # measured: tracked 0.7–1.3 % at every time; untracked 47 % at t = 1 (the box is 49 % of its diagonal away)
     assert errors[True].max() < 0.03, errors
     assert errors[False][-1] > 0.2, errors
