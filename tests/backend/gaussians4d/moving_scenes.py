@@ -3,7 +3,7 @@
 `moving_block_video`: a colourful block of Gaussians that slides and turns (x(t) = Rz(0.8 t) p + (0.3 t, 0, 0.1 t)).
 `hinge_mesh` + `hinge_video`: two boxes joined at a hinge, the right one swinging about the y axis by
 `HINGE_ANGLE`·t; the images show Gaussians densely sampled on the mesh surface, so the true motion of every
-vertex is known.
+vertex is known. `travel_video`: the same mesh moving as a whole, far between frames (`travel_pose`).
 """
 
 from __future__ import annotations
@@ -90,13 +90,18 @@ def hinge_pose(points: np.ndarray, t: float) -> np.ndarray:
     return np.where(points[:, :1] > 0, moved, points)
 
 
-def hinge_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVideo:
+def _hinge_mesh_video(pose, cams: Cameras, times, size: int, seed: int) -> MultiViewVideo:
+    """Gaussians densely sampled on the hinge mesh's surface, coloured in stripes, moved by pose(points, t)."""
     vertices, faces = hinge_mesh()
     surface, _ = trimesh.sample.sample_surface_even(trimesh.Trimesh(vertices, faces), 1500, seed=seed)
     colors = 0.5 + 0.4 * np.stack(
         [np.sin(9 * surface[:, 0]), np.cos(11 * surface[:, 1] + 3 * surface[:, 0]), np.sin(13 * surface[:, 2])], -1
     )
-    return _render(lambda t: hinge_pose(surface, t), colors, cams, times, size, 0.03)
+    return _render(lambda t: pose(surface, t), colors, cams, times, size, 0.03)
+
+
+def hinge_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVideo:
+    return _hinge_mesh_video(hinge_pose, cams, times, size, seed)
 
 
 TRAVEL = np.array([0.5, 0.25, 0.1])  # the travelling box's displacement at t = 1
@@ -109,9 +114,4 @@ def travel_pose(points: np.ndarray, t: float) -> np.ndarray:
 
 
 def travel_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVideo:
-    vertices, faces = hinge_mesh()
-    surface, _ = trimesh.sample.sample_surface_even(trimesh.Trimesh(vertices, faces), 1500, seed=seed)
-    colors = 0.5 + 0.4 * np.stack(
-        [np.sin(9 * surface[:, 0]), np.cos(11 * surface[:, 1] + 3 * surface[:, 0]), np.sin(13 * surface[:, 2])], -1
-    )
-    return _render(lambda t: travel_pose(surface, t), colors, cams, times, size, 0.03)
+    return _hinge_mesh_video(travel_pose, cams, times, size, seed)
