@@ -33,7 +33,11 @@ def fit4d(
     preset: Annotated[str, typer.Option(help="fast (CPU, ≤128 px) or quality (GPU, ≤512 px).")] = "fast",
     iterations: Annotated[int | None, typer.Option(min=1, help="Optimisation steps (default: the preset's).")] = None,
     rest_mesh: Annotated[
-        Path | None, typer.Option(help="OBJ of the object: one Gaussian per vertex, the mesh follows the motion.")
+        Path | None,
+        typer.Option(
+            help="OBJ of the object in the capture's coordinates: one Gaussian per vertex, the mesh follows the "
+            "motion (placed at each time from the alpha masks first, when the images have them)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1... (default: the first GPU, else the CPU).")] = "auto",
 ) -> None:
