@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from backend.gaussians4d.densify import ScreenGradients, densify_and_prune
 from backend.gaussians4d.fit_setup import background_colour, initial_points, knn_scale, prepare_frames, sample_colors
 from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
-from backend.gaussians4d.mesh_pose import track_rigid
+from backend.gaussians4d.mesh_pose import masks_outline_the_object, track_rigid
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
 from backend.gaussians4d.model import DynamicGaussians
 from shared.errors import InputError
@@ -353,7 +353,9 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     if mesh is not None:
         arap = Arap.from_mesh(model.means.detach(), mesh[1])
         graph = DeformationGraph(model.means.detach(), p.mesh_nodes, knots)
-        if p.mesh_track and frames.alphas is not None:
+        if p.mesh_track and frames.alphas is not None and not masks_outline_the_object(frames.alphas):
+            log.warning("the alpha masks do not outline the object (opaque everywhere): the mesh starts where it is")
+        elif p.mesh_track and frames.alphas is not None:
             if progress is not None:
                 progress("fit", 0.0, f"placing the mesh at each of the {n_times} times from the silhouettes")
             poses = track_rigid(

@@ -8,7 +8,7 @@ view's silhouette and the silhouettes' pixels near a vertex (a two-sided silhoue
 transform per image and a nearest-vertex search, no rendering). Each time starts from the previous time's pose,
 shifted by how far the silhouettes' triangulated centre moved, so a fast-moving object is still found.
 
-Without alpha masks there is nothing to track and the mesh starts where it is.
+Without alpha masks, or with masks that outline nothing (opaque everywhere), the mesh starts where it is.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from backend.gaussians4d.model import axis_angle_to_quat
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
 MASK_THRESHOLD = 0.5
+
+
+def masks_outline_the_object(alphas: torch.Tensor, most: float = 0.9) -> bool:
+    """Whether alpha masks (F,H,W,1) can be tracked: some pixel somewhere is inside, and no image is inside over
+    `most` of its area (an opaque RGBA export, alpha 1 everywhere, outlines nothing)."""
+    inside = (alphas > MASK_THRESHOLD).flatten(1).float().mean(1)
+    return bool(inside.max() > 0) and bool(inside.max() <= most)
 
 
 @dataclass

@@ -7,9 +7,10 @@ import pytest
 import torch
 from moving_scenes import TRAVEL, TURN, cameras, hinge_mesh, travel_pose, travel_video
 
+from backend.gaussians4d.fit import fit
 from backend.gaussians4d.fit_setup import prepare_frames
 from backend.gaussians4d.mesh_bound import DeformationGraph
-from backend.gaussians4d.mesh_pose import track_rigid
+from backend.gaussians4d.mesh_pose import masks_outline_the_object, track_rigid
 from backend.gaussians4d.model import axis_angle_to_quat, bspline_basis
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
@@ -63,3 +64,16 @@ def test_graph_started_at_rigid_poses_reproduces_them_and_costs_nothing(travel):
     with torch.no_grad():
         np.testing.assert_allclose(graph.positions(basis).numpy(), truth, atol=1e-4)
         assert float(graph.regularizer(basis)) < 1e-8
+
+
+def test_opaque_or_empty_masks_outline_nothing_and_the_fit_leaves_the_mesh_where_it_is(travel):
+    frames, vertices, _ = travel
+    assert masks_outline_the_object(frames.alphas)
+    assert not masks_outline_the_object(torch.ones_like(frames.alphas))  # an opaque RGBA export
+    assert not masks_outline_the_object(torch.zeros_like(frames.alphas))
+    video = travel_video(cameras(6, 48), TIMES, 48)
+    video.alphas[:] = 1.0
+    _, faces = hinge_mesh()
+    result = fit(video, rest_mesh=(vertices.numpy(), faces), iterations=1)
+    moved = np.linalg.norm(result.vertex_frames(TIMES) - vertices.numpy()[None], axis=-1).max()
+    assert moved < 0.05, moved  # one small photometric step, no pose from silhouettes that are not there
