@@ -67,7 +67,6 @@ class Silhouettes:
                 ij = ij[rng.choice(len(ij), samples, replace=False)]
             pixels.append(torch.as_tensor(ij[:, ::-1] + 0.5, dtype=viewmats.dtype, device=viewmats.device))
         self.pixels = pixels  # per view (P,2) x,y of pixels inside the mask
-        self.visible = [len(p) > 0 for p in pixels]
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
         """(E, V, 2) pixel coordinates of `points` (V,3) in every view."""
@@ -171,17 +170,19 @@ def _refine(
     """Adam on one time's rigid pose from (rotation, translation); returns it and its RMS silhouette distance."""
     rot = rotation.clone().requires_grad_(True)
     trans = translation.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([{"params": [rot], "lr": 0.02}, {"params": [trans], "lr": 0.004 * extent}])
-    rates = [0.02, 0.004 * extent]
+    rates = [0.02, 0.004 * extent]  # radians, and 0.4 % of the mesh's diagonal, per step at first
+    optimizer = torch.optim.Adam([{"params": [rot], "lr": rates[0]}, {"params": [trans], "lr": rates[1]}])
+
+    def posed() -> torch.Tensor:
+        return local @ quat_to_rotmat(axis_angle_to_quat(rot[None]))[0].T + centre + trans
+
     for step in range(steps):
         for group, rate in zip(optimizer.param_groups, rates, strict=True):  # decay to a tenth
             group["lr"] = rate * 0.1 ** (step / max(1, steps - 1))
-        R = quat_to_rotmat(axis_angle_to_quat(rot[None]))[0]
-        cost = sil.cost(local @ R.T + centre + trans)
+        cost = sil.cost(posed())
         optimizer.zero_grad()
         cost.backward()
         optimizer.step()
     with torch.no_grad():
-        R = quat_to_rotmat(axis_angle_to_quat(rot[None]))[0]
-        rms = float(sil.cost(local @ R.T + centre + trans).sqrt())
+        rms = float(sil.cost(posed()).sqrt())
     return rot.detach(), trans.detach(), rms
