@@ -353,9 +353,11 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     if mesh is not None:
         arap = Arap.from_mesh(model.means.detach(), mesh[1])
         graph = DeformationGraph(model.means.detach(), p.mesh_nodes, knots)
-        if p.mesh_track and frames.alphas is not None and not masks_outline_the_object(frames.alphas):
+        track = p.mesh_track and frames.alphas is not None
+        if track and not masks_outline_the_object(frames.alphas):
             log.warning("the alpha masks do not outline the object (opaque everywhere): the mesh starts where it is")
-        elif p.mesh_track and frames.alphas is not None:
+            track = False
+        if track:
             if progress is not None:
                 progress("fit", 0.0, f"placing the mesh at each of the {n_times} times from the silhouettes")
             poses = track_rigid(
