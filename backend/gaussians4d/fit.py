@@ -15,12 +15,13 @@ Initialisation: points carved from the alpha masks at the first time (inside eve
 uniform in `video.bounds()` without masks; colours are the mean of the images where the points project.
 
 Mesh path 1 (`rest_mesh=(vertices, faces)`, Animate3D): one Gaussian per vertex, canonical means fixed at the
-rest vertices, isotropic scales from the mean edge length, no densification. With alpha masks, the mesh first
-gets a rigid pose per time from the silhouettes (mesh_pose.py: an object that walks or turns moves far beyond
-the images' gradients), the deformation graph starts at those poses and every time is open from the first
-iteration. While fitting, the vertices are moved by an embedded deformation graph (see mesh_bound.py for why)
-with an as-rigid-as-possible term between every time and the rest pose over the mesh's edges; the motion is
-baked into the model's per-vertex trajectories at each preview and at the end.
+rest vertices, flat in the surface (sized from the vertex's edges, turned with its normal at every time, drawn
+with a narrower low-pass filter so the silhouette is the mesh's, see Preset.mesh_flatness), no densification.
+With alpha masks, the mesh first gets a rigid pose per time from the silhouettes (mesh_pose.py: an object that
+walks or turns moves far beyond the images' gradients), the deformation graph starts at those poses and every
+time is open from the first iteration. While fitting, the vertices are moved by an embedded deformation graph
+(see mesh_bound.py for why) with an as-rigid-as-possible term between every time and the rest pose over the
+mesh's edges; the motion is baked into the model's per-vertex trajectories at each preview and at the end.
 `FitResult.vertex_frames(times)` gives the animated vertices.
 
 Helpers live beside this module: fit_setup.py (video tensors, initial Gaussians), densify.py (adaptive
@@ -38,13 +39,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial.transform import Rotation
 
 from backend.gaussians4d.densify import ScreenGradients, densify_and_prune
 from backend.gaussians4d.fit_setup import background_colour, initial_points, knn_scale, prepare_frames, sample_colors
-from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
+from backend.gaussians4d.mesh_bound import Arap, DeformationGraph, normal_quats, vertex_normals
 from backend.gaussians4d.mesh_pose import masks_outline_the_object, track_rigid
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
 from backend.gaussians4d.model import DynamicGaussians
+from backend.motion.rotations import quat_multiply_torch as quat_multiply
 from shared.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -94,7 +97,15 @@ class Preset:
     lr_node_translation: float = 1e-2  # mesh path: × diagonal
     lr_node_rotation: float = 2e-2  # mesh path: radians
     mesh_lr_final: float = 0.1  # mesh path: the graph's rates decay to this fraction (large motions need steps late)
-    mesh_scale: float = 0.7  # mesh path: Gaussian size (σ) relative to the mean edge length
+    # mesh path: how each vertex's Gaussian is drawn. It lies flat in the surface (σ across it = mesh_flatness × σ
+    # along it, turned with the vertex normal at every time), σ along it is mesh_scale × the mean length of the
+    # vertex's edges, and the rasterizer's low-pass filter is mesh_eps2d px² instead of 0.3. Round Gaussians of the
+    # mean edge's size with the 0.3 px² filter overhang the true silhouette by 1.2 px (horse, samba at 128²), and
+    # the fit shrinks the mesh to make up for it (samba started at the truth: −0.5 % of the diagonal along the
+    # normals); these settings overhang by 0.3 px without opening holes (bench: benchmarks/bench_fit4d.py)
+    mesh_scale: float = 0.4
+    mesh_flatness: float = 0.1
+    mesh_eps2d: float = 0.03
     mesh_track: bool = True  # mesh path: start each time at the mesh's rigid pose found from the masks
     time_warmup: float = 0.2  # fraction of the iterations over which the sampled time window opens
     preview_every: int = 50
@@ -246,13 +257,29 @@ def _second_difference(ctrl: torch.Tensor) -> torch.Tensor:
 # -- the fit ---------------------------------------------------------------------------------------------------------
 
 
-def _bake(model: DynamicGaussians, graph: DeformationGraph, basis: torch.Tensor) -> None:
-    """Set the model's per-vertex trajectories to the graph's motion (exact at the captured times when the
-    spline has one knot per time, least squares otherwise)."""
+def _surface_quats(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Mesh path: the orientation of each vertex's flat Gaussian, its third axis along the vertex normal."""
+    return normal_quats(vertex_normals(positions, faces))
+
+
+def _bake(model: DynamicGaussians, graph: DeformationGraph, basis: torch.Tensor, faces: torch.Tensor) -> None:
+    """Set the model's per-vertex trajectories to the graph's motion, and its rotation trajectories to the turn
+    of each vertex's normal frame from the rest pose (exact at the captured times when the spline has one knot
+    per time, least squares otherwise)."""
     with torch.no_grad():
-        offsets = graph.positions(basis) - model.means[None]  # (T,V,3)
-        ctrl = torch.linalg.lstsq(basis.cpu().double(), offsets.reshape(len(basis), -1).cpu().double()).solution
+        positions = graph.positions(basis)  # (T,V,3)
+        a = basis.cpu().double()
+        offsets = (positions - model.means[None]).reshape(len(basis), -1).cpu().double()
+        ctrl = torch.linalg.lstsq(a, offsets).solution
         model.mean_ctrl.copy_(ctrl.reshape(basis.shape[1], len(model), 3).permute(1, 0, 2).to(model.mean_ctrl))
+        turn = quat_multiply(_surface_quats(positions, faces), _conjugate(F.normalize(model.quats, dim=-1))[None])
+        rotvec = Rotation.from_quat(turn.reshape(-1, 4)[:, [1, 2, 3, 0]].cpu().double().numpy()).as_rotvec()
+        ctrl = torch.linalg.lstsq(a, torch.as_tensor(rotvec).reshape(len(basis), -1)).solution
+        model.rot_ctrl.copy_(ctrl.reshape(basis.shape[1], len(model), 3).permute(1, 0, 2).to(model.rot_ctrl))
+
+
+def _conjugate(q: torch.Tensor) -> torch.Tensor:
+    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
 
 
 def _resolve_preset(preset: str | Preset, iterations: int | None) -> tuple[str, Preset]:
@@ -320,11 +347,16 @@ def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator)
     if mesh is not None:
         vertices, faces = mesh
         e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-        mean_edge = float(np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1).mean())
+        lengths = np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1)
+        ends = np.concatenate([e[:, 0], e[:, 1]])
+        counts = np.bincount(ends, minlength=len(vertices))
+        local = np.bincount(ends, np.concatenate([lengths, lengths]), len(vertices)) / np.maximum(counts, 1)
+        local = np.where(counts > 0, local, lengths.mean())  # a vertex on no face: the mean edge
         colors = sample_colors(video, vertices, first)
-        model = DynamicGaussians.from_points(
-            vertices, colors, 0.5 * mean_edge, knots=knots, opacity=0.9, rotation=False
-        )
+        model = DynamicGaussians.from_points(vertices, colors, p.mesh_scale * local, knots=knots, opacity=0.9)
+        with torch.no_grad():  # flat, in the rest surface; the fit turns them with it (rotation trajectories)
+            model.log_scales[:, 2] += float(np.log(p.mesh_flatness))
+            model.quats.copy_(normal_quats(vertex_normals(model.means, torch.as_tensor(faces))))
         extent = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
         return model, extent
     lo, hi = video.bounds()
@@ -349,8 +381,10 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     model.to(device)
     basis = model.basis(frames.times)  # (T,K)
     warmup = max(1, int(p.time_warmup * p.iterations))
-    arap = graph = None
+    arap = graph = faces = None
+    render_options = {} if mesh is None else {"eps2d": p.mesh_eps2d}
     if mesh is not None:
+        faces = torch.as_tensor(mesh[1], device=device)
         arap = Arap.from_mesh(model.means.detach(), mesh[1])
         graph = DeformationGraph(model.means.detach(), p.mesh_nodes, knots)
         track = p.mesh_track and frames.alphas is not None
@@ -397,10 +431,11 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
             g = model.at(float(frames.times[ti]))
             if graph is not None:
                 g["means"] = graph.positions(basis[ti : ti + 1])[0]
+                g["quats"] = _surface_quats(g["means"], faces)
             rgb, alpha, meta = _rasterize(
                 g["means"], g["quats"], g["scales"], g["opacities"], g["colors"],
                 frames.viewmats[entries], frames.Ks[entries], frames.width, frames.height,
-                backgrounds=bg.expand(len(entries), 3),
+                backgrounds=bg.expand(len(entries), 3), **render_options,
             )  # fmt: skip
             target = frames.images[entries]
             term = (1 - p.ssim_weight) * (rgb - target).abs().mean()
@@ -476,7 +511,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
                 f"step {step}/{p.iterations}, {len(model)} Gaussians, loss {loss.item():.4f}",
             )
         if graph is not None and (step == p.iterations or (preview is not None and step % p.preview_every == 0)):
-            _bake(model, graph, basis)
+            _bake(model, graph, basis, faces)
         if preview is not None and (step % p.preview_every == 0 or step == p.iterations):
             preview(step, model)
 

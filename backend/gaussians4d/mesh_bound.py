@@ -13,6 +13,9 @@ are never followed (measured on the hinge test: the tip stayed at rest; a Laplac
 preconditioner of the per-vertex offsets moved it a third of the way). Node transforms pool the gradient of
 every vertex they carry and are rigid by construction. The fitted motion is then baked into the per-vertex
 trajectories of the DynamicGaussians model.
+
+`vertex_normals`, `normal_quats`: each vertex's Gaussian lies flat in the surface, its thin axis along the
+vertex normal of the deformed mesh at every time.
 """
 
 from __future__ import annotations
@@ -33,6 +36,29 @@ def mesh_edges(faces: np.ndarray) -> np.ndarray:
     f = np.asarray(faces, dtype=np.int64)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     return np.unique(np.sort(e, axis=1), axis=0)
+
+
+def vertex_normals(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(..., V, 3) unit area-weighted vertex normals of positions (..., V, 3) over faces (F, 3); differentiable.
+    A vertex on no face, or whose faces cancel, gets +z."""
+    a, b, c = (positions[..., faces[:, k], :] for k in range(3))
+    face_n = torch.linalg.cross(b - a, c - a)  # (..., F, 3), length = twice the area
+    n = positions.new_zeros(positions.shape)
+    for k in range(3):
+        n = n.index_add(-2, faces[:, k], face_n)
+    length = n.norm(dim=-1, keepdim=True)
+    z = n.new_tensor([0.0, 0.0, 1.0]).expand_as(n)
+    return torch.where(length > 1e-20, n / length.clamp_min(1e-20), z)
+
+
+def normal_quats(normals: torch.Tensor) -> torch.Tensor:
+    """(..., 4) unit quaternions (w, x, y, z): the shortest rotation taking +z to each unit normal (..., 3);
+    180° about x for a normal along −z."""
+    w = 1.0 + normals[..., 2:3]
+    q = torch.cat([w, -normals[..., 1:2], normals[..., 0:1], torch.zeros_like(w)], -1)
+    flipped = q.new_tensor([0.0, 1.0, 0.0, 0.0]).expand_as(q)
+    q = torch.where(w > 1e-6, q, flipped)
+    return q / q.norm(dim=-1, keepdim=True)
 
 
 @dataclass

@@ -74,6 +74,7 @@ def rasterize(
     backgrounds: torch.Tensor | None = None,
     near_plane: float = 0.01,
     far_plane: float = 1e10,
+    eps2d: float = EPS2D,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Render N Gaussians into C cameras.
@@ -81,7 +82,8 @@ def rasterize(
     Args:
         means (N, 3), quats (N, 4) wxyz (need not be normalised), scales (N, 3) positive, opacities (N,) in
         (0, 1), colors (N, D) or per camera (C, N, D); viewmats (C, 4, 4) world→camera (OpenCV), Ks (C, 3, 3);
-        backgrounds (C, D) or None (black).
+        backgrounds (C, D) or None (black). eps2d: px² added to each projected covariance (a low-pass filter
+        that keeps sub-pixel Gaussians visible; it also widens them, so a surface's silhouette overhangs).
         backend: "torch", "gsplat" (CUDA only) or "auto" (gsplat when the tensors are on CUDA and gsplat
         imports, else torch).
 
@@ -101,8 +103,9 @@ def rasterize(
             raise InputError("The gsplat rasterizer needs CUDA tensors; use backend='torch' on the CPU.")
         try:
             return _rasterize_gsplat(
-                means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, near_plane, far_plane
-            )
+                means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+                backgrounds, near_plane, far_plane, eps2d,
+            )  # fmt: skip
         except (ImportError, OSError) as exc:  # gsplat's CUDA extension failed to build or load
             if backend == "gsplat":
                 raise InputError(f"gsplat could not load its CUDA kernels ({exc}); use backend='torch'.") from exc
@@ -110,7 +113,7 @@ def rasterize(
             _GSPLAT_ERROR.append(str(exc))
 
     means2d, conics, depths, radii, half_extent = project_gaussians(
-        means, quats, scales, viewmats, Ks, width, height, near_plane=near_plane, far_plane=far_plane
+        means, quats, scales, viewmats, Ks, width, height, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d
     )
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -399,7 +402,7 @@ def _gsplat_available() -> bool:
 
 
 def _rasterize_gsplat(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, near_plane, far_plane
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, near_plane, far_plane, eps2d
 ):
     try:
         import gsplat
@@ -417,7 +420,7 @@ def _rasterize_gsplat(
         height,
         near_plane=near_plane,
         far_plane=far_plane,
-        eps2d=EPS2D,
+        eps2d=eps2d,
         backgrounds=backgrounds,
         packed=False,
     )

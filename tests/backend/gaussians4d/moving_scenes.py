@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import trimesh
 
 from backend.gaussians4d.cameras import Cameras, ring_cameras
 from backend.gaussians4d.data import MultiViewVideo
-from backend.gaussians4d.rasterize import rasterize
+from backend.gaussians4d.mesh_bound import normal_quats
+from backend.gaussians4d.rasterize import EPS2D, rasterize
 
 HALF_SIZE = np.array([0.5, 0.3, 0.25])
 HINGE_ANGLE = 0.7  # radians at t = 1
@@ -30,16 +32,21 @@ def _rot_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _render(points_at, colors, cams: Cameras, times, size: int, scale: float) -> MultiViewVideo:
-    """Render Gaussians at points_at(t) (N,3) with `colors` from `cams` at every time, over white."""
+def _render(points_at, colors, cams: Cameras, times, size: int, scale: float, normals_at=None) -> MultiViewVideo:
+    """Render Gaussians at points_at(t) (N,3) with `colors` from `cams` at every time, over white. With
+    normals_at(t) (N,3) they are discs in the surface (a tenth as thick) with a 0.03 px² low-pass filter: a
+    surface with a crisp silhouette, like a rendered mesh, rather than the rasterizer's round, filtered blobs."""
     n = len(colors)
     images, alphas, viewmats, Ks, entry_times = [], [], [], [], []
+    flat = normals_at is not None
+    scales = torch.full((n, 3), scale) * (torch.tensor([1.0, 1.0, 0.1]) if flat else 1.0)
     for t in times:
+        quats = normal_quats(F.normalize(torch.as_tensor(normals_at(t), dtype=torch.float32), dim=1)) if flat else None
         with torch.no_grad():
             rgb, alpha, _ = rasterize(
                 torch.as_tensor(points_at(t), dtype=torch.float32),
-                torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
-                torch.full((n, 3), scale),
+                torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1) if quats is None else quats,
+                scales,
                 torch.full((n,), 0.9),
                 torch.as_tensor(colors, dtype=torch.float32),
                 torch.as_tensor(cams.viewmats),
@@ -47,6 +54,7 @@ def _render(points_at, colors, cams: Cameras, times, size: int, scale: float) ->
                 size,
                 size,
                 backgrounds=torch.ones(len(cams), 3),
+                eps2d=0.03 if flat else EPS2D,
             )
         images.append(rgb.clamp(0, 1).numpy())
         alphas.append(alpha[..., 0].numpy())
@@ -91,13 +99,16 @@ def hinge_pose(points: np.ndarray, t: float) -> np.ndarray:
 
 
 def _hinge_mesh_video(pose, cams: Cameras, times, size: int, seed: int) -> MultiViewVideo:
-    """Gaussians densely sampled on the hinge mesh's surface, coloured in stripes, moved by pose(points, t)."""
+    """Discs densely sampled on the hinge mesh's surface, coloured in stripes, moved by pose(points, t)."""
     vertices, faces = hinge_mesh()
-    surface, _ = trimesh.sample.sample_surface_even(trimesh.Trimesh(vertices, faces), 1500, seed=seed)
+    mesh = trimesh.Trimesh(vertices, faces)
+    surface, face = trimesh.sample.sample_surface_even(mesh, 4000, seed=seed)
+    normals = mesh.face_normals[face]
     colors = 0.5 + 0.4 * np.stack(
         [np.sin(9 * surface[:, 0]), np.cos(11 * surface[:, 1] + 3 * surface[:, 0]), np.sin(13 * surface[:, 2])], -1
     )
-    return _render(lambda t: pose(surface, t), colors, cams, times, size, 0.03)
+    posed_normals = lambda t: pose(surface + 1e-3 * normals, t) - pose(surface, t)  # noqa: E731 (rigid pieces)
+    return _render(lambda t: pose(surface, t), colors, cams, times, size, 0.02, posed_normals)
 
 
 def hinge_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVideo:

@@ -64,6 +64,16 @@ def test_isotropic_gaussian_facing_the_camera_matches_the_closed_form():
     assert meta["radii"][0, 0].item() == math.ceil(3 * math.sqrt(var))
 
 
+def test_low_pass_filter_width_is_the_callers_choice():
+    # s = 0.02 at z = 2 with f = 40: a 0.4 px footprint, so the filter decides much of the profile's width
+    viewmats, Ks = facing_camera(32, 40.0)
+    g = gaussians([[0.0, 0.0, 2.0]], [[0.02, 0.02, 0.02]], [0.5], [[1.0, 1.0, 1.0]])
+    for eps2d in (0.3, 0.03):
+        _, alpha, _ = rasterize(*g, viewmats, Ks, 32, 32, eps2d=eps2d)
+        var = (40.0 * 0.02 / 2.0) ** 2 + eps2d
+        assert alpha[0, 16, 17, 0].item() == pytest.approx(0.5 * math.exp(-1 / (2 * var)), abs=1e-6), eps2d
+
+
 def test_rotated_anisotropic_gaussian_has_its_long_axis_turned():
     # Scales (0.1, 0.05) rotated 90° about the view axis: 2 px along y, 1 px along x.
     viewmats, Ks = facing_camera(32, 40.0)
