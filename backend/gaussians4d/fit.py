@@ -179,7 +179,7 @@ def render(
     bg = torch.as_tensor(background, dtype=torch.float32, device=device).expand(len(cameras), 3)
     return _rasterize(
         g["means"], g["quats"], g["scales"], g["opacities"], g["colors"], viewmats, Ks,
-        cameras.width, cameras.height, backgrounds=bg,
+        cameras.width, cameras.height, backgrounds=bg, eps2d=model.config.eps2d,
     )  # fmt: skip
 
 
@@ -354,6 +354,7 @@ def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator)
         local = np.where(counts > 0, local, lengths.mean())  # a vertex on no face: the mean edge
         colors = sample_colors(video, vertices, first)
         model = DynamicGaussians.from_points(vertices, colors, p.mesh_scale * local, knots=knots, opacity=0.9)
+        model.config = replace(model.config, eps2d=p.mesh_eps2d)
         with torch.no_grad():  # flat, in the rest surface; the fit turns them with it (rotation trajectories)
             model.log_scales[:, 2] += float(np.log(p.mesh_flatness))
             model.quats.copy_(normal_quats(vertex_normals(model.means, torch.as_tensor(faces))))
@@ -382,7 +383,6 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     basis = model.basis(frames.times)  # (T,K)
     warmup = max(1, int(p.time_warmup * p.iterations))
     arap = graph = faces = None
-    render_options = {} if mesh is None else {"eps2d": p.mesh_eps2d}
     if mesh is not None:
         faces = torch.as_tensor(mesh[1], device=device)
         arap = Arap.from_mesh(model.means.detach(), mesh[1])
@@ -435,7 +435,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
             rgb, alpha, meta = _rasterize(
                 g["means"], g["quats"], g["scales"], g["opacities"], g["colors"],
                 frames.viewmats[entries], frames.Ks[entries], frames.width, frames.height,
-                backgrounds=bg.expand(len(entries), 3), **render_options,
+                backgrounds=bg.expand(len(entries), 3), eps2d=model.config.eps2d,
             )  # fmt: skip
             target = frames.images[entries]
             term = (1 - p.ssim_weight) * (rgb - target).abs().mean()

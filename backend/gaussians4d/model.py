@@ -21,12 +21,13 @@ Conventions (see the module contract): quaternions (w, x, y, z); `at(t)` returns
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from backend.gaussians4d.rasterize import EPS2D
 from backend.motion.rotations import quat_multiply_torch as quat_multiply
 
 
@@ -37,6 +38,7 @@ class DynamicGaussiansConfig:
     num_gaussians: int
     knots: int  # control points of each trajectory (K); degree is min(3, K - 1)
     rotation: bool = True  # whether trajectories carry a rotation offset
+    eps2d: float = EPS2D  # px²: the rasterizer's low-pass filter the model was fitted with, and is drawn with
 
 
 def bspline_basis(times: np.ndarray | torch.Tensor | float, knots: int) -> np.ndarray:
@@ -184,6 +186,4 @@ class DynamicGaussians(nn.Module):
             raise ValueError("replace_rows needs every per-Gaussian tensor, all with the same row count")
         for name, value in rows.items():
             setattr(self, name, nn.Parameter(value.detach().contiguous()))
-        self.config = DynamicGaussiansConfig(
-            num_gaussians=counts.pop(), knots=self.knots, rotation=self.config.rotation
-        )
+        self.config = replace(self.config, num_gaussians=counts.pop())

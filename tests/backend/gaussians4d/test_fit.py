@@ -92,7 +92,8 @@ def test_mesh_bound_fit_recovers_a_hinged_box_swinging():
     assert error[-1] < motion[-1] / 2, (error, motion)
     tip = vertices[:, 0] > 0.55
     assert frames[-1, tip, 2].mean() < -0.25  # true: −0.39; at rest: 0
-    # the saved model draws what was fitted: flat Gaussians lying in the surface, turned with it
+    # the saved model draws what was fitted: flat Gaussians lying in the surface, turned with it, and its filter
+    assert result.model.config.eps2d == PRESETS["fast"].mesh_eps2d
     drawn = result.model.at(1.0)
     axis = quat_to_rotmat(drawn["quats"])[:, :, 2]
     normals = vertex_normals(torch.as_tensor(frames[-1]), torch.as_tensor(faces).long())

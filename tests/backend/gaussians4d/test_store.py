@@ -42,6 +42,23 @@ def test_round_trip_without_rotation_trajectories(tmp_path):
     assert torch.equal(loaded.at(0.4)["means"], model.at(0.4)["means"])
 
 
+def test_the_low_pass_filter_a_model_was_fitted_with_travels_and_draws_it(tmp_path):
+    from dataclasses import replace
+
+    from backend.gaussians4d.cameras import ring_cameras
+    from backend.gaussians4d.fit import render
+
+    model = _moving_model()
+    model.config = replace(model.config, eps2d=0.03)  # what a mesh-bound fit sets
+    save_model(tmp_path / "m", model)
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.config.eps2d == 0.03
+    cams = ring_cameras(2, radius=4.0, elevation_deg=10, fov_deg=40, width=24, height=24)
+    narrow = render(loaded, cams, 0.5)[1]
+    loaded.config = replace(loaded.config, eps2d=0.3)
+    assert render(loaded, cams, 0.5)[1].sum() > narrow.sum()  # the wider filter covers more
+
+
 def test_missing_or_truncated_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_model(tmp_path / "nothing")
