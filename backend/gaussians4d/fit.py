@@ -47,7 +47,7 @@ from backend.gaussians4d.mesh_bound import Arap, DeformationGraph, normal_quats,
 from backend.gaussians4d.mesh_pose import masks_outline_the_object, track_rigid
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
 from backend.gaussians4d.model import DynamicGaussians
-from backend.motion.rotations import quat_multiply_torch as quat_multiply
+from backend.motion.rotations import quat_conjugate_torch, quat_multiply_torch
 from shared.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -272,14 +272,11 @@ def _bake(model: DynamicGaussians, graph: DeformationGraph, basis: torch.Tensor,
         offsets = (positions - model.means[None]).reshape(len(basis), -1).cpu().double()
         ctrl = torch.linalg.lstsq(a, offsets).solution
         model.mean_ctrl.copy_(ctrl.reshape(basis.shape[1], len(model), 3).permute(1, 0, 2).to(model.mean_ctrl))
-        turn = quat_multiply(_surface_quats(positions, faces), _conjugate(F.normalize(model.quats, dim=-1))[None])
+        rest = quat_conjugate_torch(F.normalize(model.quats, dim=-1))
+        turn = quat_multiply_torch(_surface_quats(positions, faces), rest[None])
         rotvec = Rotation.from_quat(turn.reshape(-1, 4)[:, [1, 2, 3, 0]].cpu().double().numpy()).as_rotvec()
         ctrl = torch.linalg.lstsq(a, torch.as_tensor(rotvec).reshape(len(basis), -1)).solution
         model.rot_ctrl.copy_(ctrl.reshape(basis.shape[1], len(model), 3).permute(1, 0, 2).to(model.rot_ctrl))
-
-
-def _conjugate(q: torch.Tensor) -> torch.Tensor:
-    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
 
 
 def _resolve_preset(preset: str | Preset, iterations: int | None) -> tuple[str, Preset]:

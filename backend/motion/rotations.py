@@ -139,6 +139,11 @@ def quat_yaw(q: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- torch
 
 
+def quat_conjugate_torch(q: torch.Tensor) -> torch.Tensor:
+    """(..., 4) → conjugate, the inverse of a unit quaternion."""
+    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
+
+
 def quat_multiply_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product a·b; (..., 4) × (..., 4) → (..., 4), broadcasting."""
     aw, ax, ay, az = a.unbind(-1)

@@ -107,7 +107,10 @@ def _hinge_mesh_video(pose, cams: Cameras, times, size: int, seed: int) -> Multi
     colors = 0.5 + 0.4 * np.stack(
         [np.sin(9 * surface[:, 0]), np.cos(11 * surface[:, 1] + 3 * surface[:, 0]), np.sin(13 * surface[:, 2])], -1
     )
-    posed_normals = lambda t: pose(surface + 1e-3 * normals, t) - pose(surface, t)  # noqa: E731 (rigid pieces)
+
+    def posed_normals(t):  # the pose moves rigid pieces, so a short step along the normal turns with them
+        return pose(surface + 1e-3 * normals, t) - pose(surface, t)
+
     return _render(lambda t: pose(surface, t), colors, cams, times, size, 0.02, posed_normals)
 
 
