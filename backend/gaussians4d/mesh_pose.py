@@ -8,6 +8,11 @@ view's silhouette and the silhouettes' pixels near a vertex (a two-sided silhoue
 transform per image and a nearest-vertex search, no rendering). Each time starts from the previous time's pose,
 shifted by how far the silhouettes' triangulated centre moved, so a fast-moving object is still found.
 
+`follow_silhouettes` then bends the deformation graph (mesh_bound.py), started at those rigid poses, into every
+time's silhouettes by the same distance, with ARAP and the graph's rigidity term holding the shape: what the
+rigid pose cannot place (a horse's legs mid-gallop) is pulled into the masks from any distance. Silhouettes do
+not pin everything (a bent and a sheared box look alike from outside); the photometric fit does the rest.
+
 Without alpha masks, or with masks that outline nothing (opaque everywhere), the mesh starts where it is.
 """
 
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
+from backend.gaussians4d.mesh_bound import DeformationGraph
 from backend.gaussians4d.model import axis_angle_to_quat
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
@@ -186,3 +192,53 @@ def _refine(
     with torch.no_grad():
         rms = float(sil.cost(posed()).sqrt())
     return rot.detach(), trans.detach(), rms
+
+
+def follow_silhouettes(
+    graph: DeformationGraph,
+    basis: torch.Tensor,
+    regularizer: Callable[[torch.Tensor], torch.Tensor],
+    alphas: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    groups: list[np.ndarray],
+    *,
+    steps: int = 100,
+    reg_weight: float = 10.0,
+    vertex_samples: int = 1500,
+    pixel_samples: int = 400,
+    seed: int = 0,
+    check_cancelled: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """Bend a deformation graph (mesh_bound.DeformationGraph, at its rigid start) into every time's silhouettes:
+    Adam on all its trajectories at once, the silhouette distance of each time (px², as track_rigid) plus
+    `reg_weight` × `regularizer(positions (T,V,3))`. A limb the rigid pose leaves outside the masks is pulled
+    into them from any distance, where the photometric fit only reaches a few pixels. Returns the RMS silhouette
+    distance per time (px)."""
+    rng = np.random.default_rng(seed)
+    rest = graph.rest
+    pick = torch.arange(len(rest), device=rest.device)
+    if len(rest) > vertex_samples:
+        pick = torch.as_tensor(np.sort(rng.choice(len(rest), vertex_samples, replace=False)), device=rest.device)
+    sils = []
+    for t, group in enumerate(groups):
+        idx = torch.as_tensor(group, device=rest.device)
+        sils.append(Silhouettes(alphas[idx], viewmats[idx], Ks[idx], pixel_samples, seed + t))
+    params = [graph.translation, graph.rotation]
+    extent = float((rest.max(0).values - rest.min(0).values).norm())
+    rates = [0.004 * extent, 0.02]
+    optimizer = torch.optim.Adam([{"params": [p], "lr": r} for p, r in zip(params, rates, strict=True)])
+    for step in range(steps):
+        if check_cancelled is not None:
+            check_cancelled()
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate * 0.1 ** (step / max(1, steps - 1))
+        positions = graph.positions(basis)
+        sil = torch.stack([s.cost(positions[t, pick]) for t, s in enumerate(sils)]).mean()
+        loss = sil + reg_weight * regularizer(positions)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        positions = graph.positions(basis)
+        return np.asarray([float(s.cost(positions[t, pick]).sqrt()) for t, s in enumerate(sils)])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from moving_scenes import TRAVEL, TURN, cameras, hinge_mesh, travel_pose, travel_video
+from moving_scenes import TRAVEL, TURN, cameras, hinge_mesh, hinge_pose, hinge_video, travel_pose, travel_video
 
 from backend.gaussians4d.fit import fit
 from backend.gaussians4d.fit_setup import prepare_frames
-from backend.gaussians4d.mesh_bound import DeformationGraph
-from backend.gaussians4d.mesh_pose import masks_outline_the_object, track_rigid
+from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
+from backend.gaussians4d.mesh_pose import follow_silhouettes, masks_outline_the_object, track_rigid
 from backend.gaussians4d.model import axis_angle_to_quat, bspline_basis
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
@@ -77,3 +77,36 @@ def test_opaque_or_empty_masks_outline_nothing_and_the_fit_leaves_the_mesh_where
     result = fit(video, rest_mesh=(vertices.numpy(), faces), iterations=1)
     moved = np.linalg.norm(result.vertex_frames(TIMES) - vertices.numpy()[None], axis=-1).max()
     assert moved < 0.05, moved  # one small photometric step, no pose from silhouettes that are not there
+
+
+def test_follow_silhouettes_bends_a_swung_half_into_the_masks():
+    """The hinged box's right half swings 0.7 rad by t = 1: no rigid pose fits it; bending the graph does."""
+    size = 48
+    video = hinge_video(cameras(6, size), TIMES, size)
+    frames = prepare_frames(video, size, torch.device("cpu"))
+    vertices, faces = hinge_mesh()
+    rest = torch.as_tensor(vertices)
+    truth = np.stack([hinge_pose(vertices, t) for t in TIMES])
+    diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
+    basis = torch.as_tensor(bspline_basis(np.asarray(TIMES), len(TIMES)), dtype=torch.float32)
+    poses = track_rigid(rest, frames.alphas, frames.viewmats, frames.Ks, frames.groups, steps=60)
+    graph = DeformationGraph(rest, nodes=24, knots=len(TIMES))
+    graph.start_at(poses.rotations, poses.translations, poses.centre, basis)
+
+    def error() -> np.ndarray:
+        with torch.no_grad():
+            return np.linalg.norm(graph.positions(basis).numpy() - truth, axis=-1).mean(axis=1) / diagonal
+
+    rigid = error()
+    arap = Arap.from_mesh(rest, faces)
+    rms = follow_silhouettes(
+        graph, basis, lambda x: arap(x) + graph.regularizer(basis),
+        frames.alphas, frames.viewmats, frames.Ks, frames.groups, steps=60,
+    )  # fmt: skip
+    bent = error()
+    # measured: rigid 0.5 / 2.2 / 4.4 / 6.6 % of the diagonal, bent 0.5 / 1.5 / 3.0 / 4.5 %, at 0.37–0.47 px RMS
+    # from the silhouettes (rigid: up to 0.60 px). What is left, the silhouettes cannot tell apart (a box bent or
+    # sheared looks the same from outside); the photometric fit takes it from there
+    assert rigid[-1] > 0.05, rigid
+    assert bent[-1] < 0.8 * rigid[-1], (rigid, bent)
+    assert rms.max() < min(0.6, poses.costs.max()), (rms, poses.costs)
