@@ -247,7 +247,13 @@ class Fit4D(Plugin):
                 choices=["fast", "quality"],
                 help="fast: a few minutes on a CPU (images ≤ 128 px); quality: for a GPU (≤ 512 px, more steps).",
             ),
-            ParamSpec("iterations", "int", default=0, min=0, help="Optimisation steps; 0 uses the preset's."),
+            ParamSpec(
+                "iterations",
+                "int",
+                default=0,
+                min=0,
+                help="Optimisation steps; 0 uses the preset's (with a rest mesh, its mesh_iterations of 4 times each).",
+            ),
             ParamSpec(
                 "preview_every",
                 "int",
@@ -306,7 +312,8 @@ class Fit4D(Plugin):
         video, rest_mesh, test = _fit_inputs(ctx)
         preset_name = str(p.get("preset") or "fast")
         preset = PRESETS[preset_name]
-        iterations = int(p.get("iterations") or 0) or preset.iterations
+        default_steps = preset.iterations if rest_mesh is None else preset.mesh_iterations
+        iterations = int(p.get("iterations") or 0) or default_steps
         every = int(p.get("preview_every") or 0) or preset.preview_every
         times = output_times(int(p.get("frames_out") or 0), video.time_values())
         out = Path(p.get("out") or ctx.job_dir / "model")
@@ -327,7 +334,8 @@ class Fit4D(Plugin):
             ctx,
             lambda progress, check_cancelled: fit(
                 video,
-                preset=replace(preset, iterations=iterations, preview_every=every),
+                preset=replace(preset, preview_every=every),
+                iterations=iterations,
                 rest_mesh=rest_mesh,
                 progress=lambda stage, f, msg: progress(stage, 0.9 * f, msg),
                 check_cancelled=check_cancelled,
