@@ -118,3 +118,15 @@ def test_mesh_bound_fit_follows_a_box_that_travels_and_turns_far_between_frames(
     # measured: tracked 1.0–1.1 % at every time; untracked 43 % at t = 1 (the box is 49 % of its diagonal away)
     assert errors[True].max() < 0.03, errors
     assert errors[False][-1] > 0.2, errors
+
+
+def test_mesh_path_takes_the_presets_mesh_steps_unless_told():
+    size = 32
+    video = hinge_video(cameras(4, size), TIMES, size)
+    vertices, faces = hinge_mesh()
+    preset = replace(PRESETS["fast"], mesh_iterations=3, mesh_silhouette_steps=2)
+    messages = []
+    result = fit(video, preset=preset, rest_mesh=(vertices, faces), progress=lambda s, f, m: messages.append(m))
+    assert result.iterations == 3
+    assert any("bending the mesh into the silhouettes (2 steps)" in m for m in messages), messages
+    assert fit(video, preset=preset, rest_mesh=(vertices, faces), iterations=2).iterations == 2
