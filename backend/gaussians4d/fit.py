@@ -413,21 +413,29 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
             log.warning("the alpha masks do not outline the object (opaque everywhere): the mesh starts where it is")
             track = False
         if track:
-            if progress is not None:
-                progress("fit", 0.0, f"placing the mesh at each of the {n_times} times from the silhouettes")
+
+            def placed(done: int, total: int) -> None:
+                if progress is not None:
+                    progress("fit", 0.0, f"placing the mesh from the silhouettes: time {done}/{total}")
+
+            def bending(done: int, total: int) -> None:
+                if progress is not None:
+                    progress("fit", 0.0, f"bending the mesh into the silhouettes: step {done}/{total}")
+
+            placed(0, n_times)
             poses = track_rigid(
                 model.means.detach(), frames.alphas, frames.viewmats, frames.Ks, frames.groups,
-                check_cancelled=check_cancelled,
+                check_cancelled=check_cancelled, on_progress=placed,
             )  # fmt: skip
             log.info("mesh placed by silhouettes, RMS distance per time (px): %s", np.round(poses.costs, 2))
             graph.start_at(poses.rotations, poses.translations, poses.centre, basis)
             if p.mesh_silhouette_steps > 0:
-                if progress is not None:
-                    progress("fit", 0.0, f"bending the mesh into the silhouettes ({p.mesh_silhouette_steps} steps)")
+                bending(0, p.mesh_silhouette_steps)
                 bent = follow_silhouettes(
                     graph, basis, lambda x: arap(x) + graph.regularizer(basis),
                     frames.alphas, frames.viewmats, frames.Ks, frames.groups,
-                    steps=p.mesh_silhouette_steps, reg_weight=p.mesh_silhouette_reg, check_cancelled=check_cancelled,
+                    steps=p.mesh_silhouette_steps, reg_weight=p.mesh_silhouette_reg,
+                    check_cancelled=check_cancelled, on_progress=bending,
                 )  # fmt: skip
                 log.info("mesh bent into the silhouettes, RMS distance per time (px): %s", np.round(bent, 2))
             with torch.no_grad():  # colours from where the mesh is at the first time

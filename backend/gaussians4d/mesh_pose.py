@@ -125,10 +125,11 @@ def track_rigid(
     pixel_samples: int = 400,
     seed: int = 0,
     check_cancelled: Callable[[], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> RigidPoses:
     """Rigid poses of `vertices` (V,3) at each time whose images are `groups` (entry indices into the alpha
     masks (F,H,W,1), viewmats (F,4,4), Ks (F,3,3)), found by silhouettes; see the module docstring.
-    check_cancelled is called once per time."""
+    check_cancelled is called once per time, on_progress(times done, times) after each."""
     rng = np.random.default_rng(seed)
     dtype, device = vertices.dtype, vertices.device
     sample = vertices
@@ -161,6 +162,8 @@ def track_rigid(
         costs.append(cost)
         rotations.append(rotation)
         translations.append(translation)
+        if on_progress is not None:
+            on_progress(ti + 1, len(groups))
     return RigidPoses(torch.stack(rotations), torch.stack(translations), centre, np.asarray(costs))
 
 
@@ -209,12 +212,13 @@ def follow_silhouettes(
     pixel_samples: int = 400,
     seed: int = 0,
     check_cancelled: Callable[[], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Bend a deformation graph (mesh_bound.DeformationGraph, at its rigid start) into every time's silhouettes:
     Adam on all its trajectories at once, the silhouette distance of each time (px², as track_rigid) plus
     `reg_weight` × `regularizer(positions (T,V,3))`. A limb the rigid pose leaves outside the masks is pulled
-    into them from any distance, where the photometric fit only reaches a few pixels. Returns the RMS silhouette
-    distance per time (px)."""
+    into them from any distance, where the photometric fit only reaches a few pixels. check_cancelled is called
+    every step, on_progress(steps done, steps) every tenth. Returns the RMS silhouette distance per time (px)."""
     rng = np.random.default_rng(seed)
     rest = graph.rest
     pick = torch.arange(len(rest), device=rest.device)
@@ -239,6 +243,8 @@ def follow_silhouettes(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if on_progress is not None and ((step + 1) % 10 == 0 or step + 1 == steps):
+            on_progress(step + 1, steps)
     with torch.no_grad():
         positions = graph.positions(basis)
         return np.asarray([float(s.cost(positions[t, pick]).sqrt()) for t, s in enumerate(sils)])

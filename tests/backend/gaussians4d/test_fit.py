@@ -128,5 +128,7 @@ def test_mesh_path_takes_the_presets_mesh_steps_unless_told():
     messages = []
     result = fit(video, preset=preset, rest_mesh=(vertices, faces), progress=lambda s, f, m: messages.append(m))
     assert result.iterations == 3
-    assert any("bending the mesh into the silhouettes (2 steps)" in m for m in messages), messages
+    # the stages before the photometric steps say how far they are
+    assert "placing the mesh from the silhouettes: time 4/4" in messages, messages
+    assert "bending the mesh into the silhouettes: step 2/2" in messages, messages
     assert fit(video, preset=preset, rest_mesh=(vertices, faces), iterations=2).iterations == 2
