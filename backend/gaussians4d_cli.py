@@ -32,7 +32,7 @@ def fit4d(
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     preset: Annotated[str, typer.Option(help="fast (CPU, ≤128 px) or quality (GPU, ≤512 px).")] = "fast",
     iterations: Annotated[
-        int | None, typer.Option(min=1, help="Optimisation steps (default: the preset's; fast: 150 with --rest-mesh).")
+        int | None, typer.Option(min=1, help="Optimisation steps (default: the preset's; fast: 300 with --rest-mesh).")
     ] = None,
     rest_mesh: Annotated[
         Path | None,

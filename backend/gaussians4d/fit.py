@@ -103,7 +103,8 @@ class Preset:
     # mesh path: after the rigid poses, the graph is bent into every time's silhouettes (mesh_pose.follow_silhouettes:
     # this many Adam steps, ARAP + E_reg weighted mesh_silhouette_reg), which reaches limbs the photometric fit
     # cannot. Measured (fast, 8 views × 16 frames × 128²): horse-gallop 7.49 → 5.81 % of the diagonal before the
-    # photometric fit, 3.78 → 3.65 % after it; samba 3.33 → 2.73 %, 2.23 → 2.10 %; about 100 s
+    # photometric fit, 3.78 → 3.65 % after it; samba 3.33 → 2.73 %, 2.23 → 2.10 % (both with mesh_reg_final 0.01);
+    # about 100 s
     mesh_silhouette_steps: int = 100
     mesh_silhouette_reg: float = 10.0
     # mesh path: arap_weight and graph_weight decay to this fraction by the last step. They are needed while the
@@ -112,10 +113,11 @@ class Preset:
     # Full fit, samba: 2.19 / 2.10 / 2.10 % at 1 / 0.1 / 0.01, edges stretched 6.8 / 10.2 / 12.8 % (true: 8.5 %)
     mesh_reg_final: float = 0.1
     # mesh path: steps (unless the caller gives `iterations`) and captured times rendered per step. It has one
-    # trajectory knot per time, so a step that sees more times moves more of them. Fast: 150 steps of 4 times
-    # render as many images as 600 of 1; started at the true motion, samba drifted 1.59 % instead of 2.09 %, and
-    # full fits gave the same error in half the time (horse 312 s instead of 552 s: the ARAP term is per step)
-    mesh_iterations: int = 150
+    # trajectory knot per time, so a step that sees more times moves more of them: at the same number of renders
+    # (150 steps of 4 times against 600 of 1), samba started at the true motion drifted 1.59 % instead of 2.09 %,
+    # and full fits gave the same error in half the time (the ARAP term is per step). 300 steps rather than 150:
+    # horse-gallop 3.58 → 3.09 %, samba 2.10 → 2.02 %, about 1.6× the time (`iterations=150` for a quick look)
+    mesh_iterations: int = 300
     mesh_times_per_step: int = 4
     # mesh path: how each vertex's Gaussian is drawn. It lies flat in the surface (σ across it = mesh_flatness × σ
     # along it, turned with the vertex normal at every time), σ along it is mesh_scale × the mean length of the
@@ -144,7 +146,7 @@ PRESETS: dict[str, Preset] = {
         knots=48,
         max_size=512,
         times_per_step=2,
-        mesh_iterations=2000,
+        mesh_iterations=2000,  # as many renders as 4000 steps of 2 times; not measured on a GPU yet
         init_points=5000,
         max_gaussians=100000,
         densify_every=100,
