@@ -46,7 +46,7 @@ from scipy.spatial.transform import Rotation
 
 from backend.gaussians4d.densify import ScreenGradients, densify_and_prune
 from backend.gaussians4d.fit_setup import background_colour, initial_points, knn_scale, prepare_frames, sample_colors
-from backend.gaussians4d.mesh_bound import Arap, DeformationGraph, normal_quats, vertex_normals
+from backend.gaussians4d.mesh_bound import Arap, DeformationGraph, normal_quats, vertex_edge_lengths, vertex_normals
 from backend.gaussians4d.mesh_pose import follow_silhouettes, masks_outline_the_object, track_rigid
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
 from backend.gaussians4d.model import DynamicGaussians
@@ -369,18 +369,13 @@ def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator)
     first = np.flatnonzero(video.times == np.min(video.times))
     if mesh is not None:
         vertices, faces = mesh
-        e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-        lengths = np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1)
-        ends = np.concatenate([e[:, 0], e[:, 1]])
-        counts = np.bincount(ends, minlength=len(vertices))
-        local = np.bincount(ends, np.concatenate([lengths, lengths]), len(vertices)) / np.maximum(counts, 1)
-        local = np.where(counts > 0, local, lengths.mean())  # a vertex on no face: the mean edge
         colors = sample_colors(video, vertices, first)
-        model = DynamicGaussians.from_points(vertices, colors, p.mesh_scale * local, knots=knots, opacity=0.9)
+        sizes = p.mesh_scale * vertex_edge_lengths(vertices, faces)
+        model = DynamicGaussians.from_points(vertices, colors, sizes, knots=knots, opacity=0.9)
         model.config = replace(model.config, eps2d=p.mesh_eps2d)
         with torch.no_grad():  # flat, in the rest surface; the fit turns them with it (rotation trajectories)
             model.log_scales[:, 2] += float(np.log(p.mesh_flatness))
-            model.quats.copy_(normal_quats(vertex_normals(model.means, torch.as_tensor(faces))))
+            model.quats.copy_(_surface_quats(model.means, torch.as_tensor(faces)))
         extent = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
         return model, extent
     lo, hi = video.bounds()

@@ -14,8 +14,8 @@ preconditioner of the per-vertex offsets moved it a third of the way). Node tran
 every vertex they carry and are rigid by construction. The fitted motion is then baked into the per-vertex
 trajectories of the DynamicGaussians model.
 
-`vertex_normals`, `normal_quats`: each vertex's Gaussian lies flat in the surface, its thin axis along the
-vertex normal of the deformed mesh at every time.
+`vertex_normals`, `normal_quats`, `vertex_edge_lengths`: each vertex's Gaussian lies flat in the surface, its
+thin axis along the vertex normal of the deformed mesh at every time, its size from the vertex's own edges.
 """
 
 from __future__ import annotations
@@ -36,6 +36,18 @@ def mesh_edges(faces: np.ndarray) -> np.ndarray:
     f = np.asarray(faces, dtype=np.int64)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     return np.unique(np.sort(e, axis=1), axis=0)
+
+
+def vertex_edge_lengths(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V,) mean length of the face edges at each vertex (an edge counted once per face it borders); a vertex on
+    no face gets the mesh's mean edge."""
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    lengths = np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1)
+    ends = np.concatenate([e[:, 0], e[:, 1]])
+    counts = np.bincount(ends, minlength=len(vertices))
+    mean = np.bincount(ends, np.concatenate([lengths, lengths]), len(vertices)) / np.maximum(counts, 1)
+    return np.where(counts > 0, mean, lengths.mean())
 
 
 def vertex_normals(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import trimesh
 
-from backend.gaussians4d.mesh_bound import normal_quats, vertex_normals
+from backend.gaussians4d.mesh_bound import normal_quats, vertex_edge_lengths, vertex_normals
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
 
@@ -32,3 +32,11 @@ def test_normal_quats_turn_plus_z_onto_each_normal_including_minus_z():
     rot = quat_to_rotmat(normal_quats(normals))
     torch.testing.assert_close(rot[:, :, 2], normals, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.det(rot), torch.ones(len(normals)), atol=1e-5, rtol=0)
+
+
+def test_vertex_edge_lengths_average_each_vertexs_own_edges():
+    # a unit right triangle and a stray vertex: corner 0 has edges 1 and 1, corner 1 has 1 and √2
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5]], np.float32)
+    lengths = vertex_edge_lengths(vertices, np.array([[0, 1, 2]]))
+    np.testing.assert_allclose(lengths[:3], [1.0, (1 + 2**0.5) / 2, (1 + 2**0.5) / 2], rtol=1e-6)
+    assert np.isclose(lengths[3], (2 + 2**0.5) / 3)  # the stray vertex: the mesh's mean edge
