@@ -131,6 +131,53 @@ def test_a_client_that_was_busy_is_not_lost_for_its_own_silence(backend):
     client.close()
 
 
+def _silent_backend():
+    """A ROUTER socket that answers the handshake and then nothing, while libzmq still answers heartbeats: a
+    backend whose loop is held up (a heavy job on a busy CPU) or hung, with its process alive."""
+    import zmq
+
+    from shared import messages as wire
+
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def serve(client, seconds):
+        """Poll `client` for `seconds`, answering only its Hello."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            client.poll(max_messages=16, time_budget=0.005)
+            try:
+                identity, *frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                time.sleep(0.01)
+                continue
+            if isinstance(wire.from_frames(frames), wire.Hello):
+                router.send_multipart([identity, *wire.to_frames(wire.Plugins(server="silent"))], copy=False)
+
+    return router, f"tcp://127.0.0.1:{port}", serve
+
+
+def test_a_backend_held_up_for_seconds_is_not_lost_but_a_hung_one_is():
+    router, address, serve = _silent_backend()
+    try:
+        patient = BackendClient(address, client_name="test")
+        patient.connect()
+        serve(patient, 3.0)  # pings unanswered for 3 s: more than LOST_AFTER, less than UNANSWERED_AFTER
+        assert patient.state == ConnectionState.CONNECTED, patient.state_message
+        assert patient.last_pong is None  # it really was silent
+        patient.close()
+
+        strict = BackendClient(address, client_name="test", unanswered_after=1.0)
+        strict.connect()
+        serve(strict, 2.0)
+        assert strict.state == ConnectionState.LOST
+        assert "not answered" in strict.state_message and "still connected" in strict.state_message
+        strict.close()
+    finally:
+        router.close(linger=0)
+
+
 def test_no_backend_at_address_is_lost_after_handshake_timeout():
     client = BackendClient("tcp://127.0.0.1:9", handshake_timeout=0.3)
     client.connect()
