@@ -113,6 +113,19 @@ class Silhouettes:
         return np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)[0]
 
 
+def _vertex_sample(count: int, samples: int, rng: np.random.Generator, device) -> torch.Tensor:
+    """Indices of at most `samples` of `count` vertices, drawn without replacement, in ascending order."""
+    if count <= samples:
+        return torch.arange(count, device=device)
+    return torch.as_tensor(np.sort(rng.choice(count, samples, replace=False)), device=device)
+
+
+def _decay_to_a_tenth(optimizer: torch.optim.Optimizer, rates: list[float], step: int, steps: int) -> None:
+    """Set each parameter group's rate for `step` of `steps`: exponentially from its rate to a tenth of it."""
+    for group, rate in zip(optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate * 0.1 ** (step / max(1, steps - 1))
+
+
 def track_rigid(
     vertices: torch.Tensor,
     alphas: torch.Tensor,
@@ -132,9 +145,7 @@ def track_rigid(
     check_cancelled is called once per time, on_progress(times done, times) after each."""
     rng = np.random.default_rng(seed)
     dtype, device = vertices.dtype, vertices.device
-    sample = vertices
-    if len(vertices) > vertex_samples:
-        sample = vertices[torch.as_tensor(rng.choice(len(vertices), vertex_samples, replace=False), device=device)]
+    sample = vertices[_vertex_sample(len(vertices), vertex_samples, rng, device)]
     centre = vertices.mean(0).detach()
     extent = float((vertices.max(0).values - vertices.min(0).values).norm())
     local = sample - centre
@@ -186,8 +197,7 @@ def _refine(
         return local @ quat_to_rotmat(axis_angle_to_quat(rot[None]))[0].T + centre + trans
 
     for step in range(steps):
-        for group, rate in zip(optimizer.param_groups, rates, strict=True):  # decay to a tenth
-            group["lr"] = rate * 0.1 ** (step / max(1, steps - 1))
+        _decay_to_a_tenth(optimizer, rates, step, steps)
         cost = sil.cost(posed())
         optimizer.zero_grad()
         cost.backward()
@@ -221,9 +231,7 @@ def follow_silhouettes(
     every step, on_progress(steps done, steps) every tenth. Returns the RMS silhouette distance per time (px)."""
     rng = np.random.default_rng(seed)
     rest = graph.rest
-    pick = torch.arange(len(rest), device=rest.device)
-    if len(rest) > vertex_samples:
-        pick = torch.as_tensor(np.sort(rng.choice(len(rest), vertex_samples, replace=False)), device=rest.device)
+    pick = _vertex_sample(len(rest), vertex_samples, rng, rest.device)
     sils = []
     for t, group in enumerate(groups):
         idx = torch.as_tensor(group, device=rest.device)
@@ -235,8 +243,7 @@ def follow_silhouettes(
     for step in range(steps):
         if check_cancelled is not None:
             check_cancelled()
-        for group, rate in zip(optimizer.param_groups, rates, strict=True):
-            group["lr"] = rate * 0.1 ** (step / max(1, steps - 1))
+        _decay_to_a_tenth(optimizer, rates, step, steps)
         positions = graph.positions(basis)
         sil = torch.stack([s.cost(positions[t, pick]) for t, s in enumerate(sils)]).mean()
         loss = sil + reg_weight * regularizer(positions)
