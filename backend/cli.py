@@ -22,7 +22,7 @@ from shared.errors import TesseraError
 from shared.schemas import validate_params
 
 from .job_store import FAILED, JobFolder, JobRecord, jsonable
-from .jobs import MODELS, resolve_devices, run_job
+from .jobs import MODELS, check_device, resolve_devices, run_job
 from .plugin_host import JobContext, Plugin, discover_plugins
 
 app = typer.Typer(help="Tessera 4D backend: serve jobs to Blender, or run plugins headless.", no_args_is_help=True)
@@ -73,7 +73,7 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        chosen = [d.strip() for d in devices.split(",") if d.strip()] or None
+        chosen = [check_device(d) for d in devices.split(",") if d.strip()] or None
         run_server(bind, jobs_dir, curve_keys=curve_keys, plugins=load_plugins(plugins_from), devices=chosen)
     except TesseraError as exc:
         raise _fail(exc.message) from None

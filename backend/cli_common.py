@@ -23,9 +23,10 @@ def consoles():
 
 
 def pick_device(device: str) -> str:
-    """`device` as given, or for "auto"/"" the first GPU, else the CPU."""
-    if device and device != "auto":
-        return device
-    from .jobs import resolve_devices
+    """`device` checked against this machine (InputError if it has no such device), or for "auto"/"" the first
+    GPU, else the CPU."""
+    from .jobs import check_device, resolve_devices
 
+    if device and device != "auto":
+        return check_device(device)
     return resolve_devices()[0]

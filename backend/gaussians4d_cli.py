@@ -11,7 +11,6 @@ line on stderr and exit status 1, like `tessera4d rig`. `register(app)` adds the
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Annotated
@@ -44,18 +43,22 @@ def fit4d(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1... (default: the first GPU, else the CPU).")] = "auto",
 ) -> None:
     """Fit 4D Gaussians to a multi-view video; prints held-out PSNR/SSIM when transforms_test.json exists."""
+    from .formats.paths import prepare_output_folder
     from .gaussians4d.data import load_transforms
     from .gaussians4d.fit import PRESETS, evaluate, fit
     from .gaussians4d.store import save_model
-    from .plugins.gaussians4d import BACKGROUND, output_times, read_rest_mesh, write_times
+    from .plugins.gaussians4d import BACKGROUND, load_held_out, output_times, read_rest_mesh, write_times
 
     console, err_console = _console()
     try:
         if preset not in PRESETS:
             raise InputError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
+        chosen_device = _device(device)
+        prepare_output_folder(out, "Model folder")
         video = load_transforms(data_dir, "train")
-        has_test = (data_dir / "transforms_test.json").is_file()
-        test = load_transforms(data_dir, "test") if has_test else None
+        test, warning = load_held_out(data_dir)
+        if warning:
+            err_console.print(f"warning: {warning}", style="yellow", highlight=False)
         mesh = read_rest_mesh(rest_mesh) if rest_mesh is not None else None
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
         with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
@@ -66,7 +69,7 @@ def fit4d(
                 iterations=iterations,
                 rest_mesh=mesh,
                 progress=lambda stage, f, msg: bar.update(task, completed=f, description=f"{stage}: {msg}"),
-                device=_device(device),
+                device=chosen_device,
             )
             bar.update(task, completed=1.0)
         model = result.model.cpu()
@@ -83,14 +86,17 @@ def fit4d(
     )
     if scores is not None:
         line += f"\nheld-out ({len(test)} images): PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}"
-    else:
+    elif warning is None:
         line += "\nno transforms_test.json: no held-out score"
     console.print(line, highlight=False)
 
 
-def _camera_entries(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[dict], tuple[int, int] | None]:
-    """(file_paths, c2w (C,4,4), times (C,), per-entry intrinsics, (w, h) or None) of a transforms json;
-    images are not needed (their size is read from "w"/"h", else from the first entry's image if present)."""
+def _camera_entries(path: Path, at_time: float | None):
+    """(file_paths, c2w (C,4,4), times (C,), per-entry intrinsics, the images' (w, h) or None) of a transforms
+    json, checked as a fit's (data.parse_entries); `at_time` replaces every entry's time. The size is the json's
+    "w"/"h", else the first entry's image when it is there; renders need no images."""
+    from .gaussians4d.data import image_path, parse_entries
+
     if not path.is_file():
         raise InputError(f"Camera file {str(path)!r} does not exist; give a transforms_*.json.")
     try:
@@ -100,49 +106,69 @@ def _camera_entries(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not isinstance(frames, list) or not frames:
         raise InputError(f"{path.name} has no 'frames' list (file_path, time, transform_matrix per entry).")
-    names, c2w, times, intrinsics = [], [], [], []
-    for i, entry in enumerate(frames):
-        try:
-            names.append(str(entry["file_path"]))
-            matrix = np.asarray(entry["transform_matrix"], np.float64)
-            times.append(float(entry.get("time", 0.0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(
-                f"{path.name}: entry {i} lacks a usable {exc} (needs file_path, transform_matrix)."
-            ) from None
-        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
-            raise InputError(f"{path.name}: entry {i} ({names[-1]}) has no finite 4×4 transform_matrix.")
-        if not 0.0 <= times[-1] <= 1.0:
-            raise InputError(f"{path.name}: entry {i} ({names[-1]}) has time {times[-1]} outside [0, 1].")
-        c2w.append(matrix)
-        keys = ("camera_angle_x", "fl_x", "fl_y", "cx", "cy")
-        intrinsics.append({k: float(entry.get(k, meta.get(k))) for k in keys if entry.get(k, meta.get(k)) is not None})
-        if not {"camera_angle_x", "fl_x"} & set(intrinsics[-1]):
-            raise InputError(f"{path.name}: entry {i} has no camera_angle_x or fl_x (the focal length).")
-    size = (int(meta["w"]), int(meta["h"])) if "w" in meta and "h" in meta else None
+    if at_time is not None:
+        frames = [{**f, "time": at_time} if isinstance(f, dict) else f for f in frames]
+    elif any(isinstance(f, dict) and "time" not in f for f in frames):
+        i = next(i for i, f in enumerate(frames) if isinstance(f, dict) and "time" not in f)
+        raise InputError(
+            f"{path.name}: entry {i} has no 'time', and each entry is rendered at its time in [0, 1]: add the "
+            "times, or give --time T to render every entry at one time."
+        )
+    names, c2w, times, intrinsics = parse_entries(path, meta, frames)
+    w, h = meta.get("w"), meta.get("h")
+    size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
     if size is None:
-        image = _image_file(path.parent, names[0])
+        image = image_path(path.parent, names[0])
         if image is not None:
             from PIL import Image
 
             with Image.open(image) as im:
                 size = im.size
-    return names, np.stack(c2w).astype(np.float32), np.asarray(times, np.float32), intrinsics, size
+    return names, c2w, times, intrinsics, size
 
 
-def _image_file(folder: Path, file_path: str) -> Path | None:
-    for candidate in (folder / file_path, folder / f"{file_path}.png"):
-        if candidate.is_file():
-            return candidate
-    return None
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp")
 
 
-def _png_path(out: Path, file_path: str) -> Path:
-    """out / file_path with .png; absolute paths and paths leaving the folder keep only their name."""
-    rel = Path(file_path)
-    if rel.is_absolute() or ".." in rel.parts:
-        rel = Path(rel.name)
-    return out / rel.with_suffix(".png")
+def _png_paths(out: Path, file_paths: list[str], json_name: str) -> list[Path]:
+    """out / file_path as PNG for every entry: an image suffix is replaced by .png, any other name keeps its
+    dots (frame.001 → frame.001.png); absolute paths and paths leaving the folder keep only their name.
+    InputError when two entries would write the same file."""
+    paths, seen = [], {}
+    for i, file_path in enumerate(file_paths):
+        rel = Path(file_path)
+        if rel.is_absolute() or ".." in rel.parts:
+            rel = Path(rel.name)
+        rel = rel.with_suffix(".png") if rel.suffix.lower() in IMAGE_SUFFIXES else rel.with_name(rel.name + ".png")
+        path = out / rel
+        if path in seen:
+            raise InputError(
+                f"{json_name}: entries {seen[path]} and {i} would both be written to {path}: give them distinct "
+                "file_path values."
+            )
+        seen[path] = i
+        paths.append(path)
+    return paths
+
+
+def _render_size(size: str, found: tuple[int, int] | None, cameras: Path) -> tuple[int, int]:
+    """(w, h) of the renders: --size, else the cameras' own image size."""
+    if not size:
+        if found is None:
+            raise InputError(f"{cameras.name} has no w/h and its images are not there: give --size WxH.")
+        return found
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must look like 800x800, got {size!r}.") from None
+    if w < 1 or h < 1:
+        raise InputError(f"Image size must be positive, got {w}x{h}.")
+    if found is not None and abs(w / h - found[0] / found[1]) > 0.01 * found[0] / found[1] + 1.0 / h:
+        raise InputError(
+            f"--size {w}x{h} has another shape than the cameras' {found[0]}×{found[1]} images: keep their aspect "
+            f"ratio (e.g. {w}x{round(w * found[1] / found[0])})."
+        )
+    return w, h
 
 
 def render4d(
@@ -150,15 +176,24 @@ def render4d(
     cameras: Annotated[Path, typer.Option("--cameras", help="transforms_*.json: one render per entry (its time).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs, named after each entry's file_path.")],
     size: Annotated[
-        str, typer.Option(help="WxH, when the json has no w/h and its images are not next to it (e.g. 800x800).")
+        str,
+        typer.Option(
+            help="WxH of the renders (default: the json's w/h, else its images' size; pixel intrinsics are scaled "
+            "to it). Needed when the json has no w/h and its images are not next to it (e.g. 800x800)."
+        ),
     ] = "",
+    at_time: Annotated[
+        float | None,
+        typer.Option("--time", min=0.0, max=1.0, help="Render every entry at this time in [0, 1] instead of its own."),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda... (default: the first GPU, else the CPU).")] = "auto",
 ) -> None:
     """Render the model from each camera of a transforms json at the entry's time: one RGBA PNG per entry."""
     import torch
     from PIL import Image
 
-    from .gaussians4d.cameras import cameras_from_nerf
+    from .formats.paths import prepare_output_folder
+    from .gaussians4d.data import entry_cameras
     from .gaussians4d.fit import render
     from .plugins.gaussians4d import load_fitted
 
@@ -166,33 +201,20 @@ def render4d(
     started = time.perf_counter()
     written: list[Path] = []
     try:
+        names, c2w, times, intrinsics, found = _camera_entries(cameras, at_time)
+        w, h = _render_size(size, found, cameras)
+        paths = _png_paths(out, names, cameras.name)
+        reference = (found[1], found[0]) if found is not None else (h, w)
+        cams = entry_cameras(c2w, intrinsics, reference, (h, w), cameras)
         model, _meta = load_fitted(model_dir)
-        names, c2w, times, intrinsics, found = _camera_entries(cameras)
-        if size:
-            try:
-                w, h = (int(v) for v in size.lower().split("x"))
-            except ValueError:
-                raise InputError(f"--size must look like 800x800, got {size!r}.") from None
-        elif found is not None:
-            w, h = found
-        else:
-            raise InputError(f"{cameras.name} has no w/h and its images are not there: give --size WxH.")
-        if w < 1 or h < 1:
-            raise InputError(f"Image size must be positive, got {w}x{h}.")
         model = model.to(_device(device))
-        for i in range(len(names)):
-            k = intrinsics[i]
-            if "fl_x" not in k:
-                k = {**k, "fl_x": 0.5 * w / math.tan(0.5 * k["camera_angle_x"])}
-            cam = cameras_from_nerf(
-                c2w[i : i + 1], w, h, fl_x=k["fl_x"], fl_y=k.get("fl_y"), cx=k.get("cx"), cy=k.get("cy")
-            )
+        prepare_output_folder(out, "Output folder")
+        for i, path in enumerate(paths):
             with torch.no_grad():
-                rgb, alpha, _ = render(model, cam, float(times[i]), background=(0.0, 0.0, 0.0))
+                rgb, alpha, _ = render(model, cams.subset(np.array([i])), float(times[i]), background=(0.0, 0.0, 0.0))
             rgb, alpha = rgb[0].cpu().numpy(), alpha[0].cpu().numpy()
             straight = np.where(alpha > 1e-6, rgb / np.maximum(alpha, 1e-6), 0.0)
             pixels = np.concatenate([straight, alpha], -1)
-            path = _png_path(out, names[i])
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.round(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)).save(path)
             written.append(path)
@@ -207,7 +229,13 @@ def export4d(
     model_dir: Annotated[Path, typer.Argument(help="Model folder (from `tessera4d fit4d`).")],
     ply: Annotated[Path | None, typer.Option(help="Folder for one standard 3DGS PLY per frame.")] = None,
     mesh: Annotated[Path | None, typer.Option(help="Mesh sequence .npz (rest, faces, frames; one topology).")] = None,
-    rest_mesh: Annotated[Path | None, typer.Option(help="OBJ of the mesh's rest pose (t = 0).")] = None,
+    rest_mesh: Annotated[
+        Path | None,
+        typer.Option(
+            help="Mesh file (.obj, .ply, .stl, .glb, .off) of the mesh the animation moves: the fit's own rest mesh "
+            "(fitted with --rest-mesh), else the mesh of the Gaussians at t = 0."
+        ),
+    ] = None,
     frames: Annotated[int, typer.Option(min=0, help="Frames over the clip; 0: the fit's captured times.")] = 0,
     mesh_resolution: Annotated[
         int, typer.Option(min=16, max=512, help="Voxels along the longest side for the mesh of the Gaussians.")

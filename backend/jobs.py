@@ -25,7 +25,7 @@ import numpy as np
 
 from shared import messages as wire
 from shared.codec import ALLOWED_DTYPES
-from shared.errors import ErrorCode, JobCancelled, ParamError, TesseraError
+from shared.errors import ErrorCode, InputError, JobCancelled, ParamError, TesseraError
 from shared.schemas import PluginSpec, validate_params
 
 from .job_store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobFolder, JobRecord, JobStore, json_default
@@ -54,6 +54,27 @@ def resolve_devices() -> list[str]:
         log.exception("torch is installed but could not be imported; running on the CPU")
         return ["cpu"]
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+
+
+def check_device(device: str) -> str:
+    """`device` ("cpu", "cuda", "cuda:1") checked against what this machine has; InputError naming the choices
+    otherwise. Returns it normalised ("cuda" → "cuda:0")."""
+    name = device.strip().lower()
+    if name == "cpu":
+        return "cpu"
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise InputError(f"Unknown device {device!r}: use cpu, cuda or cuda:N (e.g. cuda:1).")
+    available = [d for d in resolve_devices() if d != "cpu"]
+    if not available:
+        raise InputError(
+            f"Device {device!r} asked for, but this machine's torch sees no CUDA GPU (no GPU, no driver, or a "
+            "CPU-only torch build): use --device cpu, or install a CUDA build of torch on a GPU machine."
+        )
+    chosen = f"cuda:{int(index or 0)}"
+    if chosen not in available:
+        raise InputError(f"Device {device!r} does not exist here: this machine has {', '.join(available)}.")
+    return chosen
 
 
 def _check_arrays(arrays: Any, what: str) -> dict[str, np.ndarray]:

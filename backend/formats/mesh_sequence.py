@@ -230,8 +230,20 @@ def _load_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     vertices, faces = _load_trimesh(path)
     if vertices.shape[0] == 0:
+        points = _obj_vertex_lines(path) if path.suffix.lower() == ".obj" else 0
+        if points:
+            raise InputError(
+                f"Mesh {path.name!r} has {points} vertices but no faces: it is a point cloud; "
+                "export the mesh with its faces."
+            )
         raise InputError(f"Mesh {path.name!r} has no vertices.")
     return vertices, faces
+
+
+def _obj_vertex_lines(path: Path) -> int:
+    """How many `v x y z` lines an OBJ file holds (trimesh drops the vertices of an OBJ without faces)."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.startswith(b"v "))
 
 
 def open_obj_folder(folder: str | Path) -> MeshSequenceReader:

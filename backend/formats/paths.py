@@ -1,7 +1,8 @@
-"""Path helpers shared by the format readers: natural sorting and checked existence."""
+"""Path helpers shared by the format readers and writers: natural sorting, checked existence, output folders."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,3 +44,29 @@ def require_dir(path: Path, what: str) -> Path:
 def files_with_suffix(folder: Path, suffix: str) -> list[Path]:
     """Files in `folder` whose suffix is `suffix` (case-insensitive), naturally sorted."""
     return natural_sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == suffix)
+
+
+def prepare_output_folder(path: str | Path, what: str) -> Path:
+    """Create `path` (and its parents) if missing and check it can be written; InputError naming it otherwise.
+
+    Call it before long work, so a mistyped output never costs the user the work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is a file, not a folder: give a folder to write into.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"Cannot create {what.lower()} {str(path)!r}: {exc.strerror or exc}.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(path)!r} is not writable: choose another folder or fix its permissions.")
+    return path
+
+
+def prepare_output_file(path: str | Path, what: str) -> Path:
+    """Create the parent folder of the file `path` if missing and check it can be written (see
+    prepare_output_folder); InputError if `path` is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {str(path)!r} is a folder: give a file name, e.g. {str(path / 'out')!r}.")
+    prepare_output_folder(path.parent, f"The folder of the {what.lower()}")
+    return path

@@ -32,6 +32,8 @@ from .cameras import Cameras, cameras_from_nerf, nerf_c2w
 ALPHA_THRESHOLD = 0.5  # a pixel belongs to the object's silhouette above this alpha
 _GRID = 40  # voxels per side for the bounds' carving (two passes: coarse box, then refined)
 _INTRINSIC_KEYS = ("camera_angle_x", "fl_x", "fl_y", "cx", "cy")
+_SIZE_KEYS = ("w", "h")  # the image size the pixel intrinsics refer to (nerfstudio), when given
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -168,9 +170,14 @@ def load_transforms(
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
         raise InputError(f"{json_path} has no 'frames' list: it needs one entry per image (file_path, time, ...).")
-    names, c2w, times, intrinsics = _parse_entries(json_path, meta, frames)
+    names, c2w, times, intrinsics = parse_entries(json_path, meta, frames)
     images, alphas, original_hw = _load_images(folder, json_path, names, max_size, background)
-    cameras = _cameras(c2w, intrinsics, original_hw, images.shape[1:3])
+    if alphas is not None and not (alphas > ALPHA_THRESHOLD).any():
+        raise InputError(
+            f"{json_path.name}: every image is fully transparent (alpha 0 everywhere), so the object is in none "
+            "of them: re-render with the object in view, or export without alpha if the object is opaque."
+        )
+    cameras = entry_cameras(c2w, intrinsics, original_hw, images.shape[1:3], json_path)
     video = MultiViewVideo(images, alphas, cameras, times, names)
     _check_views(video, json_path, (2 if split == "train" else 1) if min_views is None else min_views)
     return video
@@ -207,7 +214,10 @@ def _entry_name(i: int, frame: dict) -> str:
     return f"entry {i} ('{path}')" if path else f"entry {i}"
 
 
-def _parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str], np.ndarray, np.ndarray, list]:
+def parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str], np.ndarray, np.ndarray, list]:
+    """(file_paths, c2w (F,4,4) f64, times (F,) f32, per-entry intrinsics) of a transforms json's `frames`,
+    each checked (InputError naming the json and the entry). Intrinsics merge the json's top level with the
+    entry's own keys: camera_angle_x or fl_x, optional fl_y / cx / cy, and w / h when given."""
     names, c2w, times, intrinsics = [], [], [], []
     for i, frame in enumerate(frames):
         where = f"{json_path.name}: {_entry_name(i, frame)}"
@@ -252,6 +262,19 @@ def _parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str]
         for k, v in merged.items():
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise InputError(f"{where}: '{k}' is {v!r}; it must be a positive number.")
+        if merged.get("camera_angle_x", 0.0) >= math.pi:
+            angle = merged["camera_angle_x"]
+            raise InputError(
+                f"{where}: camera_angle_x is {angle}, but it is a field of view in radians, in (0, π). If it is in "
+                f"degrees, write {math.radians(angle):.6g} (degrees × π / 180)."
+            )
+        size = {k: frame.get(k, meta.get(k)) for k in _SIZE_KEYS if frame.get(k, meta.get(k)) is not None}
+        if size:
+            if set(size) != set(_SIZE_KEYS) or any(
+                isinstance(v, bool) or not isinstance(v, int | float) or v < 1 for v in size.values()
+            ):
+                raise InputError(f"{where}: 'w' and 'h' must both be given, as the image size in pixels; got {size}.")
+            merged |= {k: float(v) for k, v in size.items()}
         names.append(frame["file_path"])
         c2w.append(matrix)
         times.append(t)
@@ -259,11 +282,11 @@ def _parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str]
     return names, np.stack(c2w), np.array(times, np.float32), intrinsics
 
 
-def _image_path(folder: Path, file_path: str) -> Path | None:
+def image_path(folder: Path, file_path: str) -> Path | None:
+    """The image an entry names: `file_path` as written, else with .png, .jpg or .jpeg added (D-NeRF writes
+    paths without an extension)."""
     path = folder / file_path
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg") and path.is_file():
-        return path
-    for candidate in (path, path.with_name(path.name + ".png")):
+    for candidate in (path, *(path.with_name(path.name + s) for s in _IMAGE_SUFFIXES)):
         if candidate.is_file():
             return candidate
     return None
@@ -300,11 +323,11 @@ def _load_images(folder, json_path, names, max_size, background):
     any_alpha = False
     first_size = None
     for i, name in enumerate(names):
-        path = _image_path(folder, name)
+        path = image_path(folder, name)
         if path is None:
             raise InputError(
                 f"{json_path.name}: the image of entry {i} ('{name}') is missing: no {folder / name} "
-                f"(nor with '.png'). Put the file there or fix its 'file_path'."
+                f"(nor with .png, .jpg or .jpeg added). Put the file there or fix its 'file_path'."
             )
         rgb, alpha = _read_image(path)
         h, w = rgb.shape[:2]
@@ -330,8 +353,12 @@ def _load_images(folder, json_path, names, max_size, background):
     return images, (alphas if any_alpha else None), first_size[:2]
 
 
-def _cameras(c2w: np.ndarray, intrinsics: list[dict], original_hw, out_hw) -> Cameras:
-    """One camera per entry; entries that share intrinsics are converted together."""
+def entry_cameras(c2w: np.ndarray, intrinsics: list[dict], original_hw, out_hw, json_path: Path) -> Cameras:
+    """One camera per entry; entries that share intrinsics are converted together.
+
+    Pixel intrinsics refer to the json's "w" × "h" when it gives them (a folder of downscaled images keeps the
+    full-size json, as nerfstudio's images_2 folders do), else to the images' own size; either way they are
+    scaled to the size the images are loaded at (continuous pixel coordinates: pixel edges on integers)."""
     (h0, w0), (h, w) = original_hw, out_hw
     viewmats = np.empty((len(c2w), 4, 4), np.float32)
     ks = np.empty((len(c2w), 3, 3), np.float32)
@@ -339,11 +366,17 @@ def _cameras(c2w: np.ndarray, intrinsics: list[dict], original_hw, out_hw) -> Ca
     for i, k in enumerate(intrinsics):
         groups.setdefault(tuple(sorted(k.items())), []).append(i)
     for key, idx in groups.items():
-        cams = cameras_from_nerf(c2w[idx], w0, h0, **dict(key))
+        k = dict(key)
+        ref_w, ref_h = int(round(k.pop("w", w0))), int(round(k.pop("h", h0)))
+        if abs(ref_w / ref_h - w0 / h0) > 0.01 * (w0 / h0) + 1.0 / h0:
+            raise InputError(
+                f"{json_path.name}: 'w' × 'h' is {ref_w}×{ref_h} but the images are {w0}×{h0}, another shape: "
+                "the intrinsics cannot be scaled to them. Fix 'w'/'h' (and fl_x/cx/cy) or the images."
+            )
+        cams = cameras_from_nerf(c2w[idx], ref_w, ref_h, **k)
         viewmats[idx], ks[idx] = cams.viewmats, cams.Ks
-    if (h, w) != (h0, w0):  # continuous pixel coordinates scale with the image (pixel edges on integers)
-        ks[:, 0, :] *= w / w0
-        ks[:, 1, :] *= h / h0
+        ks[idx, 0, :] *= w / ref_w
+        ks[idx, 1, :] *= h / ref_h
     return Cameras(viewmats=viewmats, Ks=ks, width=int(w), height=int(h))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from backend.formats.gaussian_ply import GaussianFrame, write_gaussian_ply
 from backend.formats.mesh_sequence import MeshSequence, write_npz
+from backend.formats.paths import prepare_output_file, prepare_output_folder
 from shared.errors import InputError
 from shared.results import check_gaussians
 
@@ -113,13 +114,15 @@ def export_frames_ply(
 ) -> list[Path]:
     """Write one standard 3DGS PLY per time into `folder` (created if missing); return the paths in order.
 
-    Files are `frame_0001.ply`, `frame_0002.ply`, … (zero-padded, 1-based, in the order of `times`).
+    Files are `frame_0001.ply`, `frame_0002.ply`, … (zero-padded, 1-based, in the order of `times`). Frames of
+    an earlier export there (`frame_NNNN.ply` files) are removed first, so the folder holds one sequence (a
+    splat tool that loads the folder would otherwise play old frames after the new ones); other files stay.
     """
     times = check_times(times)
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{str(folder)!r} is a file; export_frames_ply needs a folder to write PLY files into.")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepare_output_folder(folder, "PLY folder")
+    for old in folder.glob(f"{prefix}*.ply"):
+        if old.stem[len(prefix) :].isdigit():
+            old.unlink()
     digits = max(4, len(str(len(times))))
     paths = []
     for i, t in enumerate(times):
@@ -149,7 +152,12 @@ def _mesh(vertices: np.ndarray, faces: np.ndarray, what: str) -> tuple[np.ndarra
 def export_mesh_sequence(
     path_npz: str | Path, rest: np.ndarray, faces: np.ndarray, frames: np.ndarray, fps: float | None = None
 ) -> Path:
-    """Write a mesh sequence npz (DESIGN §6: rest (V,3) f32, faces (F,3) i32, frames (T,V,3) f32)."""
+    """Write a mesh sequence npz (DESIGN §6: rest (V,3) f32, faces (F,3) i32, frames (T,V,3) f32); returns the
+    path written (".npz" is added when `path_npz` lacks it; its folder is created)."""
+    path_npz = Path(path_npz)
+    if path_npz.suffix.lower() != ".npz":
+        path_npz = path_npz.with_name(path_npz.name + ".npz")
+    prepare_output_file(path_npz, "Mesh sequence file")
     rest, faces = _mesh(rest, faces, "Mesh sequence")
     frames = np.asarray(frames)
     if frames.ndim != 3 or frames.shape[0] == 0 or frames.shape[1:] != rest.shape:
@@ -163,12 +171,25 @@ def export_mesh_sequence(
     return write_npz(path_npz, MeshSequence(rest, faces, frames.astype(np.float32), Path(path_npz).stem, fps))
 
 
+MESH_FILE_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".off")
+
+
 def export_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
-    """Write one triangle mesh as OBJ (trimesh; vertex order kept, no normals)."""
+    """Write one triangle mesh in the format its suffix names: OBJ (9 digits, no normals), or PLY, STL, GLB or
+    OFF through trimesh; vertex order kept. Its folder is created."""
     import trimesh
 
-    vertices, faces = _mesh(vertices, faces, "OBJ export")
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MESH_FILE_SUFFIXES:
+        raise InputError(
+            f"Cannot write a mesh as {path.name!r}: name the file with one of {', '.join(MESH_FILE_SUFFIXES)}."
+        )
+    vertices, faces = _mesh(vertices, faces, "Mesh export")
+    prepare_output_file(path, "Mesh file")
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
-    path.write_text(trimesh.exchange.obj.export_obj(mesh, include_normals=False, digits=9))
+    if suffix == ".obj":
+        path.write_text(trimesh.exchange.obj.export_obj(mesh, include_normals=False, digits=9))
+    else:
+        mesh.export(path)
     return path

@@ -328,6 +328,35 @@ def _check_rest_mesh(rest_mesh) -> tuple[np.ndarray, np.ndarray]:
     return vertices, faces.astype(np.int64)
 
 
+MESH_SCALE_LIMIT = 3.0  # a rest mesh more than this × the captured object's size is in other units
+
+
+def _check_mesh_in_capture(video, vertices: np.ndarray) -> None:
+    """InputError when the rest mesh cannot be the captured object: far larger than the space the object
+    occupies over the clip (the visual hull of its masks, or without masks the region every camera sees), or
+    under a hundredth of it (other units: cm against m), or, without masks (where it is not moved to the
+    silhouettes first), out of every camera's view."""
+    lo, hi = video.bounds()
+    captured = float(np.linalg.norm(hi - lo))
+    size = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
+    masks = video.alphas is not None
+    where = "the visual hull of its alpha masks" if masks else "the region every camera sees"
+    if size > MESH_SCALE_LIMIT * captured or (masks and size < captured / 100.0):
+        raise InputError(
+            f"The rest mesh is {size / captured:.3g}× the size of the captured object (diagonal {size:.4g} against "
+            f"{captured:.4g}, {where}): give the mesh in the capture's units and coordinates (a mesh in centimetres "
+            "in a capture in metres is 100× too big)."
+        )
+    if not masks:
+        xy, depth = video.cameras.project(((vertices.min(0) + vertices.max(0)) / 2)[None].astype(np.float32))
+        x, y, d = xy[:, 0, 0], xy[:, 0, 1], depth[:, 0]
+        if not ((d > 0) & (x >= 0) & (x < video.width) & (y >= 0) & (y < video.height)).any():
+            raise InputError(
+                "The rest mesh lies outside every camera's view, and without alpha masks it is not moved to the "
+                "object first: give it in the capture's coordinates, or capture RGBA images (masks)."
+            )
+
+
 def fit(
     video,
     *,
@@ -352,6 +381,7 @@ def fit(
         raise InputError("The multi-view video has no frames")
     mesh = None if rest_mesh is None else _check_rest_mesh(rest_mesh)
     if mesh is not None:
+        _check_mesh_in_capture(video, mesh[0])
         steps = p.iterations if iterations else p.mesh_iterations
         p = replace(p, times_per_step=p.mesh_times_per_step, iterations=steps)
     try:

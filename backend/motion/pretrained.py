@@ -139,9 +139,14 @@ def _check_name(name: str) -> None:
         raise ValueError(f"module/array names must be non-empty and without dots, got {name!r}")
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the mode a plainly created file gets
+
+
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # as any file the user writes (safetensors creates its file as 0600)
     os.replace(tmp, path)
 
 

@@ -89,6 +89,20 @@ def video_from_arrays(arrays: dict[str, np.ndarray], fov_x: float):
     return video
 
 
+def load_held_out(folder: str | Path):
+    """(held-out video or None, warning or None) of a D-NeRF folder's transforms_test.json. The split is optional
+    and only scores the fit, so one that cannot be used (no times, missing images...) is a warning, not an
+    error: the fit goes on without a score."""
+    from ..gaussians4d.data import load_transforms
+
+    if not Path(folder, "transforms_test.json").is_file():
+        return None, None
+    try:
+        return load_transforms(folder, "test"), None
+    except InputError as exc:
+        return None, f"no held-out score: transforms_test.json cannot be used ({exc.message})"
+
+
 def read_rest_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (V,3) f32, faces (F,3) i32) of a mesh file (OBJ, PLY, ...), vertex order kept."""
     from ..formats.mesh_sequence import _load_mesh, _rest_and_faces
@@ -302,6 +316,7 @@ class Fit4D(Plugin):
     )
 
     def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
+        from ..formats.paths import prepare_output_folder
         from ..gaussians4d.export import export_frames_ply, export_mesh_sequence
         from ..gaussians4d.fit import PRESETS, fit
         from ..gaussians4d.store import save_model
@@ -309,14 +324,16 @@ class Fit4D(Plugin):
         p = ctx.params
         name = str(p.get("name") or "Gaussians 4D")
         yield Progress("reading", 0.0, "Reading the multi-view video")
-        video, rest_mesh, test = _fit_inputs(ctx)
+        video, rest_mesh, test, warning = _fit_inputs(ctx)
+        if warning:
+            yield Progress("reading", 0.0, f"Warning: {warning}")
         preset_name = str(p.get("preset") or "fast")
         preset = PRESETS[preset_name]
         default_steps = preset.iterations if rest_mesh is None else preset.mesh_iterations
         iterations = int(p.get("iterations") or 0) or default_steps
         every = int(p.get("preview_every") or 0) or preset.preview_every
         times = output_times(int(p.get("frames_out") or 0), video.time_values())
-        out = Path(p.get("out") or ctx.job_dir / "model")
+        out = prepare_output_folder(p.get("out") or ctx.job_dir / "model", "Model folder")
         yield Progress(
             "fit",
             0.0,
@@ -371,7 +388,8 @@ class Fit4D(Plugin):
 
 
 def _fit_inputs(ctx: JobContext):
-    """(video, rest mesh or None, held-out video or None) from the job's arrays or its path."""
+    """(video, rest mesh or None, held-out video or None, a warning about the held-out split or None) from the
+    job's arrays or its path."""
     from ..gaussians4d.data import load_transforms
 
     a, p = ctx.arrays, ctx.params
@@ -386,9 +404,9 @@ def _fit_inputs(ctx: JobContext):
         rest_mesh = read_rest_mesh(p["rest_mesh"])
     if path:
         video = load_transforms(path, "train")
-        test = load_transforms(path, "test") if Path(path, "transforms_test.json").is_file() else None
-        return video, rest_mesh, test
-    return video_from_arrays(a, float(p.get("fov_x") or 0.0)), rest_mesh, None
+        test, warning = load_held_out(path)
+        return video, rest_mesh, test, warning
+    return video_from_arrays(a, float(p.get("fov_x") or 0.0)), rest_mesh, None, None
 
 
 class Export4D(Plugin):

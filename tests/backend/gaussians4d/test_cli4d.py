@@ -145,3 +145,108 @@ def test_render4d_refuses_a_camera_file_without_cameras(model_dir, tmp_path) -> 
     bad.write_text(json.dumps({"camera_angle_x": 0.7, "frames": [{"file_path": "a", "time": 0.2}]}))
     code, text = cli("render4d", model_dir, "--cameras", bad, "--out", tmp_path / "r", "--size", "8x8")
     assert code == 1 and "transform_matrix" in text, text
+
+
+@pytest.mark.parametrize(
+    ("device", "words"),
+    [("gpu0", "Unknown device 'gpu0': use cpu, cuda or cuda:N"), ("cuda:7", "cuda:7")],
+)
+def test_a_device_this_machine_lacks_is_one_error_line(device, words, data_dir, tmp_path) -> None:
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--iterations", 1, "--device", device)
+    assert code == 1 and words in text and "Traceback" not in text, text
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_output_that_cannot_be_a_folder_fails_before_the_fit(data_dir, tmp_path) -> None:
+    (tmp_path / "afile").write_text("x")
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "afile" / "m", "--iterations", 1)
+    assert code == 1 and "afile" in text and "Traceback" not in text, text
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "afile", "--iterations", 1)
+    assert code == 1 and "is a file, not a folder" in text, text
+
+
+def test_a_test_split_without_times_is_a_warning_and_the_fit_goes_on(data_dir, tmp_path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for item in data_dir.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "transforms_test.json").unlink()
+    meta = json.loads((data_dir / "transforms_test.json").read_text())
+    [f.pop("time") for f in meta["frames"]]
+    (folder / "transforms_test.json").write_text(json.dumps(meta))
+    code, text = cli("fit4d", folder, "--out", tmp_path / "m", "--iterations", 1)
+    assert code == 0, text
+    assert "warning: no held-out score: transforms_test.json cannot be used" in text and "has no 'time'" in text
+    code, text = cli("render4d", tmp_path / "m", "--cameras", folder / "transforms_test.json", "--out", tmp_path / "r")
+    assert code == 1 and "give --time T" in text, text
+    code, text = cli(
+        "render4d", tmp_path / "m", "--cameras", folder / "transforms_test.json", "--out", tmp_path / "r", "--time", 0.5
+    )
+    assert code == 0 and "2 renders" in text, text
+
+
+def _camera_json(data_dir: Path, path: Path, names: list[str], **top) -> Path:
+    meta = json.loads((data_dir / "transforms_test.json").read_text())
+    frames = [dict(meta["frames"][i % len(meta["frames"])], file_path=n) for i, n in enumerate(names)]
+    path.write_text(json.dumps({**{k: v for k, v in meta.items() if k != "frames"}, **top, "frames": frames}))
+    return path
+
+
+def test_render4d_keeps_dotted_names_and_refuses_two_entries_on_one_file(model_dir, data_dir, tmp_path) -> None:
+    names = ["./test/cam0.t0.0", "./test/cam0.t0.5", "./test/frame.001", "./test/shot.jpg"]
+    cams = _camera_json(data_dir, tmp_path / "dots.json", names)
+    code, text = cli("render4d", model_dir, "--cameras", cams, "--out", tmp_path / "r")
+    assert code == 0, text
+    written = sorted(p.name for p in (tmp_path / "r" / "test").iterdir())
+    assert written == ["cam0.t0.0.png", "cam0.t0.5.png", "frame.001.png", "shot.png"]
+    cams = _camera_json(data_dir, tmp_path / "same.json", ["./test/a.png", "./test/a.jpg"])
+    code, text = cli("render4d", model_dir, "--cameras", cams, "--out", tmp_path / "r2")
+    assert code == 1 and "entries 0 and 1 would both be written" in text, text
+    assert not (tmp_path / "r2").exists()
+
+
+def test_render4d_scales_pixel_intrinsics_to_its_size(model_dir, data_dir, tmp_path) -> None:
+    """Pixel intrinsics of a SIZE² json rendered at 2·SIZE: the same picture, twice as large."""
+    meta = json.loads((data_dir / "transforms_test.json").read_text())
+    cams = _camera_json(data_dir, tmp_path / "c.json", ["./a"], w=SIZE, h=SIZE, fl_x=meta["fl_x"], cx=meta["cx"])
+    renders = []
+    for size in (SIZE, 2 * SIZE):
+        out = tmp_path / f"r{size}"
+        code, text = cli("render4d", model_dir, "--cameras", cams, "--out", out, "--size", f"{size}x{size}")
+        assert code == 0, text
+        renders.append(np.asarray(Image.open(tmp_path / f"r{size}" / "a.png"), np.float32)[..., 3])
+    small, large = renders
+    halved = large.reshape(SIZE, 2, SIZE, 2).mean(axis=(1, 3))
+    assert np.abs(halved - small).mean() < 0.05 * 255, np.abs(halved - small).mean()
+    code, text = cli("render4d", model_dir, "--cameras", cams, "--out", tmp_path / "r3", "--size", f"{SIZE}x{2 * SIZE}")
+    assert code == 1 and "another shape" in text, text
+
+
+def test_export4d_replaces_earlier_frames_and_names_what_it_wrote(model_dir, tmp_path) -> None:
+    (tmp_path / "ply").mkdir()
+    for i in range(1, 9):
+        (tmp_path / "ply" / f"frame_{i:04d}.ply").write_text("old")
+    (tmp_path / "ply" / "notes.txt").write_text("mine")
+    code, text = cli(
+        "export4d", model_dir, "--ply", tmp_path / "ply", "--mesh", tmp_path / "new" / "anim",
+        "--rest-mesh", tmp_path / "rest.ply", "--frames", 3, "--mesh-resolution", 24,
+    )  # fmt: skip
+    assert code == 0, text
+    names = sorted(p.name for p in (tmp_path / "ply").iterdir())
+    assert names == ["frame_0001.ply", "frame_0002.ply", "frame_0003.ply", "notes.txt"]
+    assert str(tmp_path / "new" / "anim.npz") in text.replace("\n", "")
+    assert np.load(tmp_path / "new" / "anim.npz")["frames"].shape[0] == 3
+    assert len(trimesh.load(tmp_path / "rest.ply", process=False).vertices) > 0  # a real PLY, not OBJ text
+    code, text = cli("export4d", model_dir, "--rest-mesh", tmp_path / "rest.fbx")
+    assert code == 1 and ".obj, .ply" in text, text
+
+
+def test_a_rest_mesh_in_other_units_is_refused_before_the_fit(data_dir, tmp_path) -> None:
+    box = trimesh.creation.box(extents=(100.0, 60.0, 50.0))  # centimetres in a capture in metres
+    box.export(tmp_path / "big.obj")
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--rest-mesh", tmp_path / "big.obj")
+    assert code == 1 and "the size of the captured object" in text and "units" in text, text
+    points = tmp_path / "points.obj"
+    points.write_text("".join(f"v {i} 0 0\n" for i in range(4)))
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--rest-mesh", points)
+    assert code == 1 and "4 vertices but no faces" in text, text

@@ -194,3 +194,42 @@ def test_cameras_round_trip_per_entry_intrinsics(tmp_path):
     write_transforms(tmp_path, MultiViewVideo(video.images, video.alphas, cams, video.times, video.names))
     assert "fl_x" in json.loads((tmp_path / "transforms_train.json").read_text())["frames"][1]
     np.testing.assert_allclose(load_transforms(tmp_path).cameras.Ks, ks, rtol=1e-6)
+
+
+def test_downscaled_images_with_the_full_size_json_get_scaled_intrinsics(tmp_path):
+    """A nerfstudio-style json keeps fl_x/cx/cy/w/h of the full-size images; the folder holds half-size ones."""
+    write_transforms(tmp_path, sphere_video(size=2 * SIZE))
+    full = load_transforms(tmp_path)
+    for png in (tmp_path / "train").glob("*.png"):
+        with Image.open(png) as im:
+            im.resize((SIZE, SIZE), Image.BOX).save(png)
+    half = load_transforms(tmp_path)
+    assert half.width == SIZE
+    np.testing.assert_allclose(half.cameras.Ks[:, :2], full.cameras.Ks[:, :2] / 2, rtol=1e-6)
+    edit_json(tmp_path, lambda m: m.update(w=2 * SIZE, h=SIZE))  # another shape than the images
+    with pytest.raises(InputError, match=r"'w' × 'h' is 32×16 but the images are 16×16"):
+        load_transforms(tmp_path)
+
+
+def test_extensionless_paths_find_jpg_images(tmp_path):
+    write_transforms(tmp_path, sphere_video(alpha=False))
+    for png in (tmp_path / "train").glob("*.png"):
+        with Image.open(png) as im:
+            im.convert("RGB").save(png.with_suffix(".jpg"), quality=95)
+        png.unlink()
+    assert len(load_transforms(tmp_path)) == 8
+
+
+def test_a_field_of_view_in_degrees_is_named_with_its_value_in_radians(folder):
+    edit_json(folder, lambda m: [m.update(camera_angle_x=45.8), [m.pop(k) for k in ("fl_x", "fl_y", "cx", "cy")]])
+    with pytest.raises(InputError, match=r"transforms_train.json: entry 0 .* camera_angle_x is 45.8.* write 0.799"):
+        load_transforms(folder)
+
+
+def test_fully_transparent_images_are_refused(tmp_path):
+    video = sphere_video()
+    clear = np.zeros_like(video.alphas)
+    blank = MultiViewVideo(np.ones_like(video.images), clear, video.cameras, video.times, video.names)
+    write_transforms(tmp_path, blank)
+    with pytest.raises(InputError, match="every image is fully transparent"):
+        load_transforms(tmp_path)
