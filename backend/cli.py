@@ -231,6 +231,7 @@ def rig_command(
 ) -> None:
     """Rig a mesh animation: bones, skin weights and bone motion that reproduce it; prints E_RMS and time."""
     from .formats.mesh_sequence import open_mesh_sequence
+    from .formats.paths import prepare_output_file
     from .plugins.rig import solve_rig
     from .rig.ssdr import validate_sequence
 
@@ -238,6 +239,15 @@ def rig_command(
     try:
         if mode not in ("free", "skeleton"):
             raise TesseraError(f"--mode must be 'free' or 'skeleton', got {mode!r}.")
+        if out.is_dir():
+            raise TesseraError(
+                f"--out {str(out)!r} is a folder: give the rig file's name, e.g. {str(out / 'rig.npz')!r}."
+            )
+        prepare_output_file(out if out.suffix == ".npz" else out.with_name(out.name + ".npz"), "Rig file")
+        if glb is not None:
+            if glb.suffix.lower() != ".glb":
+                raise TesseraError(f"--glb writes binary glTF: name the file .glb, got {glb.name!r}.")
+            prepare_output_file(glb, "glTF file")
         reader = open_mesh_sequence(input, rest_mesh)
         seq = reader.read_all()
         faces = seq.faces if len(seq.faces) else None

@@ -75,6 +75,7 @@ def train_command(
     ] = "",
 ) -> None:
     """Train a motion model (tokenizer, token transformer, residual transformer) on a folder of BVH clips."""
+    from .formats.paths import prepare_output_folder
     from .motion.dataset import load_library
     from .motion.train import train
     from .plugins.motion import train_config
@@ -98,8 +99,11 @@ def train_command(
             if value is not None:
                 overrides.setdefault(name, value)
         cfg = train_config(steps or 4500, overrides)
+        if data.is_file():
+            raise TesseraError(f"--data takes a folder of BVH clips; {data} is a file: put the clips in a folder.")
         if not data.is_dir():
             raise TesseraError(f"BVH folder {data} does not exist")
+        prepare_output_folder(out, "Model folder")
         library = load_library(data, labels_from_filenames)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
         with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:

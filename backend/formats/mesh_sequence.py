@@ -196,27 +196,45 @@ def open_npz(path: str | Path) -> MeshSequenceReader:
     return MeshSequenceReader(rest, faces, frames.shape[0], path.stem, fps, path, lambda a, b: frames[a:b])
 
 
-def _load_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices and faces of a mesh file, in file order (no merging, splitting or reordering).
+def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (V,3) f64, triangles (F,3) i64) of an OBJ file: every `v` line in file order, whether or not a
+    face uses it, and every `f` line (`i`, `i/j`, `i//k`, `i/j/k`, negative indices) fan-triangulated, so quads
+    and n-gons (Blender's OBJ export default) load. Groups, objects, UVs, normals and materials are ignored.
 
-    OBJ goes through trimesh's OBJ loader with maintain_order=True so vertices are not split
-    at UV or normal seams (what Blender's exporter writes); other formats through trimesh.load.
-    """
+    Our own few lines rather than trimesh's OBJ loader: an animation's point cache is indexed by the file's
+    vertex order, and trimesh splits vertices at UV seams or drops trailing loose ones depending on the file."""
+    vertices: list[list[float]] = []
+    triangles: list[tuple[int, int, int]] = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            parts = raw.split()
+            if not parts:
+                continue
+            try:
+                if parts[0] == b"v":
+                    vertices.append([float(x) for x in parts[1:4]])
+                    if len(vertices[-1]) != 3:
+                        raise ValueError("a vertex needs x, y and z")
+                elif parts[0] == b"f":
+                    corners = [int(p.split(b"/")[0]) for p in parts[1:]]
+                    corners = [c - 1 if c > 0 else len(vertices) + c for c in corners]
+                    if len(corners) < 3:
+                        raise ValueError("a face needs 3 or more vertex indices")
+                    triangles.extend((corners[0], corners[i], corners[i + 1]) for i in range(1, len(corners) - 1))
+            except ValueError as exc:
+                text = raw.strip()[:60].decode("utf-8", "replace")
+                raise InputError(f"{path.name!r} line {number} is not valid OBJ ({exc}): {text!r}") from None
+    return np.asarray(vertices, np.float64).reshape(-1, 3), np.asarray(triangles, np.int64).reshape(-1, 3)
+
+
+def _load_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and faces of a mesh file, in file order (no merging, splitting or reordering): OBJ through
+    `read_obj`, other formats through trimesh.load."""
     import trimesh
 
+    if path.suffix.lower() == ".obj":
+        return read_obj(path)
     try:
-        if path.suffix.lower() == ".obj":
-            with open(path, "rb") as f:
-                loaded = trimesh.exchange.obj.load_obj(f, maintain_order=True, skip_materials=True)
-            parts = [g for g in loaded.get("geometry", {}).values() if len(g.get("vertices", ())) > 0]
-            vertices = [np.asarray(g["vertices"], np.float64).reshape(-1, 3) for g in parts]
-            faces = [np.asarray(g.get("faces", np.zeros((0, 3))), np.int64).reshape(-1, 3) for g in parts]
-            offsets = np.cumsum([0] + [len(v) for v in vertices])
-            faces = [fc + off for fc, off in zip(faces, offsets, strict=False)]
-            return (
-                np.concatenate(vertices) if vertices else np.zeros((0, 3)),
-                np.concatenate(faces) if faces else np.zeros((0, 3), np.int64),
-            )
         mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
     except InputError:
         raise
@@ -230,20 +248,8 @@ def _load_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     vertices, faces = _load_trimesh(path)
     if vertices.shape[0] == 0:
-        points = _obj_vertex_lines(path) if path.suffix.lower() == ".obj" else 0
-        if points:
-            raise InputError(
-                f"Mesh {path.name!r} has {points} vertices but no faces: it is a point cloud; "
-                "export the mesh with its faces."
-            )
         raise InputError(f"Mesh {path.name!r} has no vertices.")
     return vertices, faces
-
-
-def _obj_vertex_lines(path: Path) -> int:
-    """How many `v x y z` lines an OBJ file holds (trimesh drops the vertices of an OBJ without faces)."""
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.startswith(b"v "))
 
 
 def open_obj_folder(folder: str | Path) -> MeshSequenceReader:

@@ -41,7 +41,7 @@ def read_bvh(path: str | Path) -> Motion:
     """Read a BVH file. Raises InputError naming the file and line for anything it cannot use."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")  # -sig: a byte-order mark some tools write
     except OSError as err:
         raise InputError(f"Cannot read BVH file {path}: {err.strerror}") from None
     lines = text.splitlines()

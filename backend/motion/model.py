@@ -84,8 +84,11 @@ def parse_ranges(text: str, n_frames: int, what: str = "range") -> list[tuple[in
     ranges.sort()
     for (a0, b0), (a1, b1) in zip(ranges, ranges[1:], strict=False):
         if a1 <= b0:
-            raise InputError(f"Frame {what}s {a0}-{b0} and {a1}-{b1} overlap")
+            raise InputError(f"Frame ranges to {what} {a0}-{b0} and {a1}-{b1} overlap: give each frame once")
     return ranges
+
+
+FPS_TOLERANCE = 0.02  # a clip within 2 % of the model's rate is taken as it (exporters round Frame Time: 0.033)
 
 
 @dataclass
@@ -257,10 +260,15 @@ class MotionModel:
         if motion.n_frames < self.window:
             raise InputError(
                 f"The {what} has {motion.n_frames} frames; this model needs at least {self.window} "
-                "(its training window)"
+                "(its training window). Give a longer clip, or train a model with a shorter window "
+                "(`tessera4d motion train ... --config '{\"window\": 32}'`, at least 16)"
             )
-        if abs(motion.fps - self.fps) > 1e-3 * self.fps:
-            raise InputError(f"The {what} runs at {motion.fps:g} fps; this model was trained at {self.fps:g} fps")
+        if abs(motion.fps - self.fps) > FPS_TOLERANCE * self.fps:
+            raise InputError(
+                f"The {what} runs at {motion.fps:g} fps; this model was trained at {self.fps:g} fps. Resample the "
+                f"clip to {self.fps:g} fps (in Blender: set the scene's frame rate and scale the action with the "
+                "Time Stretching settings), or train a model on clips at its rate"
+            )
 
     def features(self, motion: Motion) -> torch.Tensor:
         """(1, T, D) normalised features."""

@@ -189,7 +189,14 @@ def train(
             )
         return model, model.modules, optimizers
 
-    model, modules, optimizers = build()
+    try:
+        model, modules, optimizers = build()
+    except (
+        ValueError,
+        TypeError,
+        AssertionError,
+    ) as exc:  # a config the model sizes do not accept (e.g. heads not dividing d_model)
+        raise InputError(f"The training config does not make a model: {exc}") from None
     step = 0
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.is_file():

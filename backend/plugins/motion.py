@@ -352,8 +352,45 @@ def train_config(steps: int, overrides: dict[str, Any] | None = None):
     unknown = sorted(set(overrides or {}) - known)
     if unknown:
         raise InputError(f"Unknown training setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    defaults = TrainConfig()
+    for name, value in (overrides or {}).items():
+        _check_setting(name, value, getattr(defaults, name))
     values.update(overrides or {})
     return TrainConfig(**values)
+
+
+MIN_WINDOW = 16  # frames: the tokenizer's convolutions need this many (4 tokens)
+
+
+def _check_setting(name: str, value: Any, default: Any) -> None:
+    """InputError unless a training setting has its default's type and a usable value: sizes, counts and rates
+    positive (steps may be 0, weights and seed ≥ 0), a fraction in [0, 1), a window of at least MIN_WINDOW."""
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise InputError(f"Training setting {name!r} must be a JSON object of model sizes, got {value!r}")
+        for key, inner in value.items():
+            if not isinstance(inner, bool | int | float | list):
+                raise InputError(f"Training setting {name}.{key} must be a number, got {inner!r}")
+            if isinstance(inner, int | float) and not isinstance(inner, bool) and inner <= 0:
+                raise InputError(f"Training setting {name}.{key} must be positive, got {inner!r}")
+        return
+    numeric = isinstance(default, int | float) and not isinstance(default, bool)
+    if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InputError(f"Training setting {name!r} must be a number (default {default!r}), got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+        raise InputError(f"Training setting {name!r} must be a whole number (default {default!r}), got {value!r}")
+    if not numeric:
+        return
+    if name == "held_out_fraction":
+        ok, need = 0.0 <= value < 1.0, "in [0, 1)"
+    elif name == "window":
+        ok, need = value >= MIN_WINDOW, f"at least {MIN_WINDOW} frames"
+    elif name.endswith("_steps") or name.endswith("_weight") or name in ("seed", "units_to_mm"):
+        ok, need = value >= 0, "0 or more"
+    else:
+        ok, need = value > 0, "positive"
+    if not ok:
+        raise InputError(f"Training setting {name!r} must be {need}, got {value!r}")
 
 
 def library_from_arrays(ctx: JobContext, labels_text: str):

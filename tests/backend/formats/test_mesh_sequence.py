@@ -248,3 +248,21 @@ def test_pc2_rest_mesh_unreadable(tmp_path: Path, bar: MeshSequence) -> None:
     write_pc2(tmp_path / "a.pc2", bar.frames)
     (tmp_path / "rest.xyz123").write_text("nothing")
     _raises(r"Cannot read mesh 'rest\.xyz123'", tmp_path / "a.pc2", rest_mesh=tmp_path / "rest.xyz123")
+
+
+def test_obj_keeps_every_vertex_line_and_triangulates_quads_and_ngons(tmp_path: Path) -> None:
+    """Blender's OBJ export writes quads, UVs and normals; a loose vertex at the end is still vertex 6."""
+    text = "\n".join(
+        [
+            "# Blender export", "o grid", "v 0 0 0", "v 1 0 0", "v 1 1 0", "v 0 1 0", "v 2 0 0", "v 2 1 0",
+            "v 9 9 9", "vt 0 0", "vt 1 0", "vt 1 1", "vt 0 1", "vn 0 0 1", "s off", "usemtl skin",
+            "f 1/1/1 2/2/1 3/3/1 4/4/1", "f -6//1 5//1 6//1 3//1 -5//1",
+        ]
+    )  # fmt: skip
+    for i in range(2):
+        (tmp_path / f"f{i}.obj").write_text(text.replace("v 9 9 9", f"v 9 9 {i}"))
+    seq = load_mesh_sequence(tmp_path)
+    assert seq.vertex_count == 7 and np.array_equal(seq.frames[:, 6], [[9, 9, 0], [9, 9, 1]])
+    assert seq.faces.tolist() == [[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 2], [1, 2, 2]]
+    (tmp_path / "f1.obj").write_text(text.replace("v 2 1 0", "v 2 one 0"))
+    _raises(r"'f1.obj' line 8 is not valid OBJ", tmp_path)

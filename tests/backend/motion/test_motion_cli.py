@@ -100,12 +100,38 @@ def other_skeleton(tmp_path_factory) -> Path:
             "Unknown body part 'tail'; this skeleton has: torso, left_leg, right_leg, left_arm, right_arm",
         ),
         (("generate", "{tmp}/no-model", "--frames", "64", "--out", "{tmp}/o.bvh"), "does not exist"),
+        (("inbetween", "{model}", "{slow}", "--keep", "0-9", "--out", "{tmp}/o.bvh"), "Resample the clip to 30 fps"),
+        (("train", "--data", "{clips}", "--out", "{afile}", "--steps", "9"), "is a file, not a folder"),
+        (("train", "--data", str(TINY_CLIPS[0]), "--out", "{tmp}/m", "--steps", "9"), "--data takes a folder"),
+        (
+            ("train", "--data", "{clips}", "--out", "{tmp}/m", "--config", '{{"window": 0}}'),
+            "'window' must be at least",
+        ),
+        (("train", "--data", "{clips}", "--out", "{tmp}/m", "--config", '{{"lr": "fast"}}'), "'lr' must be a number"),
+        (
+            ("train", "--data", "{clips}", "--out", "{tmp}/m", "--steps", "9", "--config", "{{{heads}}}"),
+            "does not make a model: embed_dim must be divisible by num_heads",
+        ),
     ],
 )
-def test_bad_input_exits_1_with_one_line(tiny_model, other_skeleton, tmp_path, args, message):
-    fill = {"model": tiny_model, "other": other_skeleton, "tmp": tmp_path}
+def test_bad_input_exits_1_with_one_line(tiny_model, tiny_clips, other_skeleton, tmp_path, args, message):
+    (tmp_path / "afile").write_text("not a folder")
+    slow = tmp_path / "slow.bvh"
+    slow.write_text(TINY_CLIPS[0].read_text().replace("Frame Time:\t0.0333333", "Frame Time: 0.0416667"))
+    fill = {"model": tiny_model, "other": other_skeleton, "tmp": tmp_path, "clips": tiny_clips, "slow": slow}
+    fill["afile"], fill["heads"] = tmp_path / "afile", '"transformer": {"n_heads": 3}'
     out = cli(*(a.format(**fill) for a in args))
     assert out.returncode == 1, (out.stdout, out.stderr)
     line = out.stderr.strip()
     assert "\n" not in line and line.startswith("error:") and message in line, line
     assert "Traceback" not in out.stderr and not (tmp_path / "o.bvh").exists()
+
+
+def test_a_byte_order_mark_and_a_rounded_frame_time_are_read(tiny_model, tmp_path):
+    """Some exporters write a UTF-8 BOM, and Frame Time 0.033 for 30 fps (30.3 fps, within 2 %)."""
+    clip = tmp_path / "exported.bvh"
+    text = TINY_CLIPS[0].read_text().replace("Frame Time:\t0.0333333", "Frame Time: 0.033")
+    clip.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59", "--out", tmp_path / "o.bvh")
+    assert out.returncode == 0, out.stderr
+    assert read_bvh(tmp_path / "o.bvh").n_frames == read_bvh(TINY_CLIPS[0]).n_frames

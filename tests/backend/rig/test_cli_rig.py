@@ -132,10 +132,16 @@ def test_pc2_needs_its_rest_mesh(tmp_path, sequence) -> None:
         (["missing.npz", "--bones", "4"], "does not exist"),
         (["SEQ", "--bones", "4", "--mode", "loose"], "--mode must be"),
         (["SEQ", "--bones", "100000"], "use at most"),
+        (["SEQ", "--bones", "2", "--glb", "TMP/r.gltf"], "name the file .glb"),
+        (["SEQ", "--bones", "2", "--out", "TMP"], "is a folder: give the rig file's name"),
+        (["SEQ", "--bones", "2", "--out", "TMP/afile/r.npz"], "afile"),
     ],
 )
 def test_bad_input_exits_1_with_one_line(tmp_path, sequence, args, message) -> None:
-    args = [str(sequence[0]) if a == "SEQ" else a for a in args]
-    out = cli(*args, "--out", tmp_path / "r.npz")
+    (tmp_path / "afile").write_text("not a folder")
+    args = [str(sequence[0]) if a == "SEQ" else a.replace("TMP", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "r.npz")]
+    out = cli(*args)
     assert out.returncode == 1 and message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
