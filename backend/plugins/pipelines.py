@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -288,7 +288,7 @@ def reconstruct(ctx: JobContext, model: Model, frames, alphas, c2w, fov_x: float
     p = ctx.params
     sds_steps = int(p.get("sds_steps") or 0)
     preset = PRESETS[str(p.get("preset") or "fast")]
-    iterations = int(p.get("fit_iterations") or 0) or preset.iterations
+    iterations = int(p.get("fit_iterations") or 0) or None  # None: the preset's (its mesh_iterations with a mesh)
 
     def solve(progress, check):
         sds = None
@@ -315,7 +315,8 @@ def reconstruct(ctx: JobContext, model: Model, frames, alphas, c2w, fov_x: float
             c2w,
             fov_x,
             rest_mesh,
-            preset=replace(preset, iterations=iterations),
+            preset=preset,
+            iterations=iterations,
             sds=sds,
             sds_steps=sds_steps,
             progress=lambda stage, f, msg: progress(stage, 0.5 + 0.45 * f, msg),

@@ -128,6 +128,8 @@ def test_animate_object_streams_previews_then_the_objects_own_mesh_moving(animat
     assert rest.meta["name"] == "Hinge animated" and rest.meta["untrained"] is True
     last = [e for e in events if isinstance(e, wire.Progress)][-1]
     assert "UNTRAINED" in last.message and "refine" in " ".join(e.stage for e in events if hasattr(e, "stage"))
+    steps = [e.message.split(",")[0] for e in events if "reconstruct: step" in getattr(e, "message", "")]
+    assert steps[-1] == "reconstruct: step 3/3"  # fit_iterations is the mesh path's step count too
     job_dir = manager.store.folder("anim1").path
     pngs = sorted((job_dir / "generated").glob("view_*/frame_*.png"))
     assert len(pngs) == 16 and (job_dir / "mesh_sequence.npz").is_file()
