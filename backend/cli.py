@@ -136,8 +136,17 @@ def _parse_params(values: list[str]) -> dict[str, str]:
 
 
 def _fill_inputs(cls: type[Plugin], params: dict[str, str], inputs: list[Path]) -> None:
-    """--input fills the plugin's main path parameter when --param did not: its one required path
-    parameter, or its only path parameter. Other paths (e.g. an optional rest mesh) go by --param."""
+    """--input fills the plugin's main path parameter: its one required path parameter, or its only path
+    parameter. Other paths (e.g. an optional rest mesh) go by --param. A plugin whose required input is
+    arrays (a clip or views sent by the add-on) cannot run here: `run` sends no arrays."""
+    sent = [i for i in cls.spec.inputs if i.required]
+    if sent:
+        command = _OWN_COMMANDS.get(cls.spec.name.split(".")[0], "")
+        raise TesseraError(
+            f"Plugin '{cls.spec.name}' takes its {sent[0].name} as arrays sent by the add-on or a client "
+            f"({', '.join(sent[0].arrays)}); `tessera4d run` sends none."
+            + (f" On the command line use `{command}`." if command else "")
+        )
     if not inputs:
         return
     paths = [p for p in cls.spec.params if p.type == "path"]
@@ -150,7 +159,13 @@ def _fill_inputs(cls: type[Plugin], params: dict[str, str], inputs: list[Path]) 
         )
     if len(inputs) > 1:
         raise TesseraError(f"Plugin '{cls.spec.name}' takes one input path ('{main[0]}'); got {len(inputs)}.")
-    params.setdefault(main[0], str(inputs[0]))
+    if main[0] in params:
+        raise TesseraError(f"--input and --param {main[0]}=… both give '{main[0]}': give it once.")
+    params[main[0]] = str(inputs[0])
+
+
+# Plugins that need arrays have commands of their own that read files (by the plugin's namespace).
+_OWN_COMMANDS = {"motion": "tessera4d motion --help", "pipeline": "tessera4d mvdiff sample`, then `tessera4d fit4d"}
 
 
 @app.command()
