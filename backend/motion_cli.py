@@ -53,10 +53,14 @@ def _write(path: Path, motion) -> None:
 
 @motion_app.command("train")
 def train_command(
-    data: Annotated[Path, typer.Option("--data", help="Folder of BVH files sharing one skeleton.")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of BVH files (subfolders too) sharing one skeleton.")],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (its checkpoint lets a run resume).")],
     labels_from_filenames: Annotated[
-        bool, typer.Option(help="Text labels from `{prefix}_{content}_{style}_{id}.bvh` names (for --text).")
+        bool,
+        typer.Option(
+            help="Text labels from the file names (for --text): `{prefix}_{content}_{style}_{id}.bvh` gives "
+            "'content, style', other names their words without numbers."
+        ),
     ] = False,
     steps: Annotated[
         int | None, typer.Option(min=2, help="Steps in all: 4/9 tokenizer, 3/9 transformer, 2/9 residual.")
@@ -120,9 +124,11 @@ def train_command(
     except OSError as exc:
         raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     metrics = ", ".join(f"{k} {v}" for k, v in report.metrics.items() if v is not None) or "none (no clip long enough)"
+    labelled = sum(label is not None for label in library.labels)
     console.print(
         f"Trained on {report.train_clips} clips ({report.held_out_clips} held out) in "
-        f"{time.perf_counter() - started:.1f} s → {report.model_dir}\nheld-out metrics: {metrics}",
+        f"{time.perf_counter() - started:.1f} s → {report.model_dir}\nheld-out metrics: {metrics}"
+        + (f"\ntext labels from file names: {labelled} of {len(library)} clips" if labels_from_filenames else ""),
         highlight=False,
     )
 

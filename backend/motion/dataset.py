@@ -49,25 +49,33 @@ class Library:
 
 
 def label_from_filename(path: str | Path) -> str | None:
-    """ "content, style" from a `{prefix}_{content}_{style}_{id}` file name (hyphens read as spaces), else None."""
-    match = LABELLED_NAME.match(Path(path).stem)
-    if match is None:
-        return None
-    return f"{match['content'].replace('-', ' ')}, {match['style'].replace('-', ' ')}"
+    """The text label a clip's file name gives: "content, style" from a `{prefix}_{content}_{style}_{id}` name
+    (Bandai-Namco's; hyphens read as spaces), else the name's words without numbers, lower case
+    (`Walk_Tired_03.bvh` → "walk tired"); None when the name is only numbers."""
+    stem = Path(path).stem
+    match = LABELLED_NAME.match(stem)
+    if match is not None:
+        return f"{match['content'].replace('-', ' ')}, {match['style'].replace('-', ' ')}"
+    words = [w for w in re.split(r"[\s_\-.]+", stem.lower()) if w and not w.isdigit()]
+    return " ".join(words) or None
 
 
 def load_library(folder: str | Path, labels_from_filenames: bool = False) -> Library:
-    """Every `*.bvh` in `folder` (sorted by name); InputError naming the first clip whose skeleton differs."""
+    """Every `*.bvh` in `folder` and its subfolders (sorted by path); InputError naming the first clip whose
+    skeleton differs."""
     folder = Path(folder)
-    files = sorted(folder.glob("*.bvh"))
+    files = sorted(folder.rglob("*.bvh"), key=lambda f: f.relative_to(folder).parts)
     if not files:
-        raise InputError(f"No .bvh files in {folder}")
+        raise InputError(f"No .bvh files in {folder} or its subfolders")
     motions = [read_bvh(f) for f in files]
     first = motions[0].skeleton
     for f, m in zip(files[1:], motions[1:], strict=True):
         diff = first.difference(m.skeleton)
         if diff is not None:
-            raise InputError(f"{f.name} does not share the skeleton of {files[0].name}: {diff}")
+            raise InputError(
+                f"{f.relative_to(folder)} does not share the skeleton of {files[0].relative_to(folder)}: {diff}. "
+                "A model learns one skeleton: keep one skeleton's clips in the folder (retarget the others)."
+            )
     labels = [label_from_filename(f) if labels_from_filenames else None for f in files]
     return Library(first, motions, files, labels)
 

@@ -33,9 +33,11 @@ def cli(*args) -> subprocess.CompletedProcess:
 
 def test_train_writes_a_model_and_reports_metrics_and_time(tiny_clips, tmp_path):
     config = json.dumps({k: v for k, v in TINY_CONFIG.items() if not k.endswith("_steps")})
-    out = cli("train", "--data", tiny_clips, "--out", tmp_path / "m", "--steps", 4, "--config", config)
+    args = ("--steps", 4, "--config", config, "--labels-from-filenames")
+    out = cli("train", "--data", tiny_clips, "--out", tmp_path / "m", *args)
     assert out.returncode == 0, out.stderr
     assert "held-out metrics: mpjpe_mm" in out.stdout and " s → " in out.stdout
+    assert f"text labels from file names: {len(TINY_CLIPS)} of {len(TINY_CLIPS)} clips" in out.stdout
     assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "checkpoint.safetensors").is_file()
 
 

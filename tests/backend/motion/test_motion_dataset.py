@@ -26,8 +26,9 @@ def test_all_real_clips_load_with_one_skeleton_and_labels(library):
 
 def test_label_parsing():
     assert label_from_filename("dataset-1_walk_not-confident_012.bvh") == "walk, not confident"
-    assert label_from_filename("my take.bvh") is None
-    assert label_from_filename("a_b_c.bvh") is None
+    assert label_from_filename("My take.bvh") == "my take"  # other names: their words, numbers dropped
+    assert label_from_filename("Walk_Tired-03.bvh") == "walk tired"
+    assert label_from_filename("0042.bvh") is None
 
 
 def test_split_is_deterministic_disjoint_and_covers_contents(library):
@@ -48,6 +49,20 @@ def test_mismatched_skeleton_names_the_file(tmp_path):
         load_library(tmp_path)
     with pytest.raises(InputError, match="No .bvh files"):
         load_library(tmp_path / "empty")
+
+
+def test_clips_in_subfolders_are_found_and_labelled_by_their_names(tmp_path):
+    for name in ("walks/Walk_Tired_01.bvh", "walks/old/walk_happy.bvh", "Run 2.bvh"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REAL_CLIPS[0], tmp_path / name)
+    library = load_library(tmp_path, labels_from_filenames=True)
+    assert [f.relative_to(tmp_path).as_posix() for f in library.files] == [
+        "Run 2.bvh",
+        "walks/Walk_Tired_01.bvh",
+        "walks/old/walk_happy.bvh",
+    ]
+    assert library.labels == ["run", "walk tired", "walk happy"]
+    assert load_library(tmp_path).labels == [None, None, None]
 
 
 def test_windows():
