@@ -13,6 +13,7 @@ Positions are in the source's units; no axis conversion. Every bad input raises
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,9 +145,14 @@ def open_mesh_sequence(path: str | Path, rest_mesh: str | Path | None = None) ->
     path = Path(path)
     if not path.exists():
         raise InputError(f"Mesh sequence {str(path)!r} does not exist; expected {SUPPORTED}.")
+    suffix = path.suffix.lower()
+    if rest_mesh and suffix != ".pc2":
+        raise InputError(
+            f"A rest mesh is only for a .pc2 point cache; {path.name} has its own rest pose and faces: "
+            "leave the rest mesh out."
+        )
     if path.is_dir():
         return open_obj_folder(path)
-    suffix = path.suffix.lower()
     if suffix == ".npz":
         return open_npz(path)
     if suffix == ".pc2":
@@ -167,6 +173,10 @@ def load_mesh_sequence(path: str | Path, rest_mesh: str | Path | None = None) ->
 def open_npz(path: str | Path) -> MeshSequenceReader:
     """The data/mesh-sequences layout: rest (V,3), faces (F,3), frames (T,V,3); optional scalar fps."""
     path = require_file(Path(path), "Mesh sequence")
+    if not zipfile.is_zipfile(path):
+        raise InputError(
+            f"{path.name} is not an npz file (npz files are zip archives of .npy arrays, written by numpy.savez)."
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("rest", "faces", "frames") if k not in data.files]

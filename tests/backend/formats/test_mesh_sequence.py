@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +221,15 @@ def test_pc2_truncated_and_bad_header(tmp_path: Path, bar: MeshSequence) -> None
 
 def test_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    _raises(r"bad\.npz is not a readable npz file", tmp_path / "bad.npz")
+    _raises(r"bad\.npz is not an npz file \(npz files are zip archives", tmp_path / "bad.npz")
+    with zipfile.ZipFile(tmp_path / "broken.npz", "w") as z:
+        for name in ("rest", "faces", "frames"):
+            npy = io.BytesIO()
+            np.save(npy, np.zeros((8, 3), np.float32))
+            z.writestr(f"{name}.npy", npy.getvalue()[:-20])  # cut short
+    _raises(r"broken\.npz is not a readable npz file", tmp_path / "broken.npz")
+    cat = DATA / "cat-poses.npz"
+    _raises(r"only for a \.pc2 point cache; cat-poses\.npz has its own rest pose", cat, tmp_path / "rest.obj")
     folder = tmp_path / "objs"
     folder.mkdir()
     (folder / "f_1.obj").write_text("# nothing here\n")
