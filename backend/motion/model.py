@@ -219,7 +219,10 @@ class MotionModel:
         meta = loaded.meta
         if meta.get("kind") != MODEL_KIND:
             raise InputError(f"'{folder}' holds a model of kind {meta.get('kind')!r}, not a motion model")
-        skeleton = Skeleton(tuple(meta["joints"]), loaded.arrays["skeleton_parents"], loaded.arrays["skeleton_offsets"])
+        end_sites = {int(j): np.asarray(o, np.float32) for j, o in (meta.get("end_sites") or {}).items()}
+        skeleton = Skeleton(
+            tuple(meta["joints"]), loaded.arrays["skeleton_parents"], loaded.arrays["skeleton_offsets"], end_sites
+        )
         normalizer = Normalizer(loaded.arrays["feature_mean"], loaded.arrays["feature_std"])
         parts = {k: list(v) for k, v in meta["parts"].items()}
         return cls(
@@ -513,7 +516,11 @@ class MotionModel:
         layers = self.tokenizer.config.n_quantizers
         codes = np.zeros((rows, len(self.parts)) + ((layers,) if layers > 1 else ()), np.int64)
         new_codes = self._fill(codes, np.ones(codes.shape[:2], bool), cond, seed, temperature)
-        return self.decode(new_codes, n_frames, smooth=True)
+        motion = self.decode(new_codes, n_frames, smooth=True)
+        channels = self.meta.get("channels")  # the training files' layout, so the take is written like them
+        if channels is not None and len(channels) == self.skeleton.n_joints:
+            motion.channels = tuple(tuple(c) for c in channels)
+        return motion
 
 
 # -- token windows ----------------------------------------------------------------------------------------------

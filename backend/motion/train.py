@@ -358,10 +358,22 @@ def train(
         metrics=metrics,
         train_config=asdict(config),
         train_seconds=round(time.perf_counter() - t0, 1),
+        **bvh_layout(library),
     )
     model.save_pretrained(out)
     checkpoint()
     return TrainReport(out, len(train_lib), len(held_lib), time.perf_counter() - t0, metrics, losses)
+
+
+def bvh_layout(library: Library) -> dict:
+    """What generated clips need to be written like the training files: the skeleton's End Sites and, when
+    every clip shares one, the BVH channel layout (rotation orders, position channels)."""
+    layouts = {m.channels for m in library.motions}
+    shared = layouts.pop() if len(layouts) == 1 else None
+    return {
+        "end_sites": {str(j): np.asarray(o, float).tolist() for j, o in library.skeleton.end_sites.items()},
+        "channels": None if shared is None else [list(c) for c in shared],
+    }
 
 
 def evaluate_tokenizer(model: MotionModel, motions, units_to_mm: float, layers: int | None = None) -> dict:

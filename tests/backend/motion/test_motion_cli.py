@@ -77,6 +77,10 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
     assert out.returncode == 0, out.stderr
     gen = read_bvh(tmp_path / "g.bvh")
     assert gen.n_frames == 64 and gen.skeleton.names == src.skeleton.names
+    assert gen.channels == src.channels  # written like the training files: channel layout and End Sites
+    assert gen.skeleton.end_sites.keys() == src.skeleton.end_sites.keys() and src.skeleton.end_sites
+    for j, offset in src.skeleton.end_sites.items():
+        np.testing.assert_allclose(gen.skeleton.end_sites[j], offset, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
