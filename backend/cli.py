@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -398,6 +399,8 @@ def demo(
 
 
 def main() -> None:
+    # Commands show their own progress: no Hugging Face "Loading weights" / "Writing model shards" bars on stderr.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()
 
 

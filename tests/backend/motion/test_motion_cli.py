@@ -73,8 +73,9 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
     assert out.returncode == 0, out.stderr
     assert read_bvh(tmp_path / "e.bvh").n_frames == src.n_frames
 
-    out = cli("generate", tiny_model, "--frames", 64, "--out", tmp_path / "g.bvh", "--seed", 2)
+    out = cli("generate", tiny_model, "--frames", 64, "--out", tmp_path / "g.bvh", "--seed", 2, "--text", "walk")
     assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # no library's progress bars (the text encoder's "Loading weights")
     gen = read_bvh(tmp_path / "g.bvh")
     assert gen.n_frames == 64 and gen.skeleton.names == src.skeleton.names
     assert gen.channels == src.channels  # written like the training files: channel layout and End Sites
