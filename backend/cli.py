@@ -146,7 +146,7 @@ def _fill_inputs(cls: type[Plugin], params: dict[str, str], inputs: list[Path]) 
         raise TesseraError(
             f"Plugin '{cls.spec.name}' takes its {sent[0].name} as arrays sent by the add-on or a client "
             f"({', '.join(sent[0].arrays)}); `tessera4d run` sends none."
-            + (f" On the command line use `{command}`." if command else "")
+            + (f" On the command line use {command}." if command else "")
         )
     if not inputs:
         return
@@ -166,7 +166,7 @@ def _fill_inputs(cls: type[Plugin], params: dict[str, str], inputs: list[Path]) 
 
 
 # Plugins that need arrays have commands of their own that read files (by the plugin's namespace).
-_OWN_COMMANDS = {"motion": "tessera4d motion --help", "pipeline": "tessera4d mvdiff sample`, then `tessera4d fit4d"}
+_OWN_COMMANDS = {"motion": "`tessera4d motion --help`", "pipeline": "`tessera4d mvdiff sample`, then `tessera4d fit4d`"}
 
 
 @app.command()
