@@ -237,26 +237,20 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(vertices, np.float64).reshape(-1, 3), np.asarray(triangles, np.int64).reshape(-1, 3)
 
 
-def _load_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices and faces of a mesh file, in file order (no merging, splitting or reordering): OBJ through
-    `read_obj`, other formats through trimesh.load."""
-    import trimesh
-
+    `read_obj`, other formats (PLY, STL, glTF, OFF, ...) through trimesh.load. InputError when it has no vertices."""
     if path.suffix.lower() == ".obj":
-        return read_obj(path)
-    try:
-        mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"Cannot read mesh {path.name!r}: {exc}") from exc
-    vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))))
-    faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3), np.int64)))
-    return vertices, faces
+        vertices, faces = read_obj(path)
+    else:
+        import trimesh
 
-
-def _load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    vertices, faces = _load_trimesh(path)
+        try:
+            mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
+        except Exception as exc:
+            raise InputError(f"Cannot read mesh {path.name!r}: {exc}") from exc
+        vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))))
+        faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3), np.int64)))
     if vertices.shape[0] == 0:
         raise InputError(f"Mesh {path.name!r} has no vertices.")
     return vertices, faces
@@ -275,14 +269,14 @@ def open_obj_folder(folder: str | Path) -> MeshSequenceReader:
         raise InputError(
             f"Folder {str(folder)!r} has no .obj files{found}; a mesh sequence folder holds one OBJ per frame."
         )
-    vertices, faces = _load_mesh(files[0])
+    vertices, faces = read_mesh(files[0])
     rest, faces = _rest_and_faces(vertices, faces, files[0].name)
     v = rest.shape[0]
 
     def read(start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, v, 3), np.float32)
         for i in range(start, stop):
-            verts = rest if i == 0 else _load_mesh(files[i])[0]
+            verts = rest if i == 0 else read_mesh(files[i])[0]
             if verts.shape[0] != v:
                 raise InputError(
                     f"Mesh sequence changes vertex count at frame {i} ({files[i].name}: {v} → {verts.shape[0]}); "
@@ -321,7 +315,7 @@ def open_pc2(path: str | Path, rest_mesh: str | Path) -> MeshSequenceReader:
     path = require_file(Path(path), "PC2 file")
     rest_path = require_file(Path(rest_mesh), "Rest mesh")
     points, samples, _start, _rate = read_pc2_header(path)
-    vertices, faces = _load_mesh(rest_path)
+    vertices, faces = read_mesh(rest_path)
     rest, faces = _rest_and_faces(vertices, faces, rest_path.name)
     if rest.shape[0] != points:
         raise InputError(

@@ -191,11 +191,7 @@ def train(
 
     try:
         model, modules, optimizers = build()
-    except (
-        ValueError,
-        TypeError,
-        AssertionError,
-    ) as exc:  # a config the model sizes do not accept (e.g. heads not dividing d_model)
+    except (ValueError, TypeError, AssertionError) as exc:  # sizes the layers refuse, e.g. heads not dividing width
         raise InputError(f"The training config does not make a model: {exc}") from None
     step = 0
     ckpt_path = out / CHECKPOINT

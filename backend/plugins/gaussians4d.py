@@ -105,12 +105,12 @@ def load_held_out(folder: str | Path):
 
 def read_rest_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (V,3) f32, faces (F,3) i32) of a mesh file (OBJ, PLY, ...), vertex order kept."""
-    from ..formats.mesh_sequence import _load_mesh, _rest_and_faces
+    from ..formats.mesh_sequence import _rest_and_faces, read_mesh
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Rest mesh {str(path)!r} does not exist; give an OBJ (or PLY) of the object's mesh.")
-    vertices, faces = _rest_and_faces(*_load_mesh(path), path.name)
+    vertices, faces = _rest_and_faces(*read_mesh(path), path.name)
     if len(faces) == 0:
         raise InputError(f"Rest mesh {path.name!r} has no faces: the mesh-bound fit needs triangles.")
     return vertices, faces
