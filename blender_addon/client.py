@@ -423,7 +423,8 @@ class BackendClient:
 
     def _on_end(self, job: JobRecord, msg: m.Message) -> bool:
         total = getattr(msg, "results", 0)
-        if job.state.finished:
+        if job.state.finished:  # e.g. failed here: the backend's own end still changes its list of jobs
+            self._send(m.Jobs())
             return False
         if total > job.received:
             # The end overtook results we never got (e.g. across a reconnect): fetch the rest.

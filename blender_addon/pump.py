@@ -77,6 +77,8 @@ def _apply(client, msg: m.Message, context) -> bool:
     if isinstance(msg, m.Released):
         SESSION.last_notice = msg.message
         return False
+    if isinstance(msg, (m.Failed, m.Cancelled)):
+        _discard_empty_sequence(msg.job, context)
     if isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
         SESSION.targets.pop(msg.job, None)  # the sequence is complete; its object stays
         SESSION.targets.pop(_splats_key(msg.job), None)
@@ -89,6 +91,7 @@ def _apply(client, msg: m.Message, context) -> bool:
         created = _apply_result(job, msg, _scene(context), context)
     except (TesseraError, LookupError, OSError) as exc:
         client.fail_locally(job.id, getattr(exc, "message", None) or str(exc))
+        _discard_empty_sequence(job.id, context)
         return False
     if SESSION.pending is None:
         client.result_applied(job.id)  # a pending chunk counts once its last slice is written
@@ -139,6 +142,13 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         )
         return True
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+def _discard_empty_sequence(job_id: str, context) -> None:
+    """A job that ended without success before its first mesh frame: its object and empty cache go."""
+    target = SESSION.targets.get(job_id)
+    if isinstance(target, mesh_sequence.MeshSequence) and mesh_sequence.discard_if_empty(target, _scene(context)):
+        SESSION.targets.pop(job_id, None)
 
 
 def _dress_take(job, take) -> None:
@@ -228,6 +238,7 @@ def _step_pending(client) -> bool:
     except (TesseraError, LookupError, OSError) as exc:
         SESSION.pending = None
         client.fail_locally(pending.job_id, getattr(exc, "message", None) or str(exc))
+        _discard_empty_sequence(pending.job_id, None)
         return True
     if finished:
         SESSION.pending = None

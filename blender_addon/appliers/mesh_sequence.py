@@ -30,6 +30,7 @@ class MeshSequence:
     vertex_count: int
     frames_total: int
     y_up: bool = False
+    frame_end_before: int | None = None  # the scene's end frame before apply_rest extended it
 
     @property
     def object(self) -> bpy.types.Object:
@@ -98,8 +99,33 @@ def apply_rest(scene: bpy.types.Scene, job_id: str, meta: dict, arrays: dict, y_
     ob["tessera_job"] = job_id
 
     frames = int(meta["frames"])
+    frame_end_before = scene.frame_end
     scene.frame_end = max(scene.frame_end, scene.frame_start + frames - 1)
-    return MeshSequence(ob.name, len(rest), frames, y_up)
+    return MeshSequence(ob.name, len(rest), frames, y_up, frame_end_before)
+
+
+def discard_if_empty(sequence: MeshSequence, scene: bpy.types.Scene) -> bool:
+    """Remove what apply_rest made (object, mesh, empty PC2, longer frame range) when no frame arrived: a job
+    that failed or was cancelled before its first frame leaves the scene as it was. A sequence with frames
+    stays (results already computed are kept). True if removed."""
+    ob = bpy.data.objects.get(sequence.object_name)
+    if ob is None:
+        return False
+    try:
+        path = sequence.cache_path()
+        frames = pc2.read_header(path)[2]
+    except (LookupError, OSError, InputError):
+        return False
+    if frames:
+        return False
+    mesh = ob.data
+    bpy.data.objects.remove(ob)
+    if mesh is not None and mesh.users == 0:
+        bpy.data.meshes.remove(mesh)
+    path.unlink(missing_ok=True)
+    if sequence.frame_end_before is not None and scene.frame_end > sequence.frame_end_before:
+        scene.frame_end = sequence.frame_end_before
+    return True
 
 
 def check_frames(sequence: MeshSequence, meta: dict, arrays: dict) -> np.ndarray:

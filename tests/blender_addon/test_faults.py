@@ -75,9 +75,16 @@ def test_non_finite_vertices_fail_with_a_clear_message(blender, backend, tmp_pat
     bad = tmp_path / "nan.npz"
     np.savez(bad, rest=rest, faces=faces, frames=frames)
     connect(bpy, backend)
+    scene = bpy.context.scene
+    scene.frame_end = 2
+    objects, meshes = set(bpy.data.objects.keys()), set(bpy.data.meshes.keys())
     assert bpy.ops.tessera.load_mesh_sequence(filepath=str(bad)) == {"FINISHED"}
     with pytest.raises(RuntimeError, match=r"(?i)nan|finite"):
         bpy.ops.tessera.wait(timeout=60)
+    # failed before its first frame: no half-made object, mesh, empty cache or longer frame range is left
+    assert set(bpy.data.objects.keys()) == objects and set(bpy.data.meshes.keys()) == meshes
+    assert scene.frame_end == 2
+    assert not list(addon().storage.output_folder().glob("nan_*.pc2"))
     load_and_wait(bpy, HORSE)
 
 
