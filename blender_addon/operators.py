@@ -283,6 +283,7 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
             target=self.target,
             object_matrix=tuple(motion.object_matrix.ravel().tolist()),
             object_moves=motion.object_moves,
+            source_uid=ob.session_uid,
         ).as_job_options()
         arrays = {"rest": rest, "frames": frames}
         if len(faces):
@@ -594,7 +595,7 @@ class TESSERA_OT_motion_inbetween(_MotionSubmitting, bpy.types.Operator):
         params["keep"] = armature_motion.ranges_text(kept)
         params["method"] = self.method
         params["mirror"] = self.use_mirror
-        options = MotionOptions(arm_ob.name, scene.frame_start, "inbetween", kept).as_job_options()
+        options = MotionOptions(arm_ob.name, scene.frame_start, "inbetween", kept, arm_ob.session_uid).as_job_options()
         return self.submit(context, "motion.inbetween", params, options, arrays)
 
 
@@ -638,7 +639,7 @@ class TESSERA_OT_motion_edit(_MotionSubmitting, bpy.types.Operator):
         count = scene.frame_end - scene.frame_start + 1
         kept = [r for r in ((0, a - 1), (b + 1, count - 1)) if r[0] <= r[1]]
         params.update(frames=f"{a}-{b}", bones="\n".join(bones), seed=self.seed)
-        options = MotionOptions(arm_ob.name, scene.frame_start, "edit", kept).as_job_options()
+        options = MotionOptions(arm_ob.name, scene.frame_start, "edit", kept, arm_ob.session_uid).as_job_options()
         return self.submit(context, "motion.edit", params, options, arrays)
 
 
@@ -679,7 +680,7 @@ class TESSERA_OT_motion_generate(_MotionSubmitting, bpy.types.Operator):
             "seed": self.seed,
         }
         arrays = {"parents": skeleton.parents, "offsets": skeleton.offsets}
-        options = MotionOptions(arm_ob.name, scene.frame_start, "generate", []).as_job_options()
+        options = MotionOptions(arm_ob.name, scene.frame_start, "generate", [], arm_ob.session_uid).as_job_options()
         return self.submit(context, "motion.generate", params, options, arrays)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from .appliers import dressing, gaussians, mesh_sequence, motion, previews, rig
+from .appliers import dressing, gaussians, lookup, mesh_sequence, motion, previews, rig
 from .client import ConnectionState
 from .file_writer import WRITER
 from .local_backend import LocalBackendError
@@ -130,11 +130,11 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
     if msg.type == MOTION_CLIP:
         # A new take on the armature the operator collected from, in this step: one undo step.
         options = motion.MotionOptions.from_job(job.options, scene)
-        arm_ob = bpy.data.objects.get(options.armature)
+        arm_ob = lookup.find(bpy.data.objects, options.armature, options.armature_uid)
         if arm_ob is None:
             raise LookupError(
-                f"The armature '{options.armature}' this motion was made for was deleted or renamed; "
-                "rename it back, or run the motion operator again."
+                f"The armature '{options.armature}' this motion was made for was deleted; undo the deletion, "
+                "or run the motion operator again."
             )
         motion_context = context if getattr(context, "view_layer", None) is not None else bpy.context
         job.options["motion_result"] = motion.apply_clip(

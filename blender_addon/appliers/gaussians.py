@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import storage
 from ..shared.results import check_gaussians
+from . import lookup
 from .splat_ply import splat_ply_steps
 
 SH_C0 = 0.28209479177387814
@@ -39,6 +40,9 @@ class GaussianSequence:
     collection_name: str
     frames_total: int
     ply_folder: str  # Blender-style path ('//…' when saved)
+    # session_uids: found again after a rename (the names stay the original ones, so frame objects keep one prefix)
+    object_uid: int = 0
+    collection_uid: int = 0
 
 
 def splat_attributes(arrays: dict[str, np.ndarray]) -> Iterator[tuple[str, str, str, np.ndarray]]:
@@ -215,7 +219,9 @@ def start_sequence(scene: bpy.types.Scene, job_id: str, meta: dict) -> GaussianS
     ob["tessera_job"] = job_id
     frames = int(meta.get("frames") or 1)
     scene.frame_end = max(scene.frame_end, scene.frame_start + frames - 1)
-    return GaussianSequence(ob.name, frames_collection.name, frames, ply_folder)
+    return GaussianSequence(
+        ob.name, frames_collection.name, frames, ply_folder, ob.session_uid, frames_collection.session_uid
+    )
 
 
 def _layer_collection(layer: bpy.types.LayerCollection, collection: bpy.types.Collection):
@@ -275,14 +281,14 @@ def _same_splats(frame_ob: bpy.types.Object, means: np.ndarray) -> bool:
 
 
 def _sequence_object(sequence: GaussianSequence) -> bpy.types.Object:
-    ob = bpy.data.objects.get(sequence.object_name)
+    ob = lookup.find(bpy.data.objects, sequence.object_name, sequence.object_uid)
     if ob is None:
-        raise LookupError(f"The splat sequence '{sequence.object_name}' was deleted or renamed.")
+        raise LookupError(f"The splat sequence '{sequence.object_name}' was deleted.")
     return ob
 
 
 def _frames_collection(sequence: GaussianSequence) -> bpy.types.Collection:
-    frames = bpy.data.collections.get(sequence.collection_name)
+    frames = lookup.find(bpy.data.collections, sequence.collection_name, sequence.collection_uid)
     if frames is None:
-        raise LookupError(f"The frames of splat sequence '{sequence.object_name}' were deleted or renamed.")
+        raise LookupError(f"The frames collection of splat sequence '{sequence.object_name}' was deleted.")
     return frames

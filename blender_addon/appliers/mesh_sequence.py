@@ -17,7 +17,7 @@ import numpy as np
 from .. import storage
 from ..shared.errors import InputError
 from ..shared.results import check_mesh_frames, check_mesh_rest
-from . import pc2
+from . import lookup, pc2
 
 MODIFIER_NAME = "Tessera Mesh Cache"
 
@@ -31,12 +31,14 @@ class MeshSequence:
     frames_total: int
     y_up: bool = False
     frame_end_before: int | None = None  # the scene's end frame before apply_rest extended it
+    object_uid: int = 0  # its session_uid: found again after a rename
 
     @property
     def object(self) -> bpy.types.Object:
-        ob = bpy.data.objects.get(self.object_name)
+        ob = lookup.find(bpy.data.objects, self.object_name, self.object_uid)
         if ob is None:
-            raise LookupError(f"The object '{self.object_name}' of this mesh sequence was deleted or renamed.")
+            raise LookupError(f"The object '{self.object_name}' of this mesh sequence was deleted.")
+        self.object_name = ob.name
         return ob
 
     def cache_path(self):
@@ -101,14 +103,14 @@ def apply_rest(scene: bpy.types.Scene, job_id: str, meta: dict, arrays: dict, y_
     frames = int(meta["frames"])
     frame_end_before = scene.frame_end
     scene.frame_end = max(scene.frame_end, scene.frame_start + frames - 1)
-    return MeshSequence(ob.name, len(rest), frames, y_up, frame_end_before)
+    return MeshSequence(ob.name, len(rest), frames, y_up, frame_end_before, ob.session_uid)
 
 
 def discard_if_empty(sequence: MeshSequence, scene: bpy.types.Scene) -> bool:
     """Remove what apply_rest made (object, mesh, empty PC2, longer frame range) when no frame arrived: a job
     that failed or was cancelled before its first frame leaves the scene as it was. A sequence with frames
     stays (results already computed are kept). True if removed."""
-    ob = bpy.data.objects.get(sequence.object_name)
+    ob = lookup.find(bpy.data.objects, sequence.object_name, sequence.object_uid)
     if ob is None:
         return False
     try:

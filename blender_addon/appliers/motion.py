@@ -46,6 +46,7 @@ class MotionOptions:
     frame_start: int = 1  # scene frame of clip frame 0
     mode: str = "inbetween"
     kept: list[tuple[int, int]] = field(default_factory=list)  # 0-based clip frame ranges to keep exactly
+    armature_uid: int = 0  # the armature's session_uid: found again if it is renamed while the job runs
 
     @classmethod
     def from_job(cls, options: dict, scene: bpy.types.Scene) -> MotionOptions:
@@ -54,6 +55,7 @@ class MotionOptions:
             frame_start=int(options.get("motion_frame_start", scene.frame_start)),
             mode=str(options.get("motion_mode", "inbetween")),
             kept=[(int(a), int(b)) for a, b in options.get("motion_kept", ())],
+            armature_uid=int(options.get("motion_armature_uid", 0)),
         )
 
     def as_job_options(self) -> dict:
@@ -62,6 +64,7 @@ class MotionOptions:
             "motion_frame_start": self.frame_start,
             "motion_mode": self.mode,
             "motion_kept": [list(r) for r in self.kept],
+            "motion_armature_uid": self.armature_uid,
         }
 
 

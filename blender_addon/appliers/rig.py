@@ -22,6 +22,7 @@ from mathutils import Matrix
 
 from ..shared.errors import InputError
 from ..shared.results import check_rig
+from . import lookup
 
 MODIFIER_NAME = "Tessera Rig"
 TARGETS = ("COPY", "REPLACE")
@@ -47,6 +48,7 @@ class RigOptions:
     # the source's world matrix at the first collected frame, row-major (16 floats); empty = its current one
     object_matrix: tuple[float, ...] = ()
     object_moves: bool = False  # the source had object-level motion, baked into the rig
+    source_uid: int = 0  # the source's session_uid: found again if it is renamed while the rig is solved
 
     @classmethod
     def from_job(cls, options: dict, scene: bpy.types.Scene) -> RigOptions:
@@ -56,6 +58,7 @@ class RigOptions:
             target=str(options.get("rig_target", "COPY")),
             object_matrix=tuple(float(x) for x in options.get("rig_object_matrix", ())),
             object_moves=bool(options.get("rig_object_moves", False)),
+            source_uid=int(options.get("rig_source_uid", 0)),
         )
 
     def as_job_options(self) -> dict:
@@ -65,6 +68,7 @@ class RigOptions:
             "rig_target": self.target,
             "rig_object_matrix": list(self.object_matrix),
             "rig_object_moves": self.object_moves,
+            "rig_source_uid": self.source_uid,
         }
 
 
@@ -333,11 +337,11 @@ def apply_rig(context: bpy.types.Context, job_id: str, meta: dict, arrays: dict,
         raise InputError(f"Rig target must be one of {', '.join(TARGETS)}, got '{options.target}'.")
     source = None
     if options.source:
-        source = bpy.data.objects.get(options.source)
+        source = lookup.find(bpy.data.objects, options.source, options.source_uid)
         if source is None or source.type != "MESH":
             raise LookupError(
-                f"The mesh '{options.source}' this rig was solved from was deleted or renamed; "
-                "rename it back, or run Rig from Motion again."
+                f"The mesh '{options.source}' this rig was solved from was deleted while it was solved; "
+                "run Rig from Motion again on the mesh (Undo brings a deleted mesh back)."
             )
     vertex_count = len(source.data.vertices) if source is not None else None
     check_rig(arrays, meta, vertex_count, what=f"Rig of '{options.source or meta.get('name', '?')}'")

@@ -78,7 +78,7 @@ def test_a_job_failed_here_can_be_fetched_again_without_reconnecting(blender, ba
     (job_id,) = [j.id for j in session.client.jobs.values() if not j.state.finished]
     pump_until(bpy, lambda: "horse-gallop" in bpy.data.objects)
     bpy.data.objects.remove(bpy.data.objects["horse-gallop"])
-    with pytest.raises(RuntimeError, match="deleted or renamed"):
+    with pytest.raises(RuntimeError, match="was deleted"):
         bpy.ops.tessera.wait(timeout=60)
     pump_until(bpy, lambda: any(row["id"] == job_id for row in session.client.backend_jobs or ()))
     assert bpy.ops.tessera.fetch_job(job_id=job_id) == {"FINISHED"}

@@ -1,5 +1,7 @@
 """Mesh sequences streamed through a real backend into real Blender, played back exactly."""
 
+import time
+
 import numpy as np
 import pytest
 from blender_checks import connect, evaluated_positions, load_and_wait
@@ -128,6 +130,25 @@ def test_vertex_count_change_fails_the_job_and_keeps_earlier_frames(blender, bac
     # The backend keeps serving after the failure.
     load_and_wait(bpy, HORSE)
     assert "horse-gallop" in bpy.data.objects
+
+
+def test_a_sequence_renamed_while_it_streams_gets_all_its_frames(blender, backend, horse):
+    bpy = blender
+    connect(bpy, backend)
+    runtime = bpy.context.window_manager.tessera
+    runtime.plugin = "sequence.load_mesh"
+    runtime.params["path"].string_value = str(HORSE)
+    runtime.params["chunk_frames"].int_value = 1
+    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    deadline = time.monotonic() + 60
+    while "horse-gallop" not in bpy.data.objects:
+        assert time.monotonic() < deadline, "no rest mesh arrived"
+        addon().pump.pump(bpy.context)
+    bpy.data.objects["horse-gallop"].name = "Hero horse"
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    ob = bpy.data.objects["Hero horse"]
+    assert addon().appliers.pc2.read_header(addon().storage.absolute(ob.modifiers[0].filepath))[2] == 48
+    check_plays_source(bpy, ob, horse["frames"])
 
 
 def test_addon_refuses_a_chunk_with_another_vertex_count_without_touching_the_cache(blender, backend, horse):

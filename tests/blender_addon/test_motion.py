@@ -312,6 +312,7 @@ def test_inbetween_sends_the_action_and_the_keyed_frames(blender, sent):
         "motion_frame_start": 1,
         "motion_mode": "inbetween",
         "motion_kept": [[0, 0], [11, 11], [29, 29]],
+        "motion_armature_uid": ob.session_uid,  # found again after a rename
     }
     bpy.context.scene.tessera.motion_model = "/models/trained"  # model="" uses the scene's
     assert bpy.ops.tessera.motion_inbetween() == {"FINISHED"}

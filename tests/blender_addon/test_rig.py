@@ -385,6 +385,35 @@ def test_the_pump_applies_a_rig_result_where_the_operator_said(blender):
     np.testing.assert_allclose(evaluated_positions(bpy, bpy.data.objects[mesh_name], 5 + 7), truth[7], atol=2e-5)
 
 
+def test_a_rig_finds_its_mesh_after_a_rename_but_not_after_a_delete(blender):
+    """Jobs remember the mesh by name and session_uid: renaming it while the rig is solved is fine."""
+    bpy = blender
+    import importlib
+
+    from blender_rig import ADDON_MODULE
+
+    pump = importlib.import_module(f"{ADDON_MODULE}.pump")
+    client_mod = importlib.import_module(f"{ADDON_MODULE}.client")
+    messages = importlib.import_module(f"{ADDON_MODULE}.shared.messages")
+    verts, faces, arrays, meta, truth = chain_rig()
+    source = mesh_object(bpy, "Chain", verts, faces)
+    rig_options = addon().appliers.rig.RigOptions
+    options = rig_options(source="Chain", frame_start=5, target="COPY", source_uid=source.session_uid)
+    source.name = "Links"
+    mesh_object(bpy, "Chain", verts[:3], faces[:1])  # another object takes the old name
+    job = client_mod.JobRecord(id="job-2", plugin="rig.from_motion", options=options.as_job_options())
+    msg = messages.Result(job="job-2", index=0, type="rig", meta=meta, arrays=arrays)
+    assert pump._apply_result(job, msg, bpy.context.scene, bpy.context) is True
+    arm_name, mesh_name = job.options["rig_result"]
+    assert mesh_name == "Links Rigged"
+    np.testing.assert_allclose(evaluated_positions(bpy, bpy.data.objects[mesh_name], 5 + 7), truth[7], atol=2e-5)
+
+    bpy.data.objects.remove(bpy.data.objects["Links"])
+    job = client_mod.JobRecord(id="job-3", plugin="rig.from_motion", options=options.as_job_options())
+    with pytest.raises(LookupError, match="'Chain' this rig was solved from was deleted"):
+        pump._apply_result(job, msg, bpy.context.scene, bpy.context)
+
+
 def test_rig_from_motion_needs_a_backend_and_a_moving_mesh(blender):
     bpy = blender
     verts, faces, *_ = chain_rig()
@@ -438,6 +467,7 @@ def test_rig_from_motion_sends_the_collected_motion_and_remembers_where_it_goes(
         "rig_target": "REPLACE",
         "rig_object_matrix": np.eye(4).ravel().tolist(),
         "rig_object_moves": False,
+        "rig_source_uid": ob.session_uid,  # found again after a rename
     }
 
 
