@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -214,6 +215,18 @@ class TESSERA_OT_run_plugin(_Submitting, bpy.types.Operator):
         return self.submit(context, plugin, params)
 
 
+def _active_mesh(cls, context) -> bool:
+    """Poll of the operators that work on the active mesh; the greyed-out button's tooltip says why."""
+    ob = context.active_object
+    if ob is None:
+        cls.poll_message_set("Select the mesh to work on (no object is active).")
+        return False
+    if ob.type != "MESH":
+        cls.poll_message_set(f"'{ob.name}' is a {ob.type.lower()} object: make the mesh the active object.")
+        return False
+    return True
+
+
 class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
     """Rig the active mesh from its animation over the scene's frame range: an armature with bones,
     skin weights and a keyed action that moves the mesh the same way"""
@@ -250,13 +263,17 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        ob = context.active_object
-        return ob is not None and ob.type == "MESH"
+        return _active_mesh(cls, context)
 
     def execute(self, context):
         ob = context.active_object
         scene = context.scene
         try:
+            if ob.mode == "EDIT":
+                raise MotionError(
+                    f"'{ob.name}' is in Edit Mode: switch to Object Mode (Tab) so the rig sees the mesh as it "
+                    "animates, then Rig from Motion."
+                )
             _need_client()
             motion = evaluated_motion(context, ob, scene.frame_start, scene.frame_end)
             if motion.object_moves and self.target == "REPLACE" and (ob.parent is not None or ob.constraints):
@@ -433,8 +450,7 @@ class TESSERA_OT_animate_object(_GenerateSettings, _Submitting, bpy.types.Operat
 
     @classmethod
     def poll(cls, context):
-        ob = context.active_object
-        return ob is not None and ob.type == "MESH"
+        return _active_mesh(cls, context)
 
     def execute(self, context):
         from .collectors.multiview_capture import capture
@@ -735,6 +751,22 @@ class TESSERA_OT_motion_train(_Submitting, bpy.types.Operator):
         return self.submit(context, "motion.train", params, {"motion_train_out": params["out"]}, arrays)
 
 
+def _unwritable(path: str) -> str:
+    """Why `path` cannot be written (its folder made if missing), or "" when it can: checked before an
+    exporter runs, so a bad path is one line, not the exporter's traceback."""
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        return f"its folder cannot be made ({exc.strerror or exc})"
+    if os.path.isdir(path):
+        return "it is a folder"
+    target = path if os.path.exists(path) else folder
+    if not os.access(target, os.W_OK):
+        return "no permission to write there" if os.path.exists(path) else "its folder is not writable"
+    return ""
+
+
 class TESSERA_OT_export_gltf(bpy.types.Operator):
     """Export the selected armature and the meshes it deforms as GLB, with skins and animation"""
 
@@ -748,6 +780,10 @@ class TESSERA_OT_export_gltf(bpy.types.Operator):
     def execute(self, context):
         if not self.filepath:
             self.report({"ERROR"}, "Choose a .glb file to write.")
+            return {"CANCELLED"}
+        problem = _unwritable(bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ".glb"))
+        if problem:
+            self.report({"ERROR"}, f"Cannot write {self.filepath}: {problem}.")
             return {"CANCELLED"}
         armatures = [ob for ob in context.selected_objects if ob.type == "ARMATURE"]
         active = context.active_object

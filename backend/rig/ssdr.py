@@ -69,6 +69,9 @@ class FreeSolve:
 # ---------------------------------------------------------------------------------------------- checks
 
 
+SOLVE_MEMORY = 8 * 2**30  # bytes the weight solve may take: bone counts beyond it are refused up front
+
+
 def validate_sequence(rest: np.ndarray, frames: np.ndarray, bones: int) -> tuple[np.ndarray, np.ndarray]:
     """Check a mesh sequence for rigging; return (rest (V,3), frames (T,V,3)) as float64 arrays."""
     rest = np.asarray(rest)
@@ -96,6 +99,13 @@ def validate_sequence(rest: np.ndarray, frames: np.ndarray, bones: int) -> tuple
         raise InputError(f"The bone count must be at least 1, got {bones!r}.")
     if bones > v:
         raise InputError(f"Asked for {bones} bones but the mesh has only {v} vertices; use at most {v} bones.")
+    need = v * bones**2 * 8  # the weight solve holds a bones × bones float64 matrix per vertex
+    if need > SOLVE_MEMORY:
+        most = int(np.sqrt(SOLVE_MEMORY / (8 * v)))
+        raise InputError(
+            f"{bones} bones on {v} vertices would need about {need / 2**30:.0f} GiB for the weight solve; "
+            f"use at most {most} bones (a character rig rarely needs more than 100)."
+        )
     rest64 = rest.astype(np.float64)
     frames64 = frames.astype(np.float64)
     scale = max(bbox_diagonal(rest64), float(np.abs(frames64).max(initial=0.0)), 1e-30)

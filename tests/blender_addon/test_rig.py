@@ -334,6 +334,9 @@ def test_export_gltf_needs_an_armature(blender, tmp_path):
         ob.select_set(False)
     with pytest.raises(RuntimeError, match="armature"):
         bpy.ops.tessera.export_gltf(filepath=str(tmp_path / "x.glb"))
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(RuntimeError, match=r"Cannot write .*rig\.glb: its folder cannot be made"):
+        bpy.ops.tessera.export_gltf(filepath=str(tmp_path / "taken" / "rig.glb"))  # checked before exporting
 
 
 # -- (c) end to end through the real backend ---------------------------------------------------
@@ -421,6 +424,17 @@ def test_rig_from_motion_needs_a_backend_and_a_moving_mesh(blender):
     bpy.context.view_layer.objects.active = ob
     with pytest.raises(RuntimeError, match="No backend connection"):
         bpy.ops.tessera.rig_from_motion()
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        with pytest.raises(RuntimeError, match="'Statue' is in Edit Mode: switch to Object Mode"):
+            bpy.ops.tessera.rig_from_motion()
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    bpy.context.scene.collection.objects.link(camera)
+    bpy.context.view_layer.objects.active = camera
+    with pytest.raises(RuntimeError, match="'Cam' is a camera object: make the mesh the active object"):
+        bpy.ops.tessera.rig_from_motion()  # the greyed-out button's tooltip says why
 
 
 def test_quaternions_round_trip_including_half_turns(blender):

@@ -170,6 +170,10 @@ def test_input_errors():
         solve_free(rest, np.broadcast_to(rest, (5, *rest.shape)).copy(), 2)
     with pytest.raises(InputError, match="only 30 vertices"):
         solve_free(rest, frames, 31)
+    big_rest = np.random.default_rng(0).normal(size=(20_000, 3))
+    big = big_rest[None] + np.linspace(0, 1, 3)[:, None, None]
+    with pytest.raises(InputError, match=r"1000 bones on 20000 vertices would need about 149 GiB.*at most 231 bones"):
+        solve_free(big_rest, big, 1000)  # refused up front, before any allocation
     for bones in (0, -1):
         with pytest.raises(InputError, match="at least 1"):
             solve_free(rest, frames, bones)
