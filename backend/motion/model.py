@@ -88,6 +88,7 @@ def parse_ranges(text: str, n_frames: int, what: str = "range") -> list[tuple[in
     return ranges
 
 
+MIN_WINDOW = 16  # frames: the tokenizer's convolutions need this many (4 tokens); the shortest training window
 FPS_TOLERANCE = 0.02  # a clip within 2 % of the model's rate is taken as it (exporters round Frame Time: 0.033)
 
 
@@ -261,10 +262,16 @@ class MotionModel:
     def check_clip(self, motion: Motion, what: str = "clip") -> None:
         self.skeleton.check_same(motion.skeleton, f"The {what}'s skeleton (model: {len(self.skeleton.names)} joints)")
         if motion.n_frames < self.window:
+            n = motion.n_frames - motion.n_frames % self.downsample
+            shorter = (
+                f"or train a model with a window that fits it (`tessera4d motion train ... --config "
+                f"'{{\"window\": {n}}}'`)"
+                if n >= MIN_WINDOW
+                else f"no model takes fewer than {MIN_WINDOW} frames"
+            )
             raise InputError(
                 f"The {what} has {motion.n_frames} frames; this model needs at least {self.window} "
-                "(its training window). Give a longer clip, or train a model with a shorter window "
-                "(`tessera4d motion train ... --config '{\"window\": 32}'`, at least 16)"
+                f"(its training window). Give a longer clip, {shorter}"
             )
         if abs(motion.fps - self.fps) > FPS_TOLERANCE * self.fps:
             raise InputError(

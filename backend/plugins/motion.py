@@ -359,12 +359,11 @@ def train_config(steps: int, overrides: dict[str, Any] | None = None):
     return TrainConfig(**values)
 
 
-MIN_WINDOW = 16  # frames: the tokenizer's convolutions need this many (4 tokens)
-
-
 def _check_setting(name: str, value: Any, default: Any) -> None:
     """InputError unless a training setting has its default's type and a usable value: sizes, counts and rates
     positive (steps may be 0, weights and seed ≥ 0), a fraction in [0, 1), a window of at least MIN_WINDOW."""
+    from ..motion.model import MIN_WINDOW
+
     if isinstance(default, dict):
         if not isinstance(value, dict):
             raise InputError(f"Training setting {name!r} must be a JSON object of model sizes, got {value!r}")

@@ -226,7 +226,8 @@ def test_train_on_the_clips_sent(tmp_path):
         ({"keep": "0-9,5-12"}, "overlap"),
         ({"model": "/nowhere/model"}, "does not exist"),
         ({"drop": "Toes_L"}, "20 bones, the model's skeleton 22 joints: missing Toes_L"),
-        ({"frames": 20}, "has 20 frames; this model needs at least 32"),
+        ({"frames": 20}, "has 20 frames; this model needs at least 32.*'{\"window\": 20}'"),
+        ({"frames": 13, "keep": "0-0,12-12"}, "has 13 frames.*no model takes fewer than 16 frames"),
     ],
 )
 def test_inbetween_errors_say_what_is_wrong(tiny_model, models, tmp_path, change, message):
