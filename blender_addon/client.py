@@ -262,6 +262,16 @@ class BackendClient:
         if job is not None:
             job.applied += 1
 
+    def restart_results(self, job_id: str) -> None:
+        """Apply a running job's results again from the first one (the objects they went into were removed,
+        e.g. by Undo): the backend resends what it stored and streams on; results already in flight that
+        arrive out of order are asked for again, duplicates dropped (see _on_result)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state.finished:
+            return
+        job.applied = job.received = 0
+        self._send(m.Fetch(job=job_id, start=0))
+
     def fail_locally(self, job_id: str, message: str, code: str = ErrorCode.BAD_INPUT.value) -> None:
         """The add-on refused a result (e.g. vertex count changed): stop the job and say why."""
         job = self.jobs.get(job_id)

@@ -89,6 +89,9 @@ def _apply(client, msg: m.Message, context) -> bool:
     job = client.jobs[msg.job]
     try:
         created = _apply_result(job, msg, _scene(context), context)
+    except lookup.TargetGone as exc:
+        _restream(client, job.id, exc)
+        return False
     except (TesseraError, LookupError, OSError) as exc:
         client.fail_locally(job.id, getattr(exc, "message", None) or str(exc))
         _discard_empty_sequence(job.id, context)
@@ -142,6 +145,16 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         )
         return True
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+def _restream(client, job_id: str, gone: lookup.TargetGone) -> None:
+    """A running job's object was removed (Undo past its arrival, or deleted): nothing computed is lost; its
+    results so far come again into a new object and the stream goes on. Cancel is what stops a job."""
+    forget_target(job_id)
+    client.restart_results(job_id)
+    SESSION.last_notice = (
+        f"{gone} Its job is still running: its results come again into a new object (Cancel stops it)."
+    )
 
 
 def _discard_empty_sequence(job_id: str, context) -> None:
@@ -235,6 +248,9 @@ def _step_pending(client) -> bool:
         return False
     try:
         finished = pending.step()
+    except lookup.TargetGone as exc:
+        _restream(client, pending.job_id, exc)
+        return True
     except (TesseraError, LookupError, OSError) as exc:
         SESSION.pending = None
         client.fail_locally(pending.job_id, getattr(exc, "message", None) or str(exc))

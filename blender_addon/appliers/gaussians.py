@@ -283,12 +283,12 @@ def _same_splats(frame_ob: bpy.types.Object, means: np.ndarray) -> bool:
 def _sequence_object(sequence: GaussianSequence) -> bpy.types.Object:
     ob = lookup.find(bpy.data.objects, sequence.object_name, sequence.object_uid)
     if ob is None:
-        raise LookupError(f"The splat sequence '{sequence.object_name}' was deleted.")
+        raise lookup.TargetGone(f"The splat sequence '{sequence.object_name}' was removed.")
     return ob
 
 
 def _frames_collection(sequence: GaussianSequence) -> bpy.types.Collection:
     frames = lookup.find(bpy.data.collections, sequence.collection_name, sequence.collection_uid)
     if frames is None:
-        raise LookupError(f"The frames collection of splat sequence '{sequence.object_name}' was deleted.")
+        raise lookup.TargetGone(f"The frames collection of splat sequence '{sequence.object_name}' was removed.")
     return frames

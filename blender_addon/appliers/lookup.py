@@ -10,6 +10,10 @@ from __future__ import annotations
 import bpy
 
 
+class TargetGone(LookupError):
+    """The object (or collection) a running job streams into was removed: by Undo, or deleted."""
+
+
 def find(data: bpy.types.bpy_prop_collection, name: str, uid: int = 0) -> bpy.types.ID | None:
     """The data-block of `data` (e.g. bpy.data.objects) named `name` or, when it was renamed, the one with
     session_uid `uid`; None when it is gone. With `uid` 0 (not known) only the name is used."""

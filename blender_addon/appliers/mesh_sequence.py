@@ -37,7 +37,7 @@ class MeshSequence:
     def object(self) -> bpy.types.Object:
         ob = lookup.find(bpy.data.objects, self.object_name, self.object_uid)
         if ob is None:
-            raise LookupError(f"The object '{self.object_name}' of this mesh sequence was deleted.")
+            raise lookup.TargetGone(f"The object '{self.object_name}' of this mesh sequence was removed.")
         self.object_name = ob.name
         return ob
 

@@ -64,21 +64,22 @@ def test_fetching_a_job_the_backend_does_not_keep_says_so(blender, backend):
         bpy.ops.tessera.wait(timeout=10)
 
 
-def test_a_job_failed_here_can_be_fetched_again_without_reconnecting(blender, backend):
-    """The add-on fails a job itself when its object goes mid-stream; the backend's end of that job still
-    refreshes the list of stored jobs, so Fetch Job takes it at once (it was 'no job' until a reconnect)."""
+def test_a_job_failed_here_can_be_fetched_again_without_reconnecting(blender, backend, monkeypatch):
+    """The add-on fails a job itself when it refuses a result; the backend's end of that job still refreshes
+    the list of stored jobs, so Fetch Job takes it at once (it was 'no job' until a reconnect)."""
     bpy = blender
     connect(bpy, backend)
     session = addon().session.SESSION
-    runtime = bpy.context.window_manager.tessera
-    runtime.plugin = "sequence.load_mesh"
-    runtime.params["path"].string_value = str(HORSE)
-    runtime.params["chunk_frames"].int_value = 1
-    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    sequences = addon().appliers.mesh_sequence
+
+    def refuse(*args):
+        raise addon().shared.errors.InputError("refused here")
+
+    monkeypatch.setattr(sequences, "check_frames", refuse)
+    assert bpy.ops.tessera.load_mesh_sequence(filepath=str(HORSE)) == {"FINISHED"}
     (job_id,) = [j.id for j in session.client.jobs.values() if not j.state.finished]
-    pump_until(bpy, lambda: "horse-gallop" in bpy.data.objects)
-    bpy.data.objects.remove(bpy.data.objects["horse-gallop"])
-    with pytest.raises(RuntimeError, match="was deleted"):
+    with pytest.raises(RuntimeError, match="refused here"):
         bpy.ops.tessera.wait(timeout=60)
+    monkeypatch.undo()
     pump_until(bpy, lambda: any(row["id"] == job_id for row in session.client.backend_jobs or ()))
     assert bpy.ops.tessera.fetch_job(job_id=job_id) == {"FINISHED"}

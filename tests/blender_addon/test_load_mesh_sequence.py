@@ -151,6 +151,30 @@ def test_a_sequence_renamed_while_it_streams_gets_all_its_frames(blender, backen
     check_plays_source(bpy, ob, horse["frames"])
 
 
+def test_a_sequence_removed_while_it_streams_comes_again_whole(blender, backend, horse):
+    """Undo past the results' arrival (or a delete) removes the object of a running job: its results come
+    again into a new object and the stream goes on; nothing computed is lost, the job is not cancelled."""
+    bpy = blender
+    connect(bpy, backend)
+    runtime = bpy.context.window_manager.tessera
+    runtime.plugin = "sequence.load_mesh"
+    runtime.params["path"].string_value = str(HORSE)
+    runtime.params["chunk_frames"].int_value = 1
+    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    session = addon().session.SESSION
+    (job,) = [j for j in session.client.jobs.values() if not j.state.finished]
+    deadline = time.monotonic() + 60
+    while job.applied < 4:  # the rest mesh and a few frames
+        assert time.monotonic() < deadline, "no frames arrived"
+        addon().pump.pump(bpy.context)
+    bpy.data.objects.remove(bpy.data.objects["horse-gallop"])
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    assert "come again into a new object" in session.last_notice
+    ob = bpy.data.objects["horse-gallop"]
+    assert addon().appliers.pc2.read_header(addon().storage.absolute(ob.modifiers[0].filepath))[2] == 48
+    check_plays_source(bpy, ob, horse["frames"])
+
+
 def test_addon_refuses_a_chunk_with_another_vertex_count_without_touching_the_cache(blender, backend, horse):
     """The add-on checks every chunk itself (shared.results.check_mesh_frames) before writing."""
     bpy = blender
