@@ -120,6 +120,21 @@ def test_mesh_bound_fit_follows_a_box_that_travels_and_turns_far_between_frames(
     assert errors[False][-1] > 0.2, errors
 
 
+def test_free_gaussians_follow_a_box_that_travels_far_between_frames():
+    """Without a rest mesh too, the silhouettes' rigid motion starts the trajectories (Preset.free_track): the
+    Gaussians travel with the box instead of staying near where it started."""
+    size = 32
+    video = travel_video(cameras(4, size), TIMES, size)
+    shifts = {}
+    for track in (True, False):
+        model = fit(video, preset=replace(TINY, free_track=track), iterations=60).model
+        with torch.no_grad():
+            shifts[track] = (model.at(1.0)["means"] - model.at(0.0)["means"]).mean(0).numpy()
+    true = travel_pose(np.zeros((1, 3)), 1.0)[0]  # the box's centre moves by its translation (it turns about z)
+    assert np.linalg.norm(shifts[True] - true) < 0.15 * np.linalg.norm(true), (shifts, true)
+    assert np.linalg.norm(shifts[False] - true) > 0.5 * np.linalg.norm(true), (shifts, true)  # what it fixes
+
+
 def test_mesh_path_takes_the_presets_mesh_steps_unless_told():
     size = 32
     video = hinge_video(cameras(4, size), TIMES, size)
