@@ -61,7 +61,7 @@ class TESSERA_OT_connect(bpy.types.Operator):
     def execute(self, context):
         try:
             client = self._make_client(context)
-        except (ClientError, LocalBackendError, PermissionError) as exc:
+        except (ClientError, LocalBackendError, PermissionError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         if not has_ui(context):
@@ -848,6 +848,10 @@ class TESSERA_OT_cancel_job(bpy.types.Operator):
             client = _need_client()
             if self.job_id not in client.jobs:
                 raise ClientError(f"No job '{self.job_id}' in this session.")
+            job = client.jobs[self.job_id]
+            if job.state.finished:
+                self.report({"INFO"}, f"Job {self.job_id} has already ended ({job.state.value}): nothing to cancel.")
+                return {"CANCELLED"}
             client.cancel(self.job_id)
         except ClientError as exc:
             self.report({"ERROR"}, str(exc))

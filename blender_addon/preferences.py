@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -76,8 +77,16 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+ADDRESS = re.compile(r"^(tcp://(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}|(ipc|inproc)://\S+)$")
+
+
 def check_online_access(address: str) -> None:
-    """Refuse a non-loopback address while Blender's 'Allow Online Access' is off."""
+    """Refuse a malformed address, and a non-loopback one while Blender's 'Allow Online Access' is off."""
+    if not ADDRESS.match(address):
+        raise ValueError(
+            f"'{address}' is not a backend address: write tcp://HOST:PORT, e.g. tcp://127.0.0.1:5571 "
+            "(the address `tessera4d serve` prints)."
+        )
     if not is_loopback(address) and not bpy.app.online_access:
         raise PermissionError(
             f"{address} is not on this machine and Blender's online access is off. Enable "

@@ -94,6 +94,12 @@ def test_connect_without_a_backend_fails_clearly(blender):
         bpy.ops.tessera.connect(address="tcp://127.0.0.1:9", timeout=0.5)
 
 
+@pytest.mark.parametrize("address", ["not-an-address", "127.0.0.1:5571", "tcp://gpu-box"])
+def test_a_malformed_address_says_how_to_write_one(blender, address):
+    with pytest.raises(RuntimeError, match="is not a backend address: write tcp://HOST:PORT"):
+        blender.ops.tessera.connect(address=address, timeout=0.5)
+
+
 def test_remote_address_is_refused_while_online_access_is_off(blender):
     bpy = blender
     assert not bpy.app.online_access  # bpy as a module starts with online access off

@@ -26,6 +26,8 @@ def test_cancel_stops_the_job_and_keeps_what_was_applied(blender, backend):
     ob = bpy.data.objects["samba"]
     frames = addon().appliers.pc2.read(addon().storage.absolute(ob.modifiers[0].filepath))
     assert frames.shape[0] == job.applied - 1
+    # cancelling it again says it has ended (CANCELLED, an INFO report, not an error)
+    assert bpy.ops.tessera.cancel_job(job_id=job.id) == {"CANCELLED"}
 
 
 def test_release_gpu_reports_what_the_backend_freed(blender, backend):
