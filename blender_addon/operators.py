@@ -129,6 +129,10 @@ class TESSERA_OT_disconnect(bpy.types.Operator):
 
 class _Submitting:
     def submit(self, context, plugin: str, params: dict, options: dict | None = None, arrays: dict | None = None):
+        options = dict(options or {})
+        collection = getattr(context, "collection", None)  # new objects go where the user is working
+        if collection is not None and collection != context.scene.collection:
+            options.setdefault("collection", [collection.name, collection.session_uid])
         try:
             job = _need_client().submit(plugin, params, arrays=arrays, options=options)
         except ClientError as exc:

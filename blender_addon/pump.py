@@ -104,7 +104,7 @@ def _apply(client, msg: m.Message, context) -> bool:
 def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> bool:
     if msg.type == MESH_REST:
         SESSION.targets[job.id] = mesh_sequence.apply_rest(
-            scene, job.id, msg.meta, msg.arrays, y_up=bool(job.options.get("y_up"))
+            scene, job.id, msg.meta, msg.arrays, y_up=bool(job.options.get("y_up")), collection=_collection(job, scene)
         )
         if "dress_from" in job.options:
             _dress_take(job, SESSION.targets[job.id].object)
@@ -121,7 +121,8 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         target = SESSION.targets.get(_splats_key(job.id))
         created = target is None
         if created:
-            target = SESSION.targets[_splats_key(job.id)] = gaussians.start_sequence(scene, job.id, msg.meta)
+            target = gaussians.start_sequence(scene, job.id, msg.meta, _collection(job, scene))
+            SESSION.targets[_splats_key(job.id)] = target
         SESSION.pending = PendingSteps(job.id, gaussians.frame_steps(target, msg.meta, msg.arrays))
         return created
     if msg.type == RIG:
@@ -145,6 +146,15 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         )
         return True
     raise LookupError(f"Job {job.id} sent a result of type '{msg.type}', which this add-on cannot apply yet.")
+
+
+def _collection(job, scene: bpy.types.Scene) -> bpy.types.Collection:
+    """Where a job's new objects go: the collection active when it was submitted, if it is still in the scene."""
+    name, uid = (job.options.get("collection") or ["", 0])[:2]
+    found = lookup.find(bpy.data.collections, name, int(uid)) if name else None
+    if found is not None and found in scene.collection.children_recursive:
+        return found
+    return scene.collection
 
 
 def _restream(client, job_id: str, gone: lookup.TargetGone) -> None:

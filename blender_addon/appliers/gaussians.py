@@ -191,11 +191,15 @@ def _set_input(mod: bpy.types.Modifier, name: str, value) -> None:
     mod[item.identifier] = value
 
 
-def start_sequence(scene: bpy.types.Scene, job_id: str, meta: dict) -> GaussianSequence:
-    """The visible object, its hidden frame collection and the folder for the PLYs."""
+def start_sequence(
+    scene: bpy.types.Scene, job_id: str, meta: dict, collection: bpy.types.Collection | None = None
+) -> GaussianSequence:
+    """The visible object (in `collection`, default the scene's), its hidden frame collection and the folder for
+    the PLYs."""
     name = str(meta.get("name") or "Gaussians")
+    collection = collection or scene.collection
     frames_collection = bpy.data.collections.new(f"{name} frames")
-    scene.collection.children.link(frames_collection)
+    collection.children.link(frames_collection)
     # Excluded from the view layer: the frames are only seen through the visible object.
     for layer in scene.view_layers:
         found = _layer_collection(layer.layer_collection, frames_collection)
@@ -203,7 +207,7 @@ def start_sequence(scene: bpy.types.Scene, job_id: str, meta: dict) -> GaussianS
             found.exclude = True
 
     ob = bpy.data.objects.new(name, bpy.data.meshes.new(name))
-    scene.collection.objects.link(ob)
+    collection.objects.link(ob)
     mod = ob.modifiers.new(MODIFIER_NAME, "NODES")
     mod.node_group = _node_group()
     _set_input(mod, "Frames", frames_collection)

@@ -77,15 +77,23 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.
     return me
 
 
-def apply_rest(scene: bpy.types.Scene, job_id: str, meta: dict, arrays: dict, y_up: bool = False) -> MeshSequence:
-    """Create the object, its empty PC2 file and the MESH_CACHE modifier reading it."""
+def apply_rest(
+    scene: bpy.types.Scene,
+    job_id: str,
+    meta: dict,
+    arrays: dict,
+    y_up: bool = False,
+    collection: bpy.types.Collection | None = None,
+) -> MeshSequence:
+    """Create the object (in `collection`, default the scene's), its empty PC2 file and the MESH_CACHE modifier
+    reading it."""
     check_mesh_rest(arrays, meta)
     rest, faces = arrays["rest"], arrays["faces"]
     if y_up:
         rest = y_up_to_z_up(rest)
     name = str(meta.get("name") or "Mesh sequence")
     ob = bpy.data.objects.new(name, build_mesh(name, rest, faces))
-    scene.collection.objects.link(ob)
+    (collection or scene.collection).objects.link(ob)
 
     path = storage.output_folder() / f"{storage.safe_name(ob.name)}_{job_id[:8]}.pc2"
     pc2.create(path, len(rest))

@@ -151,6 +151,18 @@ def test_a_sequence_renamed_while_it_streams_gets_all_its_frames(blender, backen
     check_plays_source(bpy, ob, horse["frames"])
 
 
+def test_results_go_into_the_collection_active_at_submit(blender, backend):
+    bpy = blender
+    character = bpy.data.collections.new("CHAR_horse")
+    bpy.context.scene.collection.children.link(character)
+    layer = bpy.context.view_layer
+    layer.active_layer_collection = layer.layer_collection.children["CHAR_horse"]
+    connect(bpy, backend)
+    load_and_wait(bpy, HORSE)
+    ob = bpy.data.objects["horse-gallop"]
+    assert [c.name for c in ob.users_collection] == ["CHAR_horse"]
+
+
 def test_a_sequence_removed_while_it_streams_comes_again_whole(blender, backend, horse):
     """Undo past the results' arrival (or a delete) removes the object of a running job: its results come
     again into a new object and the stream goes on; nothing computed is lost, the job is not cancelled."""
