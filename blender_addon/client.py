@@ -77,6 +77,12 @@ class JobRecord:
     previews: int = 0  # how many previews arrived (the pump shows each new one)
 
 
+AFTER_LOSS = (
+    "Reconnect: if the backend still runs, its jobs go on from where they were; if it stopped, restart it and "
+    "reconnect: its unfinished jobs are reported failed, with the results they made kept (Fetch)."
+)
+
+
 class ClientError(Exception):
     """A request the client cannot send in its current state; the message says why."""
 
@@ -322,7 +328,7 @@ class BackendClient:
         if self._transport_dropped() and self.state in (ConnectionState.CONNECTING, ConnectionState.CONNECTED):
             self._declare_lost(
                 f"The connection to the backend at {self.address} closed (it stopped, crashed or the network "
-                "dropped). Results already received are still applied; Reconnect to resume."
+                f"dropped). Results already received are still applied. {AFTER_LOSS}"
             )
             return
         now = time.monotonic()
@@ -348,7 +354,7 @@ class BackendClient:
             self._declare_lost(
                 f"The backend at {self.address} has not answered for {now - self._last_received:.1f} s although "
                 "it is still connected (it hung, or its machine is overloaded). Results already received are still "
-                "applied; Reconnect to resume, or restart the backend."
+                f"applied. {AFTER_LOSS}"
             )
             return
         if now - self._last_ping >= PING_EVERY:
