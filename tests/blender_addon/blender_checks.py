@@ -22,3 +22,13 @@ def connect(bpy, backend) -> None:
 def load_and_wait(bpy, path, **kw) -> None:
     assert bpy.ops.tessera.load_mesh_sequence(filepath=str(path), **kw) == {"FINISHED"}
     assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+
+
+def load_one_frame_per_chunk(bpy, path) -> None:
+    """Start loading a mesh sequence through the generic plugin runner, one frame per result, so a test can act
+    between frames (the job runs on; pump or wait to apply it)."""
+    runtime = bpy.context.window_manager.tessera
+    runtime.plugin = "sequence.load_mesh"
+    runtime.params["path"].string_value = str(path)
+    runtime.params["chunk_frames"].int_value = 1
+    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from blender_checks import connect, evaluated_positions, load_and_wait
+from blender_checks import connect, evaluated_positions, load_and_wait, load_one_frame_per_chunk
 from blender_rig import DATA, HORSE, addon
 
 SAMBA = DATA / "mesh-sequences" / "samba.npz"
@@ -15,11 +15,7 @@ def test_killed_backend_is_lost_within_two_seconds_and_resumes_after_restart(ble
     session = addon().session.SESSION
     pump = addon().pump.pump
     connect(bpy, backend)
-    runtime = bpy.context.window_manager.tessera
-    runtime.plugin = "sequence.load_mesh"
-    runtime.params["path"].string_value = str(SAMBA)
-    runtime.params["chunk_frames"].int_value = 1
-    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    load_one_frame_per_chunk(bpy, SAMBA)
     job = next(iter(session.client.jobs.values()))
     deadline = time.monotonic() + 30
     while job.applied < 6 and time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 
 import time
 
-from blender_checks import connect
+from blender_checks import connect, load_one_frame_per_chunk
 from blender_rig import DATA, addon
 
 SAMBA = DATA / "mesh-sequences" / "samba.npz"
@@ -11,11 +11,7 @@ SAMBA = DATA / "mesh-sequences" / "samba.npz"
 def test_cancel_stops_the_job_and_keeps_what_was_applied(blender, backend):
     bpy = blender
     connect(bpy, backend)
-    runtime = bpy.context.window_manager.tessera
-    runtime.plugin = "sequence.load_mesh"
-    runtime.params["path"].string_value = str(SAMBA)
-    runtime.params["chunk_frames"].int_value = 1
-    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    load_one_frame_per_chunk(bpy, SAMBA)
     client = addon().session.SESSION.client
     job = next(iter(client.jobs.values()))
     while job.applied < 2:

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from blender_checks import connect, evaluated_positions, load_and_wait
+from blender_checks import connect, evaluated_positions, load_and_wait, load_one_frame_per_chunk
 from blender_rig import HORSE, addon
 
 FRAMES_TO_CHECK = (0, 1, 17, 47)
@@ -112,11 +112,7 @@ def test_vertex_count_change_fails_the_job_and_keeps_earlier_frames(blender, bac
 
     connect(bpy, backend)
     # Through the generic plugin runner, one frame per chunk, so frames 0-4 arrive before the change.
-    runtime = bpy.context.window_manager.tessera
-    runtime.plugin = "sequence.load_mesh"
-    runtime.params["path"].string_value = str(folder)
-    runtime.params["chunk_frames"].int_value = 1
-    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    load_one_frame_per_chunk(bpy, folder)
     with pytest.raises(RuntimeError, match=r"vertex count.*6 → 7"):
         bpy.ops.tessera.wait(timeout=60)
 
@@ -135,11 +131,7 @@ def test_vertex_count_change_fails_the_job_and_keeps_earlier_frames(blender, bac
 def test_a_sequence_renamed_while_it_streams_gets_all_its_frames(blender, backend, horse):
     bpy = blender
     connect(bpy, backend)
-    runtime = bpy.context.window_manager.tessera
-    runtime.plugin = "sequence.load_mesh"
-    runtime.params["path"].string_value = str(HORSE)
-    runtime.params["chunk_frames"].int_value = 1
-    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    load_one_frame_per_chunk(bpy, HORSE)
     deadline = time.monotonic() + 60
     while "horse-gallop" not in bpy.data.objects:
         assert time.monotonic() < deadline, "no rest mesh arrived"
@@ -168,11 +160,7 @@ def test_a_sequence_removed_while_it_streams_comes_again_whole(blender, backend,
     again into a new object and the stream goes on; nothing computed is lost, the job is not cancelled."""
     bpy = blender
     connect(bpy, backend)
-    runtime = bpy.context.window_manager.tessera
-    runtime.plugin = "sequence.load_mesh"
-    runtime.params["path"].string_value = str(HORSE)
-    runtime.params["chunk_frames"].int_value = 1
-    assert bpy.ops.tessera.run_plugin() == {"FINISHED"}
+    load_one_frame_per_chunk(bpy, HORSE)
     session = addon().session.SESSION
     (job,) = [j for j in session.client.jobs.values() if not j.state.finished]
     deadline = time.monotonic() + 60

@@ -367,22 +367,22 @@ def test_rig_from_motion_end_to_end_matches_the_source_within_its_error(blender,
     assert ob.data.shape_keys.animation_data.action is not None  # COPY: the source keeps its animation
 
 
+def pump_rig_result(bpy, job_id: str, options, meta: dict, arrays: dict) -> tuple[str, str]:
+    """Apply a rig result through the pump as if job `job_id` (submitted with RigOptions `options`) sent it;
+    (armature, mesh) names."""
+    a = addon()
+    job = a.client.JobRecord(id=job_id, plugin="rig.from_motion", options=options.as_job_options())
+    msg = a.shared.messages.Result(job=job_id, index=0, type="rig", meta=meta, arrays=arrays)
+    assert a.pump._apply_result(job, msg, bpy.context.scene, bpy.context) is True
+    return job.options["rig_result"]
+
+
 def test_the_pump_applies_a_rig_result_where_the_operator_said(blender):
     bpy = blender
-    import importlib
-
-    from blender_rig import ADDON_MODULE
-
-    pump = importlib.import_module(f"{ADDON_MODULE}.pump")
-    client_mod = importlib.import_module(f"{ADDON_MODULE}.client")
-    messages = importlib.import_module(f"{ADDON_MODULE}.shared.messages")
     verts, faces, arrays, meta, truth = chain_rig()
     source = mesh_object(bpy, "Chain", verts, faces)
-    options = addon().appliers.rig.RigOptions(source="Chain", frame_start=5, target="COPY").as_job_options()
-    job = client_mod.JobRecord(id="job-1", plugin="rig.from_motion", options=options)
-    msg = messages.Result(job="job-1", index=0, type="rig", meta=meta, arrays=arrays)
-    assert pump._apply_result(job, msg, bpy.context.scene, bpy.context) is True
-    arm_name, mesh_name = job.options["rig_result"]
+    options = addon().appliers.rig.RigOptions(source="Chain", frame_start=5, target="COPY")
+    arm_name, mesh_name = pump_rig_result(bpy, "job-1", options, meta, arrays)
     assert bpy.data.objects[mesh_name].parent == bpy.data.objects[arm_name]
     assert source.modifiers.get("Tessera Rig") is None  # COPY leaves the source alone
     np.testing.assert_allclose(evaluated_positions(bpy, bpy.data.objects[mesh_name], 5 + 7), truth[7], atol=2e-5)
@@ -391,30 +391,19 @@ def test_the_pump_applies_a_rig_result_where_the_operator_said(blender):
 def test_a_rig_finds_its_mesh_after_a_rename_but_not_after_a_delete(blender):
     """Jobs remember the mesh by name and session_uid: renaming it while the rig is solved is fine."""
     bpy = blender
-    import importlib
-
-    from blender_rig import ADDON_MODULE
-
-    pump = importlib.import_module(f"{ADDON_MODULE}.pump")
-    client_mod = importlib.import_module(f"{ADDON_MODULE}.client")
-    messages = importlib.import_module(f"{ADDON_MODULE}.shared.messages")
     verts, faces, arrays, meta, truth = chain_rig()
     source = mesh_object(bpy, "Chain", verts, faces)
     rig_options = addon().appliers.rig.RigOptions
     options = rig_options(source="Chain", frame_start=5, target="COPY", source_uid=source.session_uid)
     source.name = "Links"
     mesh_object(bpy, "Chain", verts[:3], faces[:1])  # another object takes the old name
-    job = client_mod.JobRecord(id="job-2", plugin="rig.from_motion", options=options.as_job_options())
-    msg = messages.Result(job="job-2", index=0, type="rig", meta=meta, arrays=arrays)
-    assert pump._apply_result(job, msg, bpy.context.scene, bpy.context) is True
-    arm_name, mesh_name = job.options["rig_result"]
+    arm_name, mesh_name = pump_rig_result(bpy, "job-2", options, meta, arrays)
     assert mesh_name == "Links Rigged"
     np.testing.assert_allclose(evaluated_positions(bpy, bpy.data.objects[mesh_name], 5 + 7), truth[7], atol=2e-5)
 
     bpy.data.objects.remove(bpy.data.objects["Links"])
-    job = client_mod.JobRecord(id="job-3", plugin="rig.from_motion", options=options.as_job_options())
     with pytest.raises(LookupError, match="'Chain' this rig was solved from was deleted"):
-        pump._apply_result(job, msg, bpy.context.scene, bpy.context)
+        pump_rig_result(bpy, "job-3", options, meta, arrays)
 
 
 def test_rig_from_motion_needs_a_backend_and_a_moving_mesh(blender):
