@@ -276,7 +276,8 @@ class BackendClient:
         if job is None or job.state.finished:
             return
         job.applied = job.received = 0
-        self._send(m.Fetch(job=job_id, start=0))
+        if self.connected:  # else the reconnect fetches from job.applied, now the first result
+            self._send(m.Fetch(job=job_id, start=0))
 
     def fail_locally(self, job_id: str, message: str, code: str = ErrorCode.BAD_INPUT.value) -> None:
         """The add-on refused a result (e.g. vertex count changed): stop the job and say why."""
