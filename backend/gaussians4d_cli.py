@@ -57,8 +57,9 @@ def fit4d(
         prepare_output_folder(out, "Model folder")
         video = load_transforms(data_dir, "train")
         test, warning = load_held_out(data_dir)
-        if warning:
-            err_console.print(f"warning: {warning}", style="yellow", highlight=False)
+        for note in (warning, video.still_warning()):
+            if note:
+                err_console.print(f"warning: {note}", style="yellow", highlight=False)
         mesh = read_rest_mesh(rest_mesh) if rest_mesh is not None else None
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
         with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:

@@ -70,6 +70,19 @@ class MultiViewVideo:
         """The number of distinct camera poses."""
         return len(_pose_groups(self.cameras.viewmats))
 
+    def still_warning(self) -> str | None:
+        """A warning when the video has several times but nothing moves: every camera sees the same image (to
+        1/255) at all its times. The fit then makes a still splat and mesh, which is rarely what was meant."""
+        if len(self.time_values()) < 2:
+            return None
+        for group in _pose_groups(self.cameras.viewmats):
+            if len(group) > 1 and np.abs(self.images[group] - self.images[group[:1]]).max() > 1 / 255:
+                return None
+        return (
+            "nothing moves over the captured times (every view's images are the same at all of them): the result "
+            "is a still splat and mesh. Animate the object over the frame range, or capture the animated one."
+        )
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """The object's world bounding box (min (3,), max (3,)) over all times.
 

@@ -325,8 +325,9 @@ class Fit4D(Plugin):
         name = str(p.get("name") or "Gaussians 4D")
         yield Progress("reading", 0.0, "Reading the multi-view video")
         video, rest_mesh, test, warning = _fit_inputs(ctx)
-        if warning:
-            yield Progress("reading", 0.0, f"Warning: {warning}")
+        for note in (warning, video.still_warning()):
+            if note:
+                yield Progress("reading", 0.0, f"Warning: {note}")
         preset_name = str(p.get("preset") or "fast")
         preset = PRESETS[preset_name]
         default_steps = preset.iterations if rest_mesh is None else preset.mesh_iterations

@@ -233,3 +233,17 @@ def test_fully_transparent_images_are_refused(tmp_path):
     write_transforms(tmp_path, blank)
     with pytest.raises(InputError, match="every image is fully transparent"):
         load_transforms(tmp_path)
+
+
+def test_a_video_where_nothing_moves_gets_a_warning():
+    from dataclasses import replace
+
+    from moving_scenes import cameras, moving_block_video
+
+    video = moving_block_video(cameras(3, 16), [0.0, 0.5, 1.0], 16)
+    assert video.still_warning() is None
+    first = {tuple(np.round(v, 5).ravel()): i for i, v in reversed(list(enumerate(video.cameras.viewmats)))}
+    same = np.stack([video.images[first[tuple(np.round(v, 5).ravel())]] for v in video.cameras.viewmats])
+    assert "nothing moves over the captured times" in replace(video, images=same).still_warning()
+    one_time = replace(video, images=same, times=np.zeros_like(video.times))
+    assert one_time.still_warning() is None  # a single time is a still capture by choice
