@@ -219,6 +219,15 @@ class TESSERA_OT_run_plugin(_Submitting, bpy.types.Operator):
         return self.submit(context, plugin, params)
 
 
+def _without_final_hold(frames: np.ndarray) -> np.ndarray:
+    """The frames up to the first one of the final hold: a 9-frame sequence in a 250-frame scene is rigged over
+    its 9 frames, not 250 (keys hold their last value after the action ends, so playback is the same)."""
+    scale = max(float(np.abs(frames).max(initial=0.0)), 1e-12)
+    differs = np.abs(frames - frames[-1:]).reshape(len(frames), -1).max(1) > 1e-6 * scale
+    moving = np.flatnonzero(differs)
+    return frames[: max(int(moving.max()) + 2 if len(moving) else 2, 2)]
+
+
 def _active_mesh(cls, context) -> bool:
     """Poll of the operators that work on the active mesh; the greyed-out button's tooltip says why."""
     ob = context.active_object
@@ -288,7 +297,13 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
         except (ClientError, MotionError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        rest, frames, faces = motion.rest, motion.frames, motion.faces
+        rest, frames, faces = motion.rest, _without_final_hold(motion.frames), motion.faces
+        if len(frames) < len(motion.frames):
+            self.report(
+                {"INFO"},
+                f"Frames {scene.frame_start + len(frames)}–{scene.frame_end} only hold the last pose: rigged "
+                f"{scene.frame_start}–{scene.frame_start + len(frames) - 1} (the rig holds its last pose after).",
+            )
         params = {
             "bones": self.bones,
             "mode": self.mode.lower(),

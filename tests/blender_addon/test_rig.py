@@ -456,6 +456,7 @@ def test_rig_from_motion_sends_the_collected_motion_and_remembers_where_it_goes(
         return type("Job", (), {"id": "job-x"})()
 
     monkeypatch.setattr(client, "submit", record)
+    bpy.context.scene.frame_end = 40  # 31 frames after the animation only hold its last pose: not sent
     start = time.perf_counter()
     assert bpy.ops.tessera.rig_from_motion(bones=7, mode="FREE", max_influences=3, target="REPLACE") == {"FINISHED"}
     print(f"collected {cat['frames'].shape} in {time.perf_counter() - start:.3f} s")
