@@ -496,7 +496,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
         faces = torch.as_tensor(mesh[1], device=device)
         arap = Arap.from_mesh(model.means.detach(), mesh[1])
         graph = DeformationGraph(model.means.detach(), p.mesh_nodes, knots)
-        track = p.mesh_track and frames.alphas is not None
+        track = p.mesh_track and frames.alphas is not None and min(len(g) for g in frames.groups) >= 2
         if track and not masks_outline_the_object(frames.alphas):
             log.warning("the alpha masks do not outline the object (opaque everywhere): the mesh starts where it is")
             track = False
@@ -532,7 +532,8 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
             warmup = 1  # every time already starts at its pose: no need to carry the motion forward
     rigid = None  # free Gaussians: the object's rigid motion per knot (see Preset.free_track)
     if mesh is None and p.free_track and n_times > 1 and frames.alphas is not None:
-        if masks_outline_the_object(frames.alphas):
+        # as the mesh path, only where every time is seen from 2+ views: one silhouette leaves depth open
+        if min(len(g) for g in frames.groups) >= 2 and masks_outline_the_object(frames.alphas):
             rigid = _rigid_start(model, frames, basis, progress, check_cancelled)
     optimizer = _optimizer(model, p, extent, graph)
     densify_until = int(p.densify_until_fraction * p.iterations)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from moving_scenes import cameras, hinge_mesh, hinge_pose, hinge_video, moving_block_video, travel_pose, travel_video
 
+from backend.gaussians4d.data import MultiViewVideo
 from backend.gaussians4d.fit import PRESETS, FitResult, evaluate, fit
 from backend.gaussians4d.mesh_bound import vertex_normals
 from backend.gaussians4d.rasterize import quat_to_rotmat
@@ -133,6 +134,25 @@ def test_free_gaussians_follow_a_box_that_travels_far_between_frames():
     true = travel_pose(np.zeros((1, 3)), 1.0)[0]  # the box's centre moves by its translation (it turns about z)
     assert np.linalg.norm(shifts[True] - true) < 0.15 * np.linalg.norm(true), (shifts, true)
     assert np.linalg.norm(shifts[False] - true) > 0.5 * np.linalg.norm(true), (shifts, true)  # what it fixes
+
+
+def test_a_monocular_video_starts_still():
+    """One view per time (a D-NeRF scene): one silhouette does not fix depth, so no rigid start is tried."""
+    size = 32
+    video = travel_video(cameras(4, size), TIMES, size)
+    order = np.argsort(video.times, kind="stable")  # entries of each time, views in camera order
+    one_view = np.array([order[4 * i + i] for i in range(len(TIMES))])  # time i from camera i
+    mono = MultiViewVideo(
+        video.images[one_view], video.alphas[one_view], video.cameras.subset(one_view), video.times[one_view],
+        [video.names[i] for i in one_view],
+    )  # fmt: skip
+    assert mono.view_count() == len(TIMES) and len(mono) == len(TIMES)
+    messages = []
+    fit(mono, preset=TINY, iterations=2, progress=lambda stage, f, m: messages.append(m))
+    assert not any("silhouettes" in m for m in messages)
+    messages.clear()
+    fit(video, preset=TINY, iterations=2, progress=lambda stage, f, m: messages.append(m))
+    assert any("following the object's silhouettes" in m for m in messages)  # 4 views per time: tried
 
 
 def test_mesh_path_takes_the_presets_mesh_steps_unless_told():
