@@ -13,14 +13,16 @@ canonical position — this is what lets large motions (a galloping horse's legs
 
 Initialisation: points carved from the alpha masks at the first time (inside every view's silhouette), or
 uniform in `video.bounds()` without masks; colours are the mean of the images where the points project. With
-masks, their trajectories start on the object's rigid motion per time found from the silhouettes (as the mesh
-path's, Preset.free_track), and control points not yet reached follow the last reached one moved on by that
-motion, so an object that travels far between frames is followed, not only one that moves in place.
+masks (and two or more views of every time), their trajectories start on the object's rigid motion per time
+found from the silhouettes (as the mesh path's, Preset.free_track), and control points not yet reached follow
+the last reached one moved on by that motion, so an object that travels far between frames is followed, not
+only one that moves in place.
 
 Mesh path 1 (`rest_mesh=(vertices, faces)`, Animate3D): one Gaussian per vertex, canonical means fixed at the
 rest vertices, flat in the surface (sized from the vertex's edges, turned with its normal at every time, drawn
 with a narrower low-pass filter so the silhouette is the mesh's, see Preset.mesh_flatness), no densification.
-With alpha masks, the mesh first gets a rigid pose per time from the silhouettes (mesh_pose.py: an object that
+With alpha masks and two or more views of every time, the mesh first gets a rigid pose per time from the
+silhouettes (mesh_pose.py: an object that
 walks or turns moves far beyond the images' gradients), the deformation graph starts at those poses, is then
 bent into every time's silhouettes (a limb the rigid pose leaves outside them is pulled in from any distance),
 and every time is open from the first iteration. While fitting, the vertices are moved by an embedded
