@@ -22,14 +22,14 @@ Mesh path 1 (`rest_mesh=(vertices, faces)`, Animate3D): one Gaussian per vertex,
 rest vertices, flat in the surface (sized from the vertex's edges, turned with its normal at every time, drawn
 with a narrower low-pass filter so the silhouette is the mesh's, see Preset.mesh_flatness), no densification.
 With alpha masks and two or more views of every time, the mesh first gets a rigid pose per time from the
-silhouettes (mesh_pose.py: an object that
-walks or turns moves far beyond the images' gradients), the deformation graph starts at those poses, is then
-bent into every time's silhouettes (a limb the rigid pose leaves outside them is pulled in from any distance),
-and every time is open from the first iteration. While fitting, the vertices are moved by an embedded
-deformation graph (see mesh_bound.py for why) with an as-rigid-as-possible term between every time and the rest
-pose over the mesh's edges, weakened towards the end (Preset.mesh_reg_final); each step renders
-`mesh_times_per_step` times. The motion is baked into the model's per-vertex trajectories at each preview and
-at the end. `FitResult.vertex_frames(times)` gives the animated vertices.
+silhouettes (mesh_pose.py: an object that walks or turns moves far beyond the images' gradients), the
+deformation graph starts at those poses, is then bent into every time's silhouettes (a limb the rigid pose
+leaves outside them is pulled in from any distance), and every time is open from the first iteration. While
+fitting, the vertices are moved by an embedded deformation graph (see mesh_bound.py for why) with an
+as-rigid-as-possible term between every time and the rest pose over the mesh's edges, weakened towards the end
+(Preset.mesh_reg_final); each step renders `mesh_times_per_step` times. The motion is baked into the model's
+per-vertex trajectories at each preview and at the end. `FitResult.vertex_frames(times)` gives the animated
+vertices.
 
 Helpers live beside this module: fit_setup.py (video tensors, initial Gaussians), densify.py (adaptive
 density control), mesh_bound.py (ARAP, deformation graph), mesh_pose.py (rigid poses from silhouettes,
@@ -454,8 +454,8 @@ class _KnotMotion:
 
 
 def _rigid_start(model: DynamicGaussians, frames, basis, progress, check_cancelled) -> _KnotMotion | None:
-    """Free Gaussians start on the object's rigid motion per time, found from the silhouettes (track_rigid), when
-    it fits them better than standing still; returns it per knot, or None."""
+    """Free Gaussians start on the object's rigid motion per time, found from the silhouettes (track_rigid),
+    unless it misses some time's silhouettes by RIGID_START_MISS of their size; returns it per knot, or None."""
 
     def placed(done: int, total: int) -> None:
         if progress is not None:
@@ -494,11 +494,13 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     basis = model.basis(frames.times)  # (T,K)
     warmup = max(1, int(p.time_warmup * p.iterations))
     arap = graph = faces = None
+    # the silhouettes' rigid start needs every time seen from 2+ views: one silhouette leaves depth open
+    seen_twice = min(len(g) for g in frames.groups) >= 2
     if mesh is not None:
         faces = torch.as_tensor(mesh[1], device=device)
         arap = Arap.from_mesh(model.means.detach(), mesh[1])
         graph = DeformationGraph(model.means.detach(), p.mesh_nodes, knots)
-        track = p.mesh_track and frames.alphas is not None and min(len(g) for g in frames.groups) >= 2
+        track = p.mesh_track and frames.alphas is not None and seen_twice
         if track and not masks_outline_the_object(frames.alphas):
             log.warning("the alpha masks do not outline the object (opaque everywhere): the mesh starts where it is")
             track = False
@@ -533,9 +535,8 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
                 model.colors.copy_(torch.as_tensor(sample_colors(video, posed, frames.groups[0])).to(model.colors))
             warmup = 1  # every time already starts at its pose: no need to carry the motion forward
     rigid = None  # free Gaussians: the object's rigid motion per knot (see Preset.free_track)
-    if mesh is None and p.free_track and n_times > 1 and frames.alphas is not None:
-        # as the mesh path, only where every time is seen from 2+ views: one silhouette leaves depth open
-        if min(len(g) for g in frames.groups) >= 2 and masks_outline_the_object(frames.alphas):
+    if mesh is None and p.free_track and n_times > 1 and frames.alphas is not None and seen_twice:
+        if masks_outline_the_object(frames.alphas):
             rigid = _rigid_start(model, frames, basis, progress, check_cancelled)
     optimizer = _optimizer(model, p, extent, graph)
     densify_until = int(p.densify_until_fraction * p.iterations)
