@@ -14,7 +14,7 @@ from .appliers.motion import MotionOptions
 from .appliers.rig import RigOptions
 from .client import BackendClient, ClientError, ConnectionState
 from .collectors import armature_motion
-from .collectors.mesh_motion import MotionError, evaluated_motion
+from .collectors.mesh_motion import MotionError, evaluated_motion, without_final_hold
 from .local_backend import LocalBackend, LocalBackendError
 from .pump import pump
 from .session import SESSION
@@ -219,15 +219,6 @@ class TESSERA_OT_run_plugin(_Submitting, bpy.types.Operator):
         return self.submit(context, plugin, params)
 
 
-def _without_final_hold(frames: np.ndarray) -> np.ndarray:
-    """The frames up to the first one of the final hold: a 9-frame sequence in a 250-frame scene is rigged over
-    its 9 frames, not 250 (keys hold their last value after the action ends, so playback is the same)."""
-    scale = max(float(np.abs(frames).max(initial=0.0)), 1e-12)
-    differs = np.abs(frames - frames[-1:]).reshape(len(frames), -1).max(1) > 1e-6 * scale
-    moving = np.flatnonzero(differs)
-    return frames[: max(int(moving.max()) + 2 if len(moving) else 2, 2)]
-
-
 def _active_mesh(cls, context) -> bool:
     """Poll of the operators that work on the active mesh; the greyed-out button's tooltip says why."""
     ob = context.active_object
@@ -297,7 +288,7 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
         except (ClientError, MotionError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        rest, frames, faces = motion.rest, _without_final_hold(motion.frames), motion.faces
+        rest, frames, faces = motion.rest, without_final_hold(motion.frames), motion.faces
         if len(frames) < len(motion.frames):
             self.report(
                 {"INFO"},

@@ -111,3 +111,11 @@ def evaluated_motion(
             "nothing to rig. Animate it (shape keys, modifiers, a mesh cache) or set the frame range to its animation."
         )
     return CollectedMotion(rest, frames, faces, matrices[0], object_moves)
+
+
+def without_final_hold(frames: np.ndarray) -> np.ndarray:
+    """(T', V, 3) the frames up to the first one of the final hold: a 9-frame sequence in a 250-frame scene is
+    rigged over its 9 frames, not 250 (keys hold their last value after the action ends: playback is the same)."""
+    scale = max(float(np.abs(frames).max(initial=0.0)), 1e-12)
+    moving = np.flatnonzero(np.abs(frames - frames[-1:]).reshape(len(frames), -1).max(1) > 1e-6 * scale)
+    return frames[: int(moving.max()) + 2 if len(moving) else 2]
