@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ class JobRecord:
     created: float = 0.0
     started: float = 0.0
     finished: float = 0.0
+    client: dict[str, Any] = field(default_factory=dict)  # the client's own notes on the job (Submit.client)
 
     @property
     def ended(self) -> bool:
@@ -99,7 +100,7 @@ class JobRecord:
 
     def summary(self) -> dict[str, Any]:
         """The dict a `jobs` reply carries for this job."""
-        keys = ("id", "plugin", "state", "stage", "fraction", "message", "results", "created")
+        keys = ("id", "plugin", "state", "stage", "fraction", "message", "results", "created", "client")
         return {k: getattr(self, k) for k in keys}
 
     @classmethod
@@ -167,11 +168,15 @@ class JobStore:
     def exists(self, job_id: str) -> bool:
         return (self.root / check_job_id(job_id)).exists()
 
-    def create(self, job_id: str, plugin: str, params: dict[str, Any]) -> JobRecord:
-        """Make the folder and job.json of a new queued job. Refuses an id that is already used."""
+    def create(
+        self, job_id: str, plugin: str, params: dict[str, Any], client: dict[str, Any] | None = None
+    ) -> JobRecord:
+        """Make the folder and job.json of a new queued job (`client`: Submit.client). Refuses a used id."""
         if self.exists(job_id):
             raise ParamError(f"Job id {job_id!r} is already used; submit with a new id.", ErrorCode.BAD_PARAMS)
-        record = JobRecord(id=job_id, plugin=plugin, params=jsonable(params), created=time.time())
+        record = JobRecord(
+            id=job_id, plugin=plugin, params=jsonable(params), created=time.time(), client=jsonable(client or {})
+        )
         self.folder(job_id).save(record)
         return record
 

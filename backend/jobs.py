@@ -265,8 +265,16 @@ class JobManager:
     def specs(self) -> list[PluginSpec]:
         return [cls.spec for cls in self.plugins.values()]
 
-    def submit(self, job_id: str, plugin: str, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> int:
-        """Queue a job; returns how many jobs run or wait before it. Raises TesseraError if refused."""
+    def submit(
+        self,
+        job_id: str,
+        plugin: str,
+        params: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        client: dict[str, Any] | None = None,
+    ) -> int:
+        """Queue a job; returns how many jobs run or wait before it. Raises TesseraError if refused. `client`:
+        the client's own notes on the job, stored with it (Submit.client)."""
         cls = self.plugins.get(plugin)
         if cls is None:
             known = ", ".join(self.plugins) or "none"
@@ -276,7 +284,7 @@ class JobManager:
         with self.lock:
             if job_id in self.records:
                 raise ParamError(f"Job id {job_id!r} is already used; submit with a new id.")
-            record = self.store.create(job_id, plugin, checked)
+            record = self.store.create(job_id, plugin, checked, client)
             self.records[job_id] = record
             self._jobs[job_id] = _QueuedJob(record, cls, checked, dict(arrays))
             position = len(self._jobs) - 1

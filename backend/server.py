@@ -269,7 +269,7 @@ class BackendServer:
 
     def _submit(self, identity: bytes, session: str, msg: wire.Submit) -> None:
         try:
-            position = self.manager.submit(msg.job, msg.plugin, msg.params, msg.arrays)
+            position = self.manager.submit(msg.job, msg.plugin, msg.params, msg.arrays, msg.client)
         except TesseraError as exc:
             self._send(identity, wire.Failed(id=msg.id, job=msg.job, code=exc.code.value, message=exc.message))
             return

@@ -218,7 +218,8 @@ class BackendClient:
             )
         job = JobRecord(id=m.new_id(), plugin=plugin, options=dict(options or {}))
         self.jobs[job.id] = job
-        self._send(m.Submit(job=job.id, plugin=plugin, params=dict(params or {}), arrays=dict(arrays or {})))
+        params, arrays = dict(params or {}), dict(arrays or {})
+        self._send(m.Submit(job=job.id, plugin=plugin, params=params, arrays=arrays, client=dict(job.options)))
         return job
 
     def cancel(self, job_id: str) -> None:
@@ -231,12 +232,27 @@ class BackendClient:
 
     def attach(self, job_id: str, plugin: str = "", options: dict[str, Any] | None = None) -> JobRecord:
         """Apply a job's stored results again from the first one (any job the backend keeps, e.g. one
-        submitted before Blender was closed); its results arrive like a live job's."""
+        submitted before Blender was closed); its results arrive like a live job's. `options`: the add-on's
+        options for applying them (see stored_options)."""
         self._need_connection()
         job = JobRecord(id=job_id, plugin=plugin, state=JobState.RUNNING, stage="fetching", options=dict(options or {}))
         self.jobs[job_id] = job
         self._send(m.Fetch(job=job_id, start=0))
         return job
+
+    def stored_options(self, job_id: str) -> dict[str, Any]:
+        """The add-on options a job was submitted with, as the backend keeps them (its `jobs` reply; {} for a job
+        it does not list), to apply it in this session: by the names of the objects they name. The session_uids
+        in them (keys ending in `_uid`, the collection's) belonged to the session that submitted it, and in
+        this one may be another object's, so they are cleared."""
+        row = next((r for r in self.backend_jobs if r.get("id") == job_id), {})
+        options = dict(row.get("client") or {})
+        for key in options:
+            if key.endswith("_uid"):
+                options[key] = 0
+        if isinstance(options.get("collection"), list) and options["collection"]:
+            options["collection"] = [options["collection"][0], 0]
+        return options
 
     def release(self) -> None:
         self._need_connection()

@@ -878,7 +878,10 @@ class TESSERA_OT_fetch_job(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     job_id: bpy.props.StringProperty(name="Job")
-    y_up: bpy.props.BoolProperty(name="Y Up", description="Mesh results are Y-up: rotate them to Blender's Z-up")
+    y_up: bpy.props.BoolProperty(
+        name="Y Up",
+        description="Mesh results are Y-up: rotate them to Blender's Z-up (for jobs whose stored options do not say)",
+    )
 
     def execute(self, context):
         try:
@@ -889,7 +892,9 @@ class TESSERA_OT_fetch_job(bpy.types.Operator):
             from .pump import forget_target
 
             forget_target(self.job_id)  # fetched results make new objects, never touch older ones
-            job = client.attach(self.job_id, known.get(self.job_id, {}).get("plugin", ""), {"y_up": self.y_up})
+            # as it was asked for (into the objects it named, by name); y_up for jobs that did not say
+            options = {"y_up": self.y_up, **client.stored_options(self.job_id)}
+            job = client.attach(self.job_id, known.get(self.job_id, {}).get("plugin", ""), options)
         except ClientError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -67,6 +67,9 @@ class Submit(Message):
     plugin: str = ""
     params: dict = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    # the client's own notes on the job (the add-on: which of its objects the results go to, by name), kept with
+    # the job and given back in `jobs`, so a job fetched in a later session is applied as it was asked for
+    client: dict = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

@@ -40,6 +40,16 @@ def test_record_is_json_and_params_that_are_not_jsonable_are_left_out(tmp_path: 
     assert not list(tmp_path.glob("j/.*tmp"))
 
 
+def test_the_clients_notes_are_kept_with_the_job_and_listed(tmp_path: Path) -> None:
+    """Submit.client (the add-on's options: which objects the results go to) survives a backend restart."""
+    store = JobStore(tmp_path)
+    store.create("j", "rig.from_motion", {"bones": 4}, {"rig_source": "Cat", "rig_source_uid": 7, "kept": [1, 2]})
+    record = JobStore(tmp_path).load_all()["j"]
+    assert record.client == {"rig_source": "Cat", "rig_source_uid": 7, "kept": [1, 2]}
+    assert record.summary()["client"] == record.client
+    assert store.create("k", "p", {}).client == {}
+
+
 def test_duplicate_and_unsafe_job_ids_are_refused(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
     store.create("a", "p", {})

@@ -83,3 +83,41 @@ def test_a_job_failed_here_can_be_fetched_again_without_reconnecting(blender, ba
     monkeypatch.undo()
     pump_until(bpy, lambda: any(row["id"] == job_id for row in session.client.backend_jobs or ()))
     assert bpy.ops.tessera.fetch_job(job_id=job_id) == {"FINISHED"}
+
+
+def test_a_rig_fetched_in_a_new_session_binds_the_mesh_it_was_solved_from(blender, backend, tmp_path):
+    """The rig job's options (which mesh, where the results go) are stored with the job by the backend, so after
+    saving, closing and reopening the .blend, Fetch Results rigs that mesh again, not only the armature."""
+    from test_rig import CAT, load, rigged_positions, shape_key_animated
+
+    bpy = blender
+    cat = load(CAT)
+    ob = shape_key_animated(bpy, "Cat", cat["rest"], cat["faces"], cat["frames"])
+    bpy.context.view_layer.objects.active = ob
+    connect(bpy, backend)
+    assert bpy.ops.tessera.rig_from_motion(bones=4, mode="FREE", iterations=3) == {"FINISHED"}
+    session = addon().session.SESSION
+    (job_id,) = [j.id for j in session.client.jobs.values() if j.plugin == "rig.from_motion"]
+    blend = tmp_path / "cat.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    _, first_mesh = session.client.jobs[job_id].options["rig_result"]
+    expected = rigged_positions(bpy, bpy.data.objects[first_mesh], 3)
+
+    # "Close Blender" after saving (before the rig came back), then open the saved file in a new session
+    bpy.ops.tessera.disconnect()
+    session.client = None
+    session.targets.clear()
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    assert "Cat" in bpy.data.objects and not [o for o in bpy.data.objects if o.type == "ARMATURE"]
+    connect(bpy, backend)
+    pump_until(bpy, lambda: any(row["id"] == job_id for row in session.client.backend_jobs))
+    row = next(row for row in session.client.backend_jobs if row["id"] == job_id)
+    assert row["client"]["rig_source"] == "Cat"
+
+    assert bpy.ops.tessera.fetch_job(job_id=job_id) == {"FINISHED"}
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    arm_name, mesh_name = session.client.jobs[job_id].options["rig_result"]
+    arm, mesh = bpy.data.objects[arm_name], bpy.data.objects[mesh_name]
+    assert arm.type == "ARMATURE" and mesh.type == "MESH" and mesh.modifiers["Tessera Rig"].object == arm
+    np.testing.assert_allclose(rigged_positions(bpy, mesh, 3), expected, atol=1e-5)
