@@ -43,6 +43,8 @@ TRAIN_ELEVATION = 15.0
 TEST_ELEVATIONS = (35.0, 0.0, 25.0, -10.0, 50.0)
 FOV_DEG = 40.0
 STRIPES = 3.0  # colour periods along the rest pose's longest side
+DETAIL = 11.0  # the "detailed" pattern's second layer: periods along the longest side
+PATTERNS = ("stripes", "detailed")
 
 
 def addon_module(module: str) -> types.ModuleType:
@@ -67,12 +69,19 @@ def frame_indices(sequence_frames: int, frames: int) -> np.ndarray:
     return np.round(np.linspace(0, sequence_frames - 1, frames)).astype(np.int64)
 
 
-def vertex_colours(rest: np.ndarray) -> np.ndarray:
-    """(V, 4) RGBA in [0, 1]: smooth stripes over the rest pose, a different phase and axis per channel."""
+def vertex_colours(rest: np.ndarray, pattern: str = "stripes") -> np.ndarray:
+    """(V, 4) RGBA in [0, 1] over the rest pose, a different phase and axis per channel: "stripes", smooth
+    stripes STRIPES per body length; "detailed", those plus finer ones (DETAIL per body length, other axes), as a
+    textured asset has."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}: one of {', '.join(PATTERNS)}")
     lo, hi = rest.min(axis=0), rest.max(axis=0)
     u = (rest - lo) / float((hi - lo).max() or 1.0)  # longest side → [0, 1]
     phase = 2 * np.pi * STRIPES * np.stack([u[:, 0] + u[:, 1], u[:, 1] - 0.5 * u[:, 2], u[:, 2] + 0.3 * u[:, 0]], -1)
     rgb = 0.5 + 0.4 * np.sin(phase + np.array([0.0, 2.1, 4.2]))
+    if pattern == "detailed":
+        fine = 2 * np.pi * DETAIL * np.stack([u[:, 2] - u[:, 0], u[:, 0] + 0.6 * u[:, 1], u[:, 1] - u[:, 2]], -1)
+        rgb = 0.5 + 0.25 * np.sin(phase + np.array([0.0, 2.1, 4.2])) + 0.2 * np.sin(fine + np.array([1.0, 3.0, 5.0]))
     return np.concatenate([rgb, np.ones((len(rest), 1))], -1).astype(np.float32)
 
 
@@ -126,6 +135,7 @@ def render_sequence_views(
     frames: int = 16,
     size: int = 128,
     test_views: int = 3,
+    pattern: str = "stripes",
 ) -> Path:
     """Render `npz_path` into the D-NeRF folder `out_dir` (see the module docstring) and return `out_dir`.
 
@@ -147,7 +157,7 @@ def render_sequence_views(
     cache_dir = tempfile.mkdtemp(prefix="tessera-render-views-")
     pc2_path = Path(cache_dir) / "sequence.pc2"
     try:
-        ob = _mesh_object(bpy, scene, Path(npz_path).stem, (rest @ to_z.T), faces, vertex_colours(rest))
+        ob = _mesh_object(bpy, scene, Path(npz_path).stem, (rest @ to_z.T), faces, vertex_colours(rest, pattern))
         _write_pc2(pc2_path, picked_z)
         mod = ob.modifiers.new("sequence", "MESH_CACHE")
         mod.cache_format, mod.filepath = "PC2", str(pc2_path)
@@ -211,9 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--test-views", type=int, default=3)
+    parser.add_argument(
+        "--pattern", default="stripes", choices=PATTERNS, help="the vertex colours (see vertex_colours)"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    render_sequence_views(args.npz, args.out, args.views, args.frames, args.size, args.test_views)
+    render_sequence_views(args.npz, args.out, args.views, args.frames, args.size, args.test_views, args.pattern)
     seconds = time.perf_counter() - start
     images = (args.views + args.test_views) * args.frames
     print(f"{images} images of {args.size}² in {seconds:.1f} s ({1000 * seconds / images:.0f} ms each) → {args.out}")
