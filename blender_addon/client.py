@@ -83,6 +83,31 @@ AFTER_LOSS = (
 )
 
 
+_NOT_PLAIN = object()
+NOTE_LIMIT = 64 * 1024  # bytes of a job's options sent along as its `client` notes (names and settings, not data)
+
+
+def job_notes(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a job that travel with it as Submit.client: the plain values (text, numbers, flags and
+    lists or maps of them: object names, frame ranges, settings). Arrays (a take's per-triangle materials, its
+    UVs) stay in this session, and the rest is dropped too if it would exceed NOTE_LIMIT."""
+
+    def plain(value: Any) -> Any:
+        """`value` with tuples as lists, or _NOT_PLAIN."""
+        if value is None or isinstance(value, (str, bool, int, float)):
+            return value
+        if isinstance(value, (list, tuple)):
+            items = [plain(v) for v in value]
+            return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            items = {k: plain(v) for k, v in value.items()}
+            return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
+        return _NOT_PLAIN
+
+    notes = {k: v for k, v in ((k, plain(v)) for k, v in options.items()) if v is not _NOT_PLAIN}
+    return notes if len(repr(notes)) <= NOTE_LIMIT else {}
+
+
 class ClientError(Exception):
     """A request the client cannot send in its current state; the message says why."""
 
@@ -219,7 +244,7 @@ class BackendClient:
         job = JobRecord(id=m.new_id(), plugin=plugin, options=dict(options or {}))
         self.jobs[job.id] = job
         params, arrays = dict(params or {}), dict(arrays or {})
-        self._send(m.Submit(job=job.id, plugin=plugin, params=params, arrays=arrays, client=dict(job.options)))
+        self._send(m.Submit(job=job.id, plugin=plugin, params=params, arrays=arrays, client=job_notes(job.options)))
         return job
 
     def cancel(self, job_id: str) -> None:

@@ -236,3 +236,31 @@ def test_hung_backend_is_lost_within_two_seconds_even_while_results_wait_to_be_a
     finally:
         backend.proc.send_signal(signal.SIGCONT)
         client.close()
+
+
+def test_a_jobs_options_travel_as_plain_notes_and_come_back_for_fetching(backend):
+    """Names and settings go with the job (Submit.client) and come back in `jobs`; arrays stay here; the session
+    uids are cleared for another session."""
+    options = {
+        "rig_source": "Cat",
+        "rig_source_uid": 41,
+        "collection": ["Shots", 7],
+        "kept": [(0, 3), (8, 9)],
+        "dress_materials": np.zeros(5, np.int32),
+        "y_up": True,
+    }
+    notes = client_module.job_notes(options)
+    assert notes == {"rig_source": "Cat", "rig_source_uid": 41, "collection": ["Shots", 7], "kept": [[0, 3], [8, 9]],
+                     "y_up": True}  # fmt: skip
+    assert client_module.job_notes({"big": "x" * (client_module.NOTE_LIMIT + 1)}) == {}
+
+    client = connected_client(backend)
+    try:
+        job = client.submit("sequence.load_mesh", {"path": str(HORSE), "chunk_frames": 48}, options=options)
+        poll_until(client, lambda: job.state.finished)
+        client.list_jobs()
+        poll_until(client, lambda: any(row["id"] == job.id for row in client.backend_jobs))
+        assert client.stored_options(job.id) == {**notes, "rig_source_uid": 0, "collection": ["Shots", 0]}
+        assert client.stored_options("never-submitted") == {}
+    finally:
+        client.close()
