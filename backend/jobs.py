@@ -34,6 +34,7 @@ from .plugin_host import JobContext, ModelCache, Output, Plugin, Progress, disco
 log = logging.getLogger(__name__)
 
 PROGRESS_SAVE_INTERVAL_S = 1.0  # job.json is rewritten on progress at most this often
+JOB_LIST_BUDGET = 512 * 1024  # characters of JSON in a `jobs` reply: half the 1 MiB envelope limit
 
 #: One process-wide model cache: plugins share it and `release` empties it.
 MODELS = ModelCache()
@@ -316,9 +317,18 @@ class JobManager:
         with self.lock:
             return self.take_events(), self.record(job_id)
 
-    def job_list(self) -> list[dict[str, Any]]:
+    def job_list(self, budget: int = JOB_LIST_BUDGET) -> list[dict[str, Any]]:
+        """Every job's summary, oldest first; when they would not fit in one message (`budget` characters of
+        JSON, well under the envelope limit), the newest that do."""
         with self.lock:
-            return [r.summary() for r in sorted(self.records.values(), key=lambda r: r.created)]
+            rows = [r.summary() for r in sorted(self.records.values(), key=lambda r: r.created, reverse=True)]
+        kept, size = [], 0
+        for row in rows:
+            size += len(json.dumps(row, default=json_default))
+            if size > budget:
+                break
+            kept.append(row)
+        return kept[::-1]
 
     def counts(self) -> tuple[int, int]:
         """(running, queued) job counts."""

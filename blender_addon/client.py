@@ -84,7 +84,7 @@ AFTER_LOSS = (
 
 
 _NOT_PLAIN = object()
-NOTE_LIMIT = 64 * 1024  # bytes of a job's options sent along as its `client` notes (names and settings, not data)
+NOTE_LIMIT = 2048  # characters of a job's options sent along as its `client` notes (names and settings, not data)
 
 
 def job_notes(options: dict[str, Any]) -> dict[str, Any]:

@@ -101,6 +101,22 @@ def test_bad_params_and_unknown_plugins_are_refused_at_submit(manager: JobManage
     assert manager.job_list() == []
 
 
+def test_the_job_list_keeps_to_one_message_newest_first(tmp_path: Path) -> None:
+    """Jobs' rows (now with the client's notes) beyond what one `jobs` reply holds: the newest are listed."""
+    store = JobStore(tmp_path)
+    for i in range(30):
+        store.create(f"j{i:02d}", "test.steps", {}, {"note": "x" * 1000})
+        time.sleep(0.001)  # distinct creation times
+    m = JobManager(JobStore(tmp_path), plugins={"test.steps": Steps})
+    assert [r["id"] for r in m.job_list()] == [f"j{i:02d}" for i in range(30)]
+    rows = m.job_list(budget=10_000)
+    assert 5 <= len(rows) <= 9  # a row is over 1 kB
+    assert [r["id"] for r in rows] == [f"j{i:02d}" for i in range(30 - len(rows), 30)]
+    assert rows[0]["client"] == {"note": "x" * 1000}
+    big = wire.Jobs(id="1", jobs=m.job_list())
+    assert len(wire.to_frames(big)[0]) < 1 << 20
+
+
 @pytest.mark.parametrize(
     ("fail", "state", "code", "words"),
     [
