@@ -353,6 +353,32 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
     use_selected_cameras: bpy.props.BoolProperty(
         name="Selected Cameras", description="Capture from the selected cameras instead of a ring"
     )
+    follow_mesh: bpy.props.StringProperty(
+        name="Follow With Mesh",
+        description=(
+            "A mesh where the captured object is at the first frame (e.g. its clean retopology, or the object "
+            "itself): it comes back moving with the capture, keeping its own vertices, faces, materials and UVs. "
+            "Empty: a mesh is extracted from the Gaussians"
+        ),
+    )
+
+    def _follow_surface(self, context, captured):
+        """The follow mesh's surface (world space, first frame), or None without one; ClientError/InputError."""
+        from .collectors.static_object import world_surface
+
+        if not self.follow_mesh:
+            return None
+        follow = bpy.data.objects.get(self.follow_mesh)
+        if follow is None:
+            raise ClientError(f"No object '{self.follow_mesh}' to follow the capture with: pick another, or clear it.")
+        if follow.type != "MESH":
+            raise ClientError(f"'{follow.name}' is a {follow.type.lower()} object: Follow With Mesh takes a mesh.")
+        if captured is None and not follow.hide_render:
+            raise ClientError(
+                f"Capturing the whole scene would render '{follow.name}' too: make the object to capture active, "
+                f"or switch off '{follow.name}' in renders."
+            )
+        return world_surface(context, follow)
 
     def execute(self, context):
         from .collectors.multiview_capture import capture
@@ -364,6 +390,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
             ob = None  # e.g. the last camera clicked when selecting cameras: capture the scene
         try:
             _need_client()
+            surface = self._follow_surface(context, ob)
             cameras = None
             if self.use_selected_cameras:
                 cameras = [c for c in context.selected_objects if c.type == "CAMERA"]
@@ -399,7 +426,11 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
             "name": name,
         }
         arrays = {"images": views.images, "alphas": views.alphas, "c2w": views.c2w, "times": views.times}
-        return self.submit(context, "gaussians4d.fit", params, {"capture_source": name}, arrays)
+        options = {"capture_source": name}
+        if surface is not None:  # mesh path 1: this mesh follows the motion, dressed like its object
+            arrays |= {"rest_vertices": surface.vertices, "rest_faces": surface.faces}
+            options |= {"dress_from": self.follow_mesh, "dress_materials": surface.materials, "dress_uvs": surface.uvs}
+        return self.submit(context, "gaussians4d.fit", params, options, arrays)
 
 
 # -- generated motion: a static object or a video → 4D with the multi-view video model --------------

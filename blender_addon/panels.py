@@ -166,6 +166,7 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
         col.prop(settings, "capture_resolution")
         layout.prop(settings, "capture_preset")
         layout.prop(settings, "capture_iterations")
+        layout.prop(settings, "capture_follow_mesh")
         op = layout.operator("tessera.capture_to_4d", icon="RENDER_ANIMATION")
         op.views, op.frames, op.resolution = (
             settings.capture_views,
@@ -174,6 +175,7 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
         )
         op.preset, op.iterations = settings.capture_preset, settings.capture_iterations
         op.use_selected_cameras = settings.capture_use_selected_cameras
+        op.follow_mesh = settings.capture_follow_mesh.name if settings.capture_follow_mesh else ""
         client = SESSION.client
         for job in reversed(list(client.jobs.values()) if client else []):
             if job.plugin == "gaussians4d.fit":  # the latest fit's progress (all jobs: the Jobs panel)

@@ -149,6 +149,16 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
     capture_use_selected_cameras: bpy.props.BoolProperty(
         name="Selected Cameras", description="Capture from the selected cameras instead of a ring"
     )
+    capture_follow_mesh: bpy.props.PointerProperty(
+        name="Follow With Mesh",
+        type=bpy.types.Object,
+        poll=lambda _settings, ob: ob.type == "MESH",
+        description=(
+            "A mesh where the captured object is at the first frame (e.g. its clean retopology, or the object "
+            "itself): it comes back moving with the capture, keeping its own vertices, faces, materials and UVs. "
+            "Empty: a mesh is extracted from the Gaussians"
+        ),
+    )
     gen_checkpoint: bpy.props.StringProperty(
         name="Model Folder",
         description="Multi-view video model folder on the backend's disk; empty: the backend's default",

@@ -134,3 +134,50 @@ def test_a_splat_frame_that_arrives_again_replaces_the_first(blender):
     apply(final, 2)  # the same splats again (a refetch): the mesh is kept
     assert frame_ob.data == mesh
     pump.forget_target("fit-1")
+
+
+def test_capture_to_4d_can_bring_back_a_given_mesh_following_the_motion(blender, backend):
+    """Follow With Mesh (mesh path 1): a sphere with its own material sits on the cube at the first frame; it comes
+    back with its own vertices and material, moved along with the cube (1 m along x over the frame range)."""
+    bpy = blender
+    cube = moving_cube(bpy)
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2, radius=0.55, location=(-0.5, 0.0, 0.0))
+    sphere = bpy.context.active_object
+    sphere.name = "Retopo"
+    sphere.data.materials.append(bpy.data.materials.new("retopo look"))
+    bpy.context.view_layer.objects.active = cube  # captured: the cube alone (the sphere is hidden from renders)
+    connect(bpy, backend)
+    client = addon().session.SESSION.client
+    result = bpy.ops.tessera.capture_to_4d(
+        views=4, frames=3, resolution=32, preset="FAST", iterations=5, follow_mesh="Retopo"
+    )
+    assert result == {"FINISHED"}
+    assert bpy.ops.tessera.wait(timeout=75) == {"FINISHED"}
+    job = next(j for j in client.jobs.values() if j.plugin == "gaussians4d.fit")
+    assert job.state.value == "done", job.message
+    mesh = bpy.data.objects["Cube 4D mesh"]
+    assert len(mesh.data.vertices) == len(sphere.data.vertices) == 42
+    assert mesh.data.materials[0].name == "retopo look"
+    first = evaluated_positions(bpy, mesh, 1).mean(0)
+    last = evaluated_positions(bpy, mesh, 5).mean(0)
+    assert abs(first[0] + 0.5) < 0.15, first
+    # the cube went 1 m; measured 1.11 (a sphere placed by a cube's silhouettes, 5 photometric steps)
+    assert 0.6 < last[0] - first[0] < 1.3, (first, last)
+    assert not sphere.hide_render and not sphere.hide_get()  # the user's mesh is only read
+
+
+def test_follow_with_mesh_errors_say_what_to_do(blender, backend):
+    bpy = blender
+    moving_cube(bpy)
+    connect(bpy, backend)
+    client = addon().session.SESSION.client
+    with pytest.raises(RuntimeError, match="No object 'Gone' to follow"):
+        bpy.ops.tessera.capture_to_4d(views=4, frames=2, resolution=16, follow_mesh="Gone")
+    bpy.ops.mesh.primitive_ico_sphere_add(radius=0.5)
+    bpy.context.view_layer.objects.active = None
+    with pytest.raises(RuntimeError, match="whole scene would render 'Icosphere' too"):
+        bpy.ops.tessera.capture_to_4d(views=4, frames=2, resolution=16, follow_mesh="Icosphere")
+    bpy.ops.object.camera_add()
+    with pytest.raises(RuntimeError, match="'Camera' is a camera object: Follow With Mesh takes a mesh"):
+        bpy.ops.tessera.capture_to_4d(views=4, frames=2, resolution=16, follow_mesh="Camera")
+    assert not [j for j in client.jobs.values() if j.plugin == "gaussians4d.fit"]  # nothing was sent
