@@ -45,7 +45,7 @@ def fit4d(
     """Fit 4D Gaussians to a multi-view video; prints held-out PSNR/SSIM when transforms_test.json exists."""
     from .formats.paths import prepare_output_folder
     from .gaussians4d.data import load_transforms
-    from .gaussians4d.fit import PRESETS, evaluate, fit
+    from .gaussians4d.fit import PRESETS, dense_mesh_warning, evaluate, fit
     from .gaussians4d.store import save_model
     from .plugins.gaussians4d import BACKGROUND, load_held_out, output_times, read_rest_mesh, write_times
 
@@ -57,10 +57,11 @@ def fit4d(
         prepare_output_folder(out, "Model folder")
         video = load_transforms(data_dir, "train")
         test, warning = load_held_out(data_dir)
-        for note in (warning, video.still_warning()):
+        mesh = read_rest_mesh(rest_mesh) if rest_mesh is not None else None
+        dense = None if mesh is None else dense_mesh_warning(len(mesh[0]), chosen_device)
+        for note in (warning, video.still_warning(), dense):
             if note:
                 err_console.print(f"warning: {note}", style="yellow", highlight=False)
-        mesh = read_rest_mesh(rest_mesh) if rest_mesh is not None else None
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
         with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
             task = bar.add_task("fit", total=1.0)

@@ -318,14 +318,15 @@ class Fit4D(Plugin):
     def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
         from ..formats.paths import prepare_output_folder
         from ..gaussians4d.export import export_frames_ply, export_mesh_sequence
-        from ..gaussians4d.fit import PRESETS, fit
+        from ..gaussians4d.fit import PRESETS, dense_mesh_warning, fit
         from ..gaussians4d.store import save_model
 
         p = ctx.params
         name = str(p.get("name") or "Gaussians 4D")
         yield Progress("reading", 0.0, "Reading the multi-view video")
         video, rest_mesh, test, warning = _fit_inputs(ctx)
-        for note in (warning, video.still_warning()):
+        dense = None if rest_mesh is None else dense_mesh_warning(len(rest_mesh[0]), ctx.device)
+        for note in (warning, video.still_warning(), dense):
             if note:
                 yield Progress("reading", 0.0, f"Warning: {note}")
         preset_name = str(p.get("preset") or "fast")

@@ -10,7 +10,7 @@ import torch
 from moving_scenes import cameras, hinge_mesh, hinge_pose, hinge_video, moving_block_video, travel_pose, travel_video
 
 from backend.gaussians4d.data import MultiViewVideo
-from backend.gaussians4d.fit import PRESETS, FitResult, evaluate, fit
+from backend.gaussians4d.fit import PRESETS, FitResult, dense_mesh_warning, evaluate, fit
 from backend.gaussians4d.mesh_bound import vertex_normals
 from backend.gaussians4d.rasterize import quat_to_rotmat
 from shared.errors import InputError, JobCancelled
@@ -167,3 +167,10 @@ def test_mesh_path_takes_the_presets_mesh_steps_unless_told():
     assert "placing the mesh from the silhouettes: time 4/4" in messages, messages
     assert "bending the mesh into the silhouettes: step 2/2" in messages, messages
     assert fit(video, preset=preset, rest_mesh=(vertices, faces), iterations=2).iterations == 2
+
+
+def test_a_dense_rest_mesh_on_the_cpu_gets_a_warning_with_what_to_do():
+    assert dense_mesh_warning(20_000, "cpu") is None
+    assert dense_mesh_warning(200_000, "cuda") is None and dense_mesh_warning(200_000, "cuda:1") is None
+    note = dense_mesh_warning(200_000, "cpu")
+    assert "200,000 vertices" in note and "Decimate it to 10,000–20,000 vertices" in note
