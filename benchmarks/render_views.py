@@ -78,10 +78,12 @@ def vertex_colours(rest: np.ndarray, pattern: str = "stripes") -> np.ndarray:
     lo, hi = rest.min(axis=0), rest.max(axis=0)
     u = (rest - lo) / float((hi - lo).max() or 1.0)  # longest side → [0, 1]
     phase = 2 * np.pi * STRIPES * np.stack([u[:, 0] + u[:, 1], u[:, 1] - 0.5 * u[:, 2], u[:, 2] + 0.3 * u[:, 0]], -1)
-    rgb = 0.5 + 0.4 * np.sin(phase + np.array([0.0, 2.1, 4.2]))
-    if pattern == "detailed":
+    stripes = np.sin(phase + np.array([0.0, 2.1, 4.2]))
+    if pattern == "stripes":
+        rgb = 0.5 + 0.4 * stripes
+    else:
         fine = 2 * np.pi * DETAIL * np.stack([u[:, 2] - u[:, 0], u[:, 0] + 0.6 * u[:, 1], u[:, 1] - u[:, 2]], -1)
-        rgb = 0.5 + 0.25 * np.sin(phase + np.array([0.0, 2.1, 4.2])) + 0.2 * np.sin(fine + np.array([1.0, 3.0, 5.0]))
+        rgb = 0.5 + 0.25 * stripes + 0.2 * np.sin(fine + np.array([1.0, 3.0, 5.0]))
     return np.concatenate([rgb, np.ones((len(rest), 1))], -1).astype(np.float32)
 
 

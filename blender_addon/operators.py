@@ -16,6 +16,7 @@ from .client import BackendClient, ClientError, ConnectionState
 from .collectors import armature_motion
 from .collectors.mesh_motion import MotionError, evaluated_motion, without_final_hold
 from .local_backend import LocalBackend, LocalBackendError
+from .properties import FOLLOW_MESH_HELP
 from .pump import pump
 from .session import SESSION
 
@@ -355,11 +356,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
     )
     follow_mesh: bpy.props.StringProperty(
         name="Follow With Mesh",
-        description=(
-            "A mesh where the captured object is at the first frame (e.g. its clean retopology, or the object "
-            "itself): it comes back moving with the capture, keeping its own vertices, faces, materials and UVs. "
-            "Empty: a mesh is extracted from the Gaussians"
-        ),
+        description=FOLLOW_MESH_HELP,
     )
 
     def _follow_surface(self, context, captured):

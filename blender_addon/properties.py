@@ -7,6 +7,12 @@ import bpy
 
 from .session import SESSION
 
+FOLLOW_MESH_HELP = (  # Capture to 4D's Follow With Mesh, here and on the operator
+    "A mesh where the captured object is at the first frame (e.g. its clean retopology, or the object itself): it "
+    "comes back moving with the capture, keeping its own vertices, faces, materials and UVs. Empty: a mesh is "
+    "extracted from the Gaussians"
+)
+
 # Blender keeps only pointers to enum item strings: keep every list alive here.
 _ENUM_CACHE: dict[str, list[tuple[str, str, str]]] = {}
 
@@ -153,11 +159,7 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
         name="Follow With Mesh",
         type=bpy.types.Object,
         poll=lambda _settings, ob: ob.type == "MESH",
-        description=(
-            "A mesh where the captured object is at the first frame (e.g. its clean retopology, or the object "
-            "itself): it comes back moving with the capture, keeping its own vertices, faces, materials and UVs. "
-            "Empty: a mesh is extracted from the Gaussians"
-        ),
+        description=FOLLOW_MESH_HELP,
     )
     gen_checkpoint: bpy.props.StringProperty(
         name="Model Folder",
