@@ -210,10 +210,14 @@ def _run_with_progress(cls: type[Plugin], params: dict, folder: JobFolder) -> Jo
     columns += (TimeElapsedColumn(),)
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(cls.spec.name, total=1.0)
+        warned: set[str] = set()
 
         def show(msg: wire.Message) -> None:
             if isinstance(msg, wire.Progress):
                 bar.update(task, completed=msg.fraction, description=f"{cls.spec.name}: {msg.stage}")
+                if msg.warning and msg.warning not in warned:
+                    warned.add(msg.warning)
+                    bar.console.print(f"[yellow]Warning:[/yellow] {msg.warning}", highlight=False)
             elif isinstance(msg, wire.Done):
                 bar.update(task, completed=1.0)
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 FINAL_STATES = (DONE, FAILED, CANCELLED)
+MAX_WARNINGS, WARNING_CHARS = 8, 1000  # a job's kept warnings: a few sentences each, not a log
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 _TYPE_KEY, _META_KEY = "__type__", "__meta__"
@@ -93,14 +94,21 @@ class JobRecord:
     started: float = 0.0
     finished: float = 0.0
     client: dict[str, Any] = field(default_factory=dict)  # the client's own notes on the job (Submit.client)
+    warnings: list[str] = field(default_factory=list)  # the job's Progress warnings, each once, at most MAX_WARNINGS
 
     @property
     def ended(self) -> bool:
         return self.state in FINAL_STATES
 
+    def add_warning(self, warning: str) -> None:
+        """Keep `warning` (once; the first MAX_WARNINGS of a job, each at most WARNING_CHARS long)."""
+        warning = warning[:WARNING_CHARS]
+        if warning and warning not in self.warnings and len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(warning)
+
     def summary(self) -> dict[str, Any]:
         """The dict a `jobs` reply carries for this job."""
-        keys = ("id", "plugin", "state", "stage", "fraction", "message", "results", "created", "client")
+        keys = ("id", "plugin", "state", "stage", "fraction", "message", "results", "created", "client", "warnings")
         return {k: getattr(self, k) for k in keys}
 
     @classmethod

@@ -28,7 +28,18 @@ from shared.codec import ALLOWED_DTYPES
 from shared.errors import ErrorCode, InputError, JobCancelled, ParamError, TesseraError
 from shared.schemas import PluginSpec, validate_params
 
-from .job_store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobFolder, JobRecord, JobStore, json_default
+from .job_store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    WARNING_CHARS,
+    JobFolder,
+    JobRecord,
+    JobStore,
+    json_default,
+)
 from .plugin_host import JobContext, ModelCache, Output, Plugin, Progress, discover_plugins
 
 log = logging.getLogger(__name__)
@@ -155,6 +166,7 @@ def run_job(
                 arrays = _check_arrays(item.arrays, f"Plugin '{name}' progress preview")
                 with lock:
                     record.stage, record.message = str(item.stage), str(item.message)
+                    record.add_warning(str(item.warning))
                     record.fraction = min(max(float(item.fraction), 0.0), 1.0)
                     if time.monotonic() - last_save > PROGRESS_SAVE_INTERVAL_S:
                         folder.save(record)
@@ -165,6 +177,7 @@ def run_job(
                             stage=record.stage,
                             fraction=record.fraction,
                             message=record.message,
+                            warning=str(item.warning)[:WARNING_CHARS],
                             arrays=arrays,
                         )
                     )

@@ -39,6 +39,7 @@ class Progress:
     fraction: float
     message: str = ""
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # optional preview
+    warning: str = ""  # something the user should keep seeing (the add-on shows it with the job until it is cleared)
 
 
 @dataclass

@@ -75,6 +75,7 @@ class JobRecord:
     error_code: str = ""
     preview: Any = None  # the latest progress preview array (e.g. generated views), if the plugin sends them
     previews: int = 0  # how many previews arrived (the pump shows each new one)
+    warnings: list[str] = field(default_factory=list)  # the backend's warnings on this job, each once
 
 
 AFTER_LOSS = (
@@ -444,6 +445,8 @@ class BackendClient:
             return False
         if isinstance(msg, m.Progress):
             job.state, job.stage, job.fraction, job.message = JobState.RUNNING, msg.stage, msg.fraction, msg.message
+            if msg.warning and msg.warning not in job.warnings:
+                job.warnings.append(msg.warning)
             if "preview" in msg.arrays:
                 job.preview, job.previews = msg.arrays["preview"], job.previews + 1
             return False

@@ -81,6 +81,8 @@ class VIEW3D_PT_tessera_jobs(_TesseraPanel, bpy.types.Panel):
                 box.label(text=f"{text} {job.fraction:.0%}")
             if job.message:
                 _wrapped(box, job.message, icon="ERROR" if job.state.value == "failed" else "INFO")
+            for warning in job.warnings:  # kept: the progress message above is replaced at every step
+                _wrapped(box, warning, icon="ERROR")
         stored = [row for row in client.backend_jobs if row.get("id") not in client.jobs and row.get("results")]
         if stored:
             # Jobs from earlier sessions (e.g. before Blender was closed): their results can come back.

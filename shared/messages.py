@@ -89,6 +89,7 @@ class Progress(Message):
     stage: str = ""
     fraction: float = 0.0  # 0..1 within the whole job
     message: str = ""
+    warning: str = ""  # kept beside the job until it is cleared, unlike `message` (which the next progress replaces)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 

@@ -328,7 +328,7 @@ class Fit4D(Plugin):
         dense = None if rest_mesh is None else dense_mesh_warning(len(rest_mesh[0]), ctx.device)
         for note in (warning, video.still_warning(), dense):
             if note:
-                yield Progress("reading", 0.0, f"Warning: {note}")
+                yield Progress("reading", 0.0, f"Warning: {note}", warning=note)
         preset_name = str(p.get("preset") or "fast")
         preset = PRESETS[preset_name]
         default_steps = preset.iterations if rest_mesh is None else preset.mesh_iterations

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.job_store import JobStore
+from backend.job_store import WARNING_CHARS, JobStore
 from backend.jobs import JobManager
 from backend.plugin_host import JobContext, Output, Plugin, Progress
 from shared import messages as wire
@@ -29,6 +29,7 @@ class Steps(Plugin):
         params=[
             ParamSpec("n", "int", default=3, min=0),
             ParamSpec("fail", "enum", default="no", choices=["no", "input", "runtime", "cancel", "nan"]),
+            ParamSpec("warn", "str", default=""),
         ],
         outputs=["mesh_frames"],
     )
@@ -39,7 +40,7 @@ class Steps(Plugin):
         try:
             for i in range(ctx.params["n"]):
                 self.gate.wait(5)
-                yield Progress("step", i / ctx.params["n"], f"step {i}")
+                yield Progress("step", i / ctx.params["n"], f"step {i}", warning=ctx.params["warn"])
                 yield Output("mesh.frames", {"start": np.int64(i)}, {"positions": np.full((1, 2, 3), i, np.float32)})
             fail = ctx.params["fail"]
             if fail == "input":
@@ -90,6 +91,21 @@ def test_job_emits_progress_and_persisted_results_then_done(manager: JobManager)
         assert meta == r.meta == {"start": r.index} and type(r.meta["start"]) is int and type_ == r.type
     record = folder.load()
     assert record.state == "done" and record.results == 3 and record.fraction == 1.0
+
+
+def test_a_jobs_warnings_are_sent_with_its_progress_and_kept_once_in_its_record(manager: JobManager) -> None:
+    """A warning outlives the progress message it came with: stored once in job.json and in the jobs row."""
+    manager.submit("w", "test.steps", {"n": 3, "warn": "Dense mesh: this will be slow."}, {})
+    events = events_until_end(manager, "w")
+    assert [e.warning for e in events if isinstance(e, wire.Progress)] == ["Dense mesh: this will be slow."] * 3
+    assert manager.store.folder("w").load().warnings == ["Dense mesh: this will be slow."]
+    assert [r["warnings"] for r in manager.job_list() if r["id"] == "w"] == [["Dense mesh: this will be slow."]]
+    manager.submit("long", "test.steps", {"n": 1, "warn": "x" * 5000}, {})
+    sent = [e.warning for e in events_until_end(manager, "long") if isinstance(e, wire.Progress)]
+    assert sent == ["x" * WARNING_CHARS] and manager.store.folder("long").load().warnings == sent
+    manager.submit("none", "test.steps", {"n": 2}, {})
+    events_until_end(manager, "none")
+    assert manager.store.folder("none").load().warnings == []
 
 
 def test_bad_params_and_unknown_plugins_are_refused_at_submit(manager: JobManager) -> None:

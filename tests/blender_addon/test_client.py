@@ -264,3 +264,19 @@ def test_a_jobs_options_travel_as_plain_notes_and_come_back_for_fetching(backend
         assert client.stored_options("never-submitted") == {}
     finally:
         client.close()
+
+
+def test_a_jobs_warnings_stay_after_later_progress_replaces_its_message():
+    """Progress.warning is kept on the job (each once); the message is whatever the latest progress says."""
+    m = client_module.m
+    client = BackendClient("tcp://127.0.0.1:1", client_name="test")
+    job = client_module.JobRecord(id="j1", plugin="gaussians4d.fit", state=JobState.RUNNING)
+    client.jobs[job.id] = job
+    note = "the rest mesh has 200,000 vertices: slow on the CPU."
+    for msg in (
+        m.Progress(job="j1", stage="reading", message=f"Warning: {note}", warning=note),
+        m.Progress(job="j1", stage="reading", message=f"Warning: {note}", warning=note),
+        m.Progress(job="j1", stage="fit", fraction=0.5, message="step 150/300"),
+    ):
+        client._handle(msg)
+    assert job.message == "step 150/300" and job.warnings == [note]

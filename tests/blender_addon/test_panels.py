@@ -81,6 +81,9 @@ def test_panels_show_state_jobs_plugins_and_lost_backend(blender, backend):
     assert "[string_value]" in text and "[int_value]" in text and "<tessera.run_plugin>" in text
     assert "<tessera.animate_object>" in text and "<tessera.video_to_4d>" in text  # the Generate 4D panel
     assert "[video_clip in movieclips]" in text and "[gen_prompt]" in text
+    job = next(iter(addon().session.SESSION.client.jobs.values()))
+    job.warnings = ["Dense rest mesh: slow on the CPU."]  # as Progress.warning leaves it (tests/.../test_client.py)
+    assert "Dense rest mesh: slow on the CPU." in draw_all(context)
 
     backend.kill9()
     try:

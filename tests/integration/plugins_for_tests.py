@@ -28,6 +28,7 @@ class Count(Plugin):
             ParamSpec("n", "int", default=5, min=0, max=100000),
             ParamSpec("delay", "float", default=0.0, min=0.0, max=10.0),
             ParamSpec("vertices", "int", default=8, min=1, max=10_000_000),
+            ParamSpec("warn", "str", default="", help="A warning sent with every progress."),
         ],
         outputs=["mesh_frames"],
     )
@@ -36,7 +37,7 @@ class Count(Plugin):
         n, delay, vertices = ctx.params["n"], ctx.params["delay"], ctx.params["vertices"]
         for i in range(n):
             time.sleep(delay)
-            yield Progress("counting", i / max(n, 1), f"frame {i + 1} of {n}")
+            yield Progress("counting", i / max(n, 1), f"frame {i + 1} of {n}", warning=ctx.params["warn"])
             yield Output("mesh.frames", {"start": i}, {"positions": frame_positions(i, vertices)})
 
 

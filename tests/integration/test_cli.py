@@ -89,6 +89,13 @@ def test_run_errors_are_one_clear_line_and_exit_1(tmp_path: Path, args: list[str
     assert words in " ".join(out.stderr.split()) and "Traceback" not in out.stderr + out.stdout  # unwrapped
 
 
+def test_run_prints_each_warning_of_the_job_once(tmp_path: Path) -> None:
+    args = ("run", "test.count", "-p", "n=3", "-p", "warn=Nothing moves.", "--out", str(tmp_path / "o"))
+    out = cli(*args, "--plugins-from", "plugins_for_tests")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("Warning: Nothing moves.") == 1
+
+
 def test_keys_generate_writes_both_pairs_and_authorises_the_client(tmp_path: Path) -> None:
     out = cli("keys", "generate", str(tmp_path / "k"))
     assert out.returncode == 0, out.stderr

@@ -183,8 +183,8 @@ def test_jobs_list_ping_while_running_and_release(backend: BackendProcess) -> No
         listed = {j["id"]: j for j in client.jobs()}
         assert listed[job]["state"] == "running" and listed[job]["plugin"] == "test.count"
         assert listed[queued]["state"] == "queued"
-        keys = {"id", "plugin", "state", "stage", "fraction", "message", "results", "created", "client"}
-        assert set(listed[job]) == keys and listed[job]["client"] == {}  # this client sent no notes
+        keys = {"id", "plugin", "state", "stage", "fraction", "message", "results", "created", "client", "warnings"}
+        assert set(listed[job]) == keys and listed[job]["client"] == {} and listed[job]["warnings"] == []
         assert "dropped" in client.release()
         client.cancel(job)
         assert isinstance(collect(client, job)[1], wire.Cancelled)

@@ -169,3 +169,17 @@ def test_a_capture_from_one_view_is_refused(manager) -> None:
     arrays["c2w"][:] = arrays["c2w"][0]
     events = run_job(manager, "oneview", "gaussians4d.fit", {"fov_x": 0.7}, arrays)
     assert isinstance(events[-1], wire.Failed) and "at least 2 camera views" in events[-1].message
+
+
+def test_a_still_capture_is_fitted_with_a_warning_that_the_job_keeps(manager) -> None:
+    """The warning travels as Progress.warning (not only as a passing message) and stays in the job's record."""
+    arrays = capture_arrays()
+    first = {}  # each camera's first image, shown at all its times
+    for i, c2w in enumerate(arrays["c2w"]):
+        j = first.setdefault(c2w.round(5).tobytes(), i)
+        arrays["images"][i], arrays["alphas"][i] = arrays["images"][j], arrays["alphas"][j]
+    events = run_job(manager, "still", "gaussians4d.fit", {"fov_x": math.radians(40.0), "iterations": 1}, arrays)
+    assert isinstance(events[-1], wire.Done), events[-1]
+    warnings = [e.warning for e in events if isinstance(e, wire.Progress) and e.warning]
+    assert len(warnings) == 1 and "nothing moves over the captured times" in warnings[0]
+    assert manager.store.folder("still").load().warnings == warnings
