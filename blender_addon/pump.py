@@ -22,11 +22,12 @@ import numpy as np
 
 from .appliers import dressing, gaussians, lookup, mesh_sequence, motion, previews, rig
 from .client import ConnectionState
+from .collectors.static_object import world_surface
 from .file_writer import WRITER
 from .local_backend import LocalBackendError
 from .session import SESSION
 from .shared import messages as m
-from .shared.errors import TesseraError
+from .shared.errors import InputError, TesseraError
 from .shared.results import GAUSSIANS_FRAME, MESH_FRAMES, MESH_REST, MOTION_CLIP, RIG
 
 
@@ -107,7 +108,7 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
             scene, job.id, msg.meta, msg.arrays, y_up=bool(job.options.get("y_up")), collection=_collection(job, scene)
         )
         if "dress_from" in job.options:
-            _dress_take(job, SESSION.targets[job.id].object)
+            _dress_take(job, SESSION.targets[job.id].object, msg.arrays["faces"])
         return True
     if msg.type == MESH_FRAMES:
         target = SESSION.targets.get(job.id)
@@ -174,15 +175,32 @@ def _discard_empty_sequence(job_id: str, context) -> None:
         SESSION.targets.pop(job_id, None)
 
 
-def _dress_take(job, take) -> None:
-    """An animated take of a user's object (tessera.animate_object): its materials and UVs, and the source
-    hidden so the take plays in its place (the source's data is untouched; unhide it to compare)."""
+def _dress_take(job, take, faces: np.ndarray) -> None:
+    """An animated take of a user's object (tessera.animate_object, a capture's Follow With Mesh): its materials
+    and UVs, and the source hidden so the take plays in its place (the source's data is untouched; unhide it to
+    compare). A take fetched in a later session has no materials or UVs in its notes (arrays stay in the session
+    that asked): they are read from the source again if its surface still has the take's triangles."""
     source = bpy.data.objects.get(job.options["dress_from"])
-    dressing.dress_like(take, source, job.options.get("dress_materials", ()), job.options.get("dress_uvs"))
+    materials, uvs = job.options.get("dress_materials"), job.options.get("dress_uvs")
+    if materials is None and source is not None:
+        materials, uvs = _dressing_of(source, faces)
+    dressing.dress_like(take, source, () if materials is None else materials, uvs)
     if source is not None and job.options.get("hide_source"):
         source.hide_set(True)
         source.hide_render = True
         SESSION.last_notice = f"'{take.name}' is the animated take of '{source.name}' (hidden; unhide to compare)."
+
+
+def _dressing_of(source: bpy.types.Object, faces: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(materials, uvs) of `source`'s surface as the collector sends it, or (None, None) if that surface is
+    not made of `faces` any more (the object was edited since: its materials would land on the wrong triangles)."""
+    try:
+        surface = world_surface(bpy.context, source)
+    except InputError:
+        return None, None
+    if not np.array_equal(surface.faces, faces):
+        return None, None
+    return surface.materials, surface.uvs
 
 
 def _show_previews(client) -> None:

@@ -111,6 +111,24 @@ def test_animate_object_makes_an_animated_take_of_the_objects_own_mesh(blender, 
     finally:
         backend.start()
 
+    # Fetched in this later session, the take is dressed from the cube again (its arrays were not stored), unless
+    # the cube's surface has changed since: then its materials would land on the wrong triangles, so none are set.
+    connect(bpy, backend)
+    session = addon().session.SESSION
+    cube = bpy.data.objects["Cube"]
+    subdivided = cube.modifiers.new("more triangles", "SUBSURF")
+    for dressed in (False, True):
+        before = set(bpy.data.objects.keys())
+        assert bpy.ops.tessera.fetch_job(job_id=job.id) == {"FINISHED"}
+        assert bpy.ops.tessera.wait(timeout=80) == {"FINISHED"}
+        (fetched,) = [bpy.data.objects[name] for name in set(bpy.data.objects.keys()) - before]
+        assert len(fetched.data.polygons) == 12 and session.client.jobs[job.id].state.value == "done"
+        assert len(fetched.data.materials) == int(dressed) and (fetched.data.uv_layers.active is not None) == dressed
+        if dressed:
+            assert fetched.data.materials[0].name == "cube colour"
+        else:
+            cube.modifiers.remove(subdivided)
+
 
 def test_the_condition_renders_come_from_the_models_camera_ring(installed_extension):
     """The add-on cannot import the backend: its ring must be the model's own (Animate3D's, azimuth 0 on +X)."""
