@@ -252,7 +252,7 @@ def rig_command(
     """Rig a mesh animation: bones, skin weights and bone motion that reproduce it; prints E_RMS and time."""
     from .formats.mesh_sequence import open_mesh_sequence
     from .formats.paths import prepare_output_file
-    from .plugins.rig import solve_rig
+    from .plugins.rig import fewer_bones_note, solve_rig
     from .rig.ssdr import validate_sequence
 
     started = time.perf_counter()
@@ -300,7 +300,8 @@ def rig_command(
         raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     seconds = time.perf_counter() - started
     console.print(
-        f"{reader.name}: {rig.bone_count} bones ({rig.mode}), {rig.frame_count} frames, "
+        f"{reader.name}: {rig.bone_count} bones{fewer_bones_note(bones, rig.bone_count)} ({rig.mode}), "
+        f"{rig.frame_count} frames, "
         f"E_RMS {rig.e_rms:.3f}, {seconds:.1f} s → {path}" + (f" and {glb}" if glb is not None else ""),
         highlight=False,
     )

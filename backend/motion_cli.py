@@ -36,9 +36,18 @@ def _load(model: Path):
 def _read_clip(path: Path):
     from .motion.bvh import read_bvh
 
+    if path.is_dir():
+        raise TesseraError(f"{path} is a folder; give one BVH file of it")
     if not path.is_file():
         raise TesseraError(f"BVH file {path} does not exist")
     return read_bvh(path)
+
+
+def _check_out(path: Path, what: str = "BVH file") -> None:
+    """Before the work: --out must be a writable file path (InputError otherwise, e.g. for a folder)."""
+    from .formats.paths import prepare_output_file
+
+    prepare_output_file(path, what)
 
 
 def _write(path: Path, motion) -> None:
@@ -86,6 +95,7 @@ def train_command(
 
     console, err_console = _console()
     started = time.perf_counter()
+    made_out = not out.exists()
     try:
         try:
             overrides = json.loads(config) if config else {}
@@ -119,9 +129,11 @@ def train_command(
                 progress=lambda stage, f, msg: bar.update(task, completed=f, description=f"{stage}: {msg}"),
                 resume=resume,
             )
-    except TesseraError as exc:
-        raise _fail(exc.message) from None
-    except OSError as exc:
+    except (TesseraError, OSError) as exc:
+        if made_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty model folder behind
+        if isinstance(exc, TesseraError):
+            raise _fail(exc.message) from None
         raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     metrics = ", ".join(f"{k} {v}" for k, v in report.metrics.items() if v is not None) or "none (no clip long enough)"
     labelled = sum(label is not None for label in library.labels)
@@ -137,13 +149,18 @@ def train_command(
 def tokenize_command(
     model: ModelArg,
     clip: ClipArg,
-    out: Annotated[Path, typer.Option("--out", help=".npz to write: tokens (T',parts[,layers]), parts, downsample.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help=".npz to write (added if missing): tokens (T',parts[,layers]), parts, downsample."),
+    ],
 ) -> None:
     """Write a clip's motion tokens (time tokens × body parts × residual quantizer layers)."""
     from .plugins.motion import inference_threads, save_tokens
 
     console, _ = _console()
+    out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # what np.savez writes
     try:
+        _check_out(out, "Token file")
         m = _load(model)
         with inference_threads():
             tokens = m.tokenize(_read_clip(clip))
@@ -184,6 +201,7 @@ def inbetween_command(
     console, _ = _console()
     started = time.perf_counter()
     try:
+        _check_out(out)
         motion = _read_clip(clip)
         ranges = parse_ranges(keep, motion.n_frames, "to keep")
         m = _load(model)
@@ -216,6 +234,7 @@ def edit_command(
 
     console, _ = _console()
     try:
+        _check_out(out)
         motion = _read_clip(clip)
         ranges = parse_ranges(frames, motion.n_frames, "range to edit")
         if len(ranges) != 1:
@@ -247,6 +266,7 @@ def generate_command(
 
     console, _ = _console()
     try:
+        _check_out(out)
         with inference_threads():
             result = _load(model).generate(frames, text, seed=seed)
         result.name = text or "generated"

@@ -158,8 +158,8 @@ def open_mesh_sequence(path: str | Path, rest_mesh: str | Path | None = None) ->
     if suffix == ".pc2":
         if not rest_mesh:
             raise InputError(
-                f"{path.name} is a PC2 point cache, which holds positions only: set rest_mesh to the mesh "
-                "(OBJ, PLY, ...) whose vertices it animates."
+                f"{path.name} is a PC2 point cache, which holds positions only: give the mesh (OBJ, PLY, npz, ...) "
+                "whose vertices it animates as its rest mesh (`--rest-mesh` on the command line)."
             )
         return open_pc2(path, rest_mesh)
     raise InputError(f"Cannot read {path.name!r}: unknown extension {suffix or '(none)'!r}; supported is {SUPPORTED}.")
@@ -239,9 +239,12 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices and faces of a mesh file, in file order (no merging, splitting or reordering): OBJ through
-    `read_obj`, other formats (PLY, STL, glTF, OFF, ...) through trimesh.load. InputError when it has no vertices."""
+    `read_obj`, an npz with `rest` and `faces` (a mesh-sequence npz), other formats (PLY, STL, glTF, OFF, ...)
+    through trimesh.load. InputError when it has no vertices."""
     if path.suffix.lower() == ".obj":
         vertices, faces = read_obj(path)
+    elif path.suffix.lower() == ".npz":
+        vertices, faces = _npz_mesh(path)
     else:
         import trimesh
 
@@ -254,6 +257,21 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if vertices.shape[0] == 0:
         raise InputError(f"Mesh {path.name!r} has no vertices.")
     return vertices, faces
+
+
+def _npz_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`rest` and `faces` of an npz (a mesh-sequence npz's rest pose); InputError when it has no such arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "rest" in data.files and "faces" in data.files:
+                return np.asarray(data["rest"]), np.asarray(data["faces"])
+            arrays = ", ".join(data.files) or "none"
+    except Exception as exc:  # not a zip, pickled objects, corrupt data
+        raise InputError(f"Cannot read mesh {path.name!r}: not a readable npz file ({exc}).") from exc
+    raise InputError(
+        f"{path.name} holds no mesh: a mesh npz has the arrays rest (V,3) and faces (F,3), as a mesh-sequence npz "
+        f"does (it has: {arrays})."
+    )
 
 
 def open_obj_folder(folder: str | Path) -> MeshSequenceReader:

@@ -42,8 +42,11 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def files_with_suffix(folder: Path, suffix: str) -> list[Path]:
-    """Files in `folder` whose suffix is `suffix` (case-insensitive), naturally sorted."""
-    return natural_sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == suffix)
+    """Files in `folder` whose suffix is `suffix` (case-insensitive), naturally sorted; hidden files (macOS's
+    `._name` companions) left out."""
+    return natural_sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == suffix and not p.name.startswith(".")
+    )
 
 
 def prepare_output_folder(path: str | Path, what: str) -> Path:

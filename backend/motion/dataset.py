@@ -64,7 +64,10 @@ def load_library(folder: str | Path, labels_from_filenames: bool = False) -> Lib
     """Every `*.bvh` in `folder` and its subfolders (sorted by path); InputError naming the first clip whose
     skeleton differs."""
     folder = Path(folder)
-    files = sorted(folder.rglob("*.bvh"), key=lambda f: f.relative_to(folder).parts)
+    files = sorted(
+        (f for f in folder.rglob("*.bvh") if not any(p.startswith(".") for p in f.relative_to(folder).parts)),
+        key=lambda f: f.relative_to(folder).parts,
+    )  # hidden files and folders (macOS's ._ companions, .git) are not clips
     if not files:
         raise InputError(f"No .bvh files in {folder} or its subfolders")
     motions = [read_bvh(f) for f in files]

@@ -118,6 +118,43 @@ def motion_root(skeleton: Skeleton) -> int:
     return j if skeleton.children(j) else 0
 
 
+def top_joint_travels(motion: Motion) -> bool:
+    """Whether the clip's travel is on a top joint above the motion root (a `root` bone over a `pelvis` whose
+    translation never changes), not on the motion root as the features and the Bandai-Namco files have it."""
+    r = motion_root(motion.skeleton)
+    if r == 0:
+        return False
+    trans = motion.local_translations()
+    tolerance = 1e-6 * body_size(motion.skeleton)
+    still_root = np.abs(trans[:, r] - motion.skeleton.offsets[r]).max() <= tolerance
+    return bool(still_root and np.ptp(trans[:, 0], axis=0).max() > tolerance)
+
+
+def travel_on_motion_root(motion: Motion) -> Motion:
+    """The same clip (every joint's global pose kept) with the top joint held where it is at frame 0 and its
+    travel carried by the motion root's translation, the convention generated motion comes in (`_decode`)."""
+    sk, r = motion.skeleton, motion_root(motion.skeleton)
+    trans = motion.local_translations().astype(np.float64)
+    grot = forward_kinematics(sk, motion.rotations, motion.root_positions, trans)[1].astype(np.float64)
+    trans[:, r] += quat_rotate(quat_conjugate(grot[:, sk.parents[r]]), trans[:, 0] - trans[0, 0])
+    trans[:, 0] = trans[0, 0]
+    return Motion(sk, motion.rotations, trans[:, 0], motion.fps, motion.name, trans, motion.channels)
+
+
+def travel_on_top_joint(motion: Motion) -> Motion:
+    """The inverse of `travel_on_motion_root`: the motion root back at its rest offset and the travel on the top
+    joint, so a clip whose file animates only the top joint's position is written (and applied) as it came."""
+    sk, r = motion.skeleton, motion_root(motion.skeleton)
+    trans = motion.local_translations().astype(np.float64)
+    grot = forward_kinematics(sk, motion.rotations, motion.root_positions, trans)[1].astype(np.float64)
+    trans[:, 0] += quat_rotate(grot[:, sk.parents[r]], trans[:, r] - sk.offsets[r])
+    trans[:, r] = sk.offsets[r]
+    animated = np.abs(trans[:, 1:] - sk.offsets[1:]).max() > 1e-6 * body_size(sk)
+    return Motion(
+        sk, motion.rotations, trans[:, 0], motion.fps, motion.name, trans if animated else None, motion.channels
+    )
+
+
 def body_joints(skeleton: Skeleton) -> list[int]:
     """The motion root and the joints below it (the body), in index order; the motion root comes first."""
     r = motion_root(skeleton)

@@ -35,7 +35,17 @@ from scipy.ndimage import gaussian_filter1d
 from shared.errors import InputError
 
 from .dataset import Normalizer
-from .features import FeatureLayout, feature_layout, features_to_motion, motion_root, motion_to_features
+from .features import (
+    FeatureLayout,
+    body_size,
+    feature_layout,
+    features_to_motion,
+    motion_root,
+    motion_to_features,
+    top_joint_travels,
+    travel_on_motion_root,
+    travel_on_top_joint,
+)
 from .matching import MatchSettings, MotionLibrary, fill_by_matching, match_groups
 from .mirror import mirrored_clips
 from .pretrained import load_pretrained, save_pretrained
@@ -84,12 +94,19 @@ def parse_ranges(text: str, n_frames: int, what: str = "range") -> list[tuple[in
     ranges.sort()
     for (a0, b0), (a1, b1) in zip(ranges, ranges[1:], strict=False):
         if a1 <= b0:
-            raise InputError(f"Frame ranges to {what} {a0}-{b0} and {a1}-{b1} overlap: give each frame once")
+            raise InputError(f"Frame ranges {a0}-{b0} and {a1}-{b1} ({what}) overlap: give each frame once")
     return ranges
 
 
 MIN_WINDOW = 16  # frames: the tokenizer's convolutions need this many (4 tokens); the shortest training window
 FPS_TOLERANCE = 0.02  # a clip within 2 % of the model's rate is taken as it (exporters round Frame Time: 0.033)
+SCALE_TOLERANCE = 1.6  # a skeleton this many times larger or smaller than the model's is in other units (actors
+# differ by about ±15 %; inches against centimetres is 2.54×, metres 100×)
+
+
+def fps_text(fps: float) -> str:
+    """A frame rate as people write it: 120 for 1 / 0.008333, 29.97 for 29.97."""
+    return f"{round(fps, 2):g}"
 
 
 @dataclass
@@ -201,6 +218,11 @@ class MotionModel:
     def from_pretrained(cls, folder: str | Path, require_trained: bool = True) -> MotionModel:
         """Load a model folder; InputError naming the folder and what is missing or wrong."""
         folder = Path(folder)
+        if folder.is_file():
+            raise InputError(
+                f"'{folder}' is a file; a motion model is a folder (made by `tessera4d motion train --out "
+                "MODEL_DIR`): give that folder"
+            )
         if not folder.is_dir():
             raise InputError(
                 f"Motion model folder '{folder}' does not exist: train one with "
@@ -273,11 +295,19 @@ class MotionModel:
                 f"The {what} has {motion.n_frames} frames; this model needs at least {self.window} "
                 f"(its training window). Give a longer clip, {shorter}"
             )
+        scale = body_size(motion.skeleton) / body_size(self.skeleton)
+        if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE:
+            raise InputError(
+                f"The {what}'s skeleton is {scale:.3g}× the size of the model's ({body_size(motion.skeleton):.4g} "
+                f"against {body_size(self.skeleton):.4g} units across): it is in other units (metres against "
+                f"centimetres?). Scale it by {1 / scale:.3g} (in Blender: the BVH exporter's Scale) so that its "
+                "units are the model's"
+            )
         if abs(motion.fps - self.fps) > FPS_TOLERANCE * self.fps:
             raise InputError(
-                f"The {what} runs at {motion.fps:g} fps; this model was trained at {self.fps:g} fps. Resample the "
-                f"clip to {self.fps:g} fps (in Blender: set the scene's frame rate and scale the action with the "
-                "Time Stretching settings), or train a model on clips at its rate"
+                f"The {what} runs at {fps_text(motion.fps)} fps; this model was trained at {fps_text(self.fps)} fps. "
+                f"Resample the clip to {fps_text(self.fps)} fps (in Blender: set the scene's frame rate and scale "
+                "the action with the Time Stretching settings), or train a model on clips at its rate"
             )
 
     def features(self, motion: Motion) -> torch.Tensor:
@@ -437,6 +467,10 @@ class MotionModel:
         keeps handed moves (a right-handed sword swing) to the side the library has them on."""
         self.check_clip(motion)
         method = self.inbetween_method(method)
+        if top_joint_travels(motion):  # work in the features' convention, give the clip's back
+            return travel_on_top_joint(
+                self.inbetween(travel_on_motion_root(motion), keep, seed, temperature, method, mirror)
+            )
         t = motion.n_frames
         kept = np.zeros(t, bool)
         for a, b in keep:
@@ -490,6 +524,8 @@ class MotionModel:
     ) -> Motion:
         """Regenerate `joints` over the inclusive frame range; everything else is returned unchanged."""
         self.check_clip(motion)
+        if top_joint_travels(motion):  # work in the features' convention, give the clip's back
+            return travel_on_top_joint(self.edit(travel_on_motion_root(motion), frames, joints, seed, temperature))
         t = motion.n_frames
         a, b = frames
         if not (0 <= a <= b < t):

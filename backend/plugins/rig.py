@@ -27,6 +27,13 @@ from ..rig.ssdr import solve_free
 AUTO_BONES = (4, 8, 12, 16, 24, 32)  # counts the automatic choice tries, smallest first
 
 
+def fewer_bones_note(asked: int, got: int) -> str:
+    """' (of N asked: ...)' when the skeleton has fewer bones than asked for, else ''."""
+    if 0 < got < asked:
+        return f" (of {asked} asked: bones that carried no vertex were dropped)"
+    return ""
+
+
 def solve_rig(
     rest: np.ndarray,
     frames: np.ndarray,
@@ -170,7 +177,8 @@ class RigFromMotion(Plugin):
             ),
         )
         meta, arrays = rig.to_result()
-        yield Progress("done", 1.0, f"{rig.bone_count} bones ({rig.mode}), E_RMS {rig.e_rms:.3f}")
+        note = fewer_bones_note(int(p.get("bones") or 0), rig.bone_count)
+        yield Progress("done", 1.0, f"{rig.bone_count} bones{note} ({rig.mode}), E_RMS {rig.e_rms:.3f}")
         yield Output(RIG, meta, arrays)
 
 

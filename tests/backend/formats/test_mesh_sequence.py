@@ -82,6 +82,7 @@ def test_twisting_bar_is_deterministic_and_moves() -> None:
 def test_obj_folder_sorts_naturally_and_streams_chunks(tmp_path: Path, bar: MeshSequence) -> None:
     paths = write_obj_folder(tmp_path, bar)
     assert [p.name for p in paths][:3] == ["frame_1.obj", "frame_2.obj", "frame_3.obj"]
+    (tmp_path / "._frame_1.obj").write_bytes(b"\x00\x05\x16\x07 Mac OS X")  # macOS's companion file: not a frame
     reader = open_mesh_sequence(tmp_path)
     assert reader.frame_count == 12 and reader.name == tmp_path.name
     chunks = list(reader.iter_chunks(5))
@@ -191,7 +192,7 @@ def test_obj_folder_vertex_count_change(tmp_path: Path, bar: MeshSequence) -> No
 
 def test_pc2_needs_rest_mesh(tmp_path: Path, bar: MeshSequence) -> None:
     write_pc2(tmp_path / "a.pc2", bar.frames)
-    _raises(r"a\.pc2 is a PC2 point cache.*set rest_mesh", tmp_path / "a.pc2")
+    _raises(r"a\.pc2 is a PC2 point cache.*as its rest mesh", tmp_path / "a.pc2")
     _raises(r"Rest mesh '.*missing\.obj' does not exist", tmp_path / "a.pc2", rest_mesh=tmp_path / "missing.obj")
 
 
@@ -258,6 +259,20 @@ def test_pc2_rest_mesh_unreadable(tmp_path: Path, bar: MeshSequence) -> None:
     write_pc2(tmp_path / "a.pc2", bar.frames)
     (tmp_path / "rest.xyz123").write_text("nothing")
     _raises(r"Cannot read mesh 'rest\.xyz123'", tmp_path / "a.pc2", rest_mesh=tmp_path / "rest.xyz123")
+
+
+def test_a_mesh_sequence_npz_is_a_rest_mesh_for_a_pc2(tmp_path: Path, bar: MeshSequence) -> None:
+    write_pc2(tmp_path / "a.pc2", bar.frames)
+    np.savez(tmp_path / "bar.npz", rest=bar.rest, faces=bar.faces, frames=bar.frames[:1])
+    got = load_mesh_sequence(tmp_path / "a.pc2", rest_mesh=tmp_path / "bar.npz")
+    np.testing.assert_array_equal(got.faces, bar.faces)
+    np.testing.assert_array_equal(got.frames, bar.frames)
+    np.savez(tmp_path / "other.npz", points=bar.rest)
+    _raises(r"other\.npz holds no mesh: .* rest \(V,3\) and faces \(F,3\).*it has: points", tmp_path / "a.pc2",
+            rest_mesh=tmp_path / "other.npz")  # fmt: skip
+    (tmp_path / "broken.npz").write_text("not a zip")
+    broken = tmp_path / "broken.npz"
+    _raises(r"Cannot read mesh 'broken\.npz': not a readable npz", tmp_path / "a.pc2", rest_mesh=broken)
 
 
 def test_obj_keeps_every_vertex_line_and_triangulates_quads_and_ngons(tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ def test_tokenize_inbetween_edit_generate(tiny_model, tmp_path):
     assert out.returncode == 0, out.stderr
     with np.load(tmp_path / "t.npz") as z:
         assert z["tokens"].shape == (62, 5, 3)  # time × parts × residual layers
+    out = cli("tokenize", tiny_model, clip, "--out", tmp_path / "tokens")  # np.savez adds .npz: so does the report
+    assert out.returncode == 0 and (tmp_path / "tokens.npz").is_file() and "tokens.npz" in out.stdout
 
     keep = [(0, 9), (40, 59), (237, 246)]
     out = cli("inbetween", tiny_model, clip, "--keep", "0-9,40-59,237-246", "--out", tmp_path / "in.bvh")
@@ -108,6 +110,15 @@ def other_skeleton(tmp_path_factory) -> Path:
         ),
         (("generate", "{tmp}/no-model", "--frames", "64", "--out", "{tmp}/o.bvh"), "does not exist"),
         (("inbetween", "{model}", "{slow}", "--keep", "0-9", "--out", "{tmp}/o.bvh"), "Resample the clip to 30 fps"),
+        (("inbetween", "{model}", "{fast}", "--keep", "0-9", "--out", "{tmp}/o.bvh"), "The clip runs at 120 fps;"),
+        (("inbetween", "{model}", "{tmp}", "--keep", "0-9", "--out", "{tmp}/o.bvh"), "is a folder; give one BVH file"),
+        (("inbetween", "{model}", str(TINY_CLIPS[0]), "--keep", "0-9", "--out", "{tmp}"), "is a folder: give a file"),
+        (("edit", "{model}", str(TINY_CLIPS[0]), "--frames", "2-40", "--parts", "x", "--out", "{tmp}"), "is a folder"),
+        (("generate", "{model}", "--frames", "64", "--out", "{tmp}"), "is a folder: give a file name"),
+        (
+            ("inbetween", str(TINY_CLIPS[0]), str(TINY_CLIPS[0]), "--keep", "0-9", "--out", "{tmp}/o.bvh"),
+            "is a file; a motion model is a folder",
+        ),
         (("train", "--data", "{clips}", "--out", "{afile}", "--steps", "9"), "is a file, not a folder"),
         (("train", "--data", str(TINY_CLIPS[0]), "--out", "{tmp}/m", "--steps", "9"), "--data takes a folder"),
         (
@@ -125,13 +136,17 @@ def test_bad_input_exits_1_with_one_line(tiny_model, tiny_clips, other_skeleton,
     (tmp_path / "afile").write_text("not a folder")
     slow = tmp_path / "slow.bvh"
     slow.write_text(TINY_CLIPS[0].read_text().replace("Frame Time:\t0.0333333", "Frame Time: 0.0416667"))
+    fast = tmp_path / "fast.bvh"
+    fast.write_text(TINY_CLIPS[0].read_text().replace("Frame Time:\t0.0333333", "Frame Time: 0.008333"))
     fill = {"model": tiny_model, "other": other_skeleton, "tmp": tmp_path, "clips": tiny_clips, "slow": slow}
+    fill["fast"] = fast
     fill["afile"], fill["heads"] = tmp_path / "afile", '"transformer": {"n_heads": 3}'
     out = cli(*(a.format(**fill) for a in args))
     assert out.returncode == 1, (out.stdout, out.stderr)
     line = out.stderr.strip()
     assert "\n" not in line and line.startswith("error:") and message in line, line
     assert "Traceback" not in out.stderr and not (tmp_path / "o.bvh").exists()
+    assert not (tmp_path / "m").exists()  # a failed training run leaves no (empty) model folder
 
 
 def test_a_byte_order_mark_and_a_rounded_frame_time_are_read(tiny_model, tmp_path):

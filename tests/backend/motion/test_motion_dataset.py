@@ -55,6 +55,9 @@ def test_clips_in_subfolders_are_found_and_labelled_by_their_names(tmp_path):
     for name in ("walks/Walk_Tired_01.bvh", "walks/old/walk_happy.bvh", "Run 2.bvh"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REAL_CLIPS[0], tmp_path / name)
+    (tmp_path / "walks" / "._Walk_Tired_01.bvh").write_bytes(b"\x00\x05\x16\x07 Mac OS X")  # macOS's companion
+    (tmp_path / ".trash").mkdir()
+    shutil.copy(REAL_CLIPS[0], tmp_path / ".trash" / "old.bvh")
     library = load_library(tmp_path, labels_from_filenames=True)
     assert [f.relative_to(tmp_path).as_posix() for f in library.files] == [
         "Run 2.bvh",

@@ -95,6 +95,54 @@ def test_inbetween_keeps_kept_frames_bit_identical(model, matching_model, clip, 
     assert np.allclose(np.abs(out.rotations[:, 0] @ clip.rotations[0, 0]), 1.0, atol=1e-6)
 
 
+def top_joint_travelling(clip):
+    """The clip as files with a travelling `root` bone over a rotation-only pelvis have it: the pelvis's travel
+    moved onto joint_Root (which does not turn in these files, so its translation is the travel itself)."""
+    from backend.motion.skeleton import Motion
+
+    r = motion_root(clip.skeleton)
+    assert r == 1 and np.allclose(np.abs(clip.rotations[:, 0, 0]), 1.0)
+    trans = clip.local_translations()
+    trans[:, 0] += trans[:, 1] - clip.skeleton.offsets[1]
+    trans[:, 1:] = clip.skeleton.offsets[1:]
+    channels = (clip.channels[0], tuple(c for c in clip.channels[1] if "rotation" in c), *clip.channels[2:])
+    return Motion(clip.skeleton, clip.rotations, trans[:, 0], clip.fps, "top", None, channels)
+
+
+@pytest.mark.parametrize("method", ["tokens", "match"])
+def test_a_clip_whose_top_joint_travels_is_in_betweened_as_one_whose_pelvis_does(model, matching_model, clip, method):
+    """The same motion in either layout gets the same in-between (not one walking in place), in its own layout."""
+    if method == "match":
+        model = matching_model
+    top = top_joint_travelling(clip)
+    np.testing.assert_allclose(top.global_positions()[:, 1:], clip.global_positions()[:, 1:], atol=1e-3)
+    keep = [(0, 9), (40, 59)]
+    out, expected = model.inbetween(top, keep, method=method), model.inbetween(clip, keep, method=method)
+    assert out.translations is None and out.channels == top.channels  # the travel is on joint_Root again
+    assert np.ptp(out.root_positions[60:, 0]) > 10  # still travels after the last kept frame
+    np.testing.assert_allclose(out.global_positions()[:, 1:], expected.global_positions()[:, 1:], atol=2e-3)
+    np.testing.assert_allclose(out.root_positions[:10], top.root_positions[:10], atol=1e-3)  # kept frames
+    edited = model.edit(top, (20, 50), body_parts(clip.skeleton)["left_arm"], seed=3)
+    assert edited.translations is None
+    np.testing.assert_allclose(edited.root_positions, top.root_positions, atol=1e-3)
+
+
+def test_a_clip_in_other_units_is_refused_with_the_factor(model, clip):
+    from backend.motion.skeleton import Motion, Skeleton
+
+    sk = clip.skeleton
+    metres = Motion(
+        Skeleton(sk.names, sk.parents, sk.offsets / 100, {j: e / 100 for j, e in sk.end_sites.items()}),
+        clip.rotations,
+        clip.root_positions / 100,
+        clip.fps,
+        "metres",
+        clip.translations / 100,
+    )
+    with pytest.raises(InputError, match=r"0.01× the size of the model's.*Scale it by 100"):
+        model.inbetween(metres, [(0, 9)])
+
+
 def test_edit_changes_only_the_chosen_joints_in_the_range(model, clip):
     parts = body_parts(clip.skeleton)
     arm = parts["left_arm"]
@@ -184,6 +232,9 @@ def test_errors_name_the_problem(model, clip, tmp_path):
         model.generate(10)
     with pytest.raises(InputError, match="does not exist"):
         MotionModel.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "model.bvh").write_text("HIERARCHY")
+    with pytest.raises(InputError, match="is a file; a motion model is a folder"):
+        MotionModel.from_pretrained(tmp_path / "model.bvh")
     with pytest.raises(InputError, match="Unknown in-betweening method 'nearest'"):
         model.inbetween(clip, [(0, 5)], method="nearest")
     with pytest.raises(InputError, match="keeps no library"):

@@ -113,7 +113,7 @@ def test_mesh_bad_inputs(tmp_path: Path) -> None:
 
     fails(r"missing\.npz' does not exist", path=str(tmp_path / "missing.npz"))
     write_pc2(tmp_path / "bar.pc2", BAR.frames)
-    fails(r"PC2 point cache.*set rest_mesh", path=str(tmp_path / "bar.pc2"))
+    fails(r"PC2 point cache.*as its rest mesh", path=str(tmp_path / "bar.pc2"))
     (tmp_path / "x.fbx").write_bytes(b"")
     fails(r"unknown extension '\.fbx'", path=str(tmp_path / "x.fbx"))
     with pytest.raises(ParamError, match=r"needs parameter 'path'"):

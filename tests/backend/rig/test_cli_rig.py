@@ -123,7 +123,7 @@ def test_pc2_needs_its_rest_mesh(tmp_path, sequence) -> None:
     _, mesh = sequence
     pc2 = write_pc2(tmp_path / "chain.pc2", mesh.frames)
     out = cli(pc2, "--bones", 4, "--out", tmp_path / "r.npz")
-    assert out.returncode == 1 and "rest_mesh" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "--rest-mesh" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize(
@@ -145,3 +145,12 @@ def test_bad_input_exits_1_with_one_line(tmp_path, sequence, args, message) -> N
     out = cli(*args)
     assert out.returncode == 1 and message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_fewer_bones_than_asked_are_reported_as_such(tmp_path, sequence) -> None:
+    """The chain's 240 vertices give no vertex to some of 30 free bones: the skeleton drops them and says so."""
+    path, _ = sequence
+    out = cli(path, "--bones", 30, "--iterations", 8, "--out", tmp_path / "rig.npz")
+    assert out.returncode == 0, out.stderr
+    got = Rig.load(tmp_path / "rig.npz").bone_count
+    assert got < 30 and f"{got} bones (of 30 asked: bones that carried no vertex were dropped)" in out.stdout
