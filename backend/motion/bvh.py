@@ -35,6 +35,7 @@ from .skeleton import Motion, Skeleton
 
 POSITION_CHANNELS = ("Xposition", "Yposition", "Zposition")
 ROTATION_CHANNELS = ("Xrotation", "Yrotation", "Zrotation")
+_CHANNEL_SPELLING = {c.lower(): c for c in POSITION_CHANNELS + ROTATION_CHANNELS}
 
 
 def read_bvh(path: str | Path) -> Motion:
@@ -148,7 +149,8 @@ def _parse_hierarchy(lines: list[str], begin: int, end: int, where: str):
             if not stack or stack[-1] < 0:
                 raise InputError(f"{where}, line {line}: CHANNELS outside of a joint")
             (count,) = numbers(1, line)
-            names_ = tuple(t for t, _ in tokens[k : k + int(count)])
+            # some exporters write xrotation or XROTATION: read any case, keep the usual spelling
+            names_ = tuple(_CHANNEL_SPELLING.get(t.lower(), t) for t, _ in tokens[k : k + int(count)])
             unknown = [c for c in names_ if c not in POSITION_CHANNELS + ROTATION_CHANNELS]
             if len(names_) != int(count) or unknown:
                 raise InputError(f"{where}, line {line}: bad CHANNELS {' '.join(names_)!r}")

@@ -128,3 +128,16 @@ def test_malformed_files_raise_input_error_with_file_and_line(tmp_path, edit, me
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="Cannot read"):
         read_bvh(tmp_path / "nope.bvh")
+
+
+def test_channel_names_in_any_case_are_read_and_written_in_the_usual_spelling(tmp_path):
+    usual, shouting = tmp_path / "usual.bvh", tmp_path / "shouting.bvh"
+    usual.write_text(SYNTHETIC)
+    shouting.write_text(SYNTHETIC.replace("Xrotation", "xrotation").replace("Zposition", "ZPOSITION"))
+    a, b = read_bvh(usual), read_bvh(shouting)
+    assert a.channels == b.channels and np.array_equal(a.rotations, b.rotations)
+    write_bvh(tmp_path / "out.bvh", b)
+    assert "xrotation" not in (tmp_path / "out.bvh").read_text() and "Xrotation" in (tmp_path / "out.bvh").read_text()
+    with pytest.raises(InputError, match="bad CHANNELS"):
+        (tmp_path / "bad.bvh").write_text(SYNTHETIC.replace("Xrotation", "Xrot"))
+        read_bvh(tmp_path / "bad.bvh")
