@@ -11,6 +11,7 @@ line on stderr and exit status 1, like `tessera4d rig`. `register(app)` adds the
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -44,10 +45,9 @@ def fit4d(
 ) -> None:
     """Fit 4D Gaussians to a multi-view video; prints held-out PSNR/SSIM when transforms_test.json exists."""
     from .formats.paths import prepare_output_folder
-    from .gaussians4d.data import load_transforms
     from .gaussians4d.fit import PRESETS, dense_mesh_warning, evaluate, fit
     from .gaussians4d.store import save_model
-    from .plugins.gaussians4d import BACKGROUND, load_held_out, output_times, read_rest_mesh, write_times
+    from .plugins.gaussians4d import load_video_folder, output_times, read_rest_mesh, write_times
 
     console, err_console = _console()
     try:
@@ -55,11 +55,10 @@ def fit4d(
             raise InputError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
         chosen_device = _device(device)
         prepare_output_folder(out, "Model folder")
-        video = load_transforms(data_dir, "train")
-        test, warning = load_held_out(data_dir)
+        video, test, notes = load_video_folder(data_dir)
         mesh = read_rest_mesh(rest_mesh) if rest_mesh is not None else None
         dense = None if mesh is None else dense_mesh_warning(len(mesh[0]), chosen_device)
-        for note in (warning, video.still_warning(), dense):
+        for note in (*notes, video.still_warning(), dense):
             if note:
                 err_console.print(f"warning: {note}", style="yellow", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
@@ -77,18 +76,18 @@ def fit4d(
         model = result.model.cpu()
         save_model(out, result)
         write_times(out, output_times(0, video.time_values()))
-        scores = evaluate(model, test, background=BACKGROUND) if test is not None else None
+        scores = evaluate(model, test, background=result.background) if test is not None else None
     except TesseraError as exc:
         raise _fail(exc.message) from None
     except OSError as exc:
         raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     line = (
-        f"{len(video)} images ({video.view_count()} views × {len(video.time_values())} times): "
+        f"{len(video)} images ({video.describe()}): "
         f"{len(model)} Gaussians, {result.iterations} steps in {result.seconds:.1f} s → {out}"
     )
     if scores is not None:
         line += f"\nheld-out ({len(test)} images): PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}"
-    elif warning is None:
+    elif not (data_dir / "transforms_test.json").is_file():
         line += "\nno transforms_test.json: no held-out score"
     console.print(line, highlight=False)
 
@@ -117,8 +116,8 @@ def _camera_entries(path: Path, at_time: float | None):
             "times, or give --time T to render every entry at one time."
         )
     names, c2w, times, intrinsics = parse_entries(path, meta, frames)
-    w, h = meta.get("w"), meta.get("h")
-    size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
+    first = intrinsics[0]  # w/h at the top level or in the entries (nerfstudio writes them per entry)
+    size = (round(first["w"]), round(first["h"])) if "w" in first and "h" in first else None
     if size is None:
         image = image_path(path.parent, names[0])
         if image is not None:
@@ -134,13 +133,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".we
 
 def _png_paths(out: Path, file_paths: list[str], json_name: str) -> list[Path]:
     """out / file_path as PNG for every entry: an image suffix is replaced by .png, any other name keeps its
-    dots (frame.001 → frame.001.png); absolute paths and paths leaving the folder keep only their name.
-    InputError when two entries would write the same file."""
+    dots (frame.001 → frame.001.png); absolute paths and paths leaving the folder keep the part below the
+    folder they all share (/data/shot/cam00/0000.png → cam00/0000.png). InputError when two entries would write
+    the same file."""
+    rels = [Path(p.replace("\\", "/")) for p in file_paths]
+    outside = [r for r in rels if r.is_absolute() or ".." in r.parts]
+    try:
+        shared = Path(os.path.commonpath([os.path.normpath(r.parent) for r in outside])) if outside else None
+    except ValueError:  # absolute and relative ones mixed: keep their names
+        shared = None
     paths, seen = [], {}
-    for i, file_path in enumerate(file_paths):
-        rel = Path(file_path)
+    for i, rel in enumerate(rels):
         if rel.is_absolute() or ".." in rel.parts:
-            rel = Path(rel.name)
+            rel = Path(os.path.normpath(rel)).relative_to(shared) if shared is not None else Path(rel.name)
         rel = rel.with_suffix(".png") if rel.suffix.lower() in IMAGE_SUFFIXES else rel.with_name(rel.name + ".png")
         path = out / rel
         if path in seen:

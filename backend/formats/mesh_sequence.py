@@ -238,7 +238,8 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices and faces of a mesh file, in file order (no merging, splitting or reordering): OBJ through
+    """Vertices and faces of a mesh file, in file order (no merging, splitting or reordering; STL, which stores
+    each triangle's corners apart, has its equal corners merged into vertices): OBJ through
     `read_obj`, an npz with `rest` and `faces` (a mesh-sequence npz), other formats (PLY, STL, glTF, OFF, ...)
     through trimesh.load. InputError when it has no vertices."""
     if path.suffix.lower() == ".obj":
@@ -250,6 +251,8 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
         try:
             mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
+            if path.suffix.lower() == ".stl":
+                mesh.merge_vertices()  # STL stores every triangle's corners apart: no shared vertices, no order
         except Exception as exc:
             raise InputError(f"Cannot read mesh {path.name!r}: {exc}") from exc
         vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))))

@@ -88,19 +88,24 @@ def cameras_from_nerf(
     height: int,
     *,
     camera_angle_x: float | None = None,
+    camera_angle_y: float | None = None,
     fl_x: float | None = None,
     fl_y: float | None = None,
     cx: float | None = None,
     cy: float | None = None,
 ) -> Cameras:
     """Cameras from NeRF/Blender camera→world matrices (C, 4, 4) (OpenGL axes) and the transforms.json
-    intrinsics: `fl_x` (pixels) or `camera_angle_x` (radians, horizontal field of view); `fl_y` defaults to
-    `fl_x`, the principal point to the image centre."""
+    intrinsics: `fl_x` (pixels) or `camera_angle_x` (radians, horizontal field of view), else `camera_angle_y`
+    (vertical, square pixels); `fl_y` defaults to `fl_x`, the principal point to the image centre."""
     c2w = np.asarray(c2w_gl, dtype=np.float64)
     if c2w.ndim == 2:
         c2w = c2w[None]
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
         raise InputError(f"Camera transform_matrix entries must be 4×4, got shape {c2w.shape}.")
+    if fl_x is None and camera_angle_x is None and camera_angle_y is not None:
+        if not 0.0 < camera_angle_y < np.pi:
+            raise InputError(f"camera_angle_y must be a field of view in radians in (0, π), got {camera_angle_y}.")
+        fl_x = 0.5 * height / np.tan(0.5 * camera_angle_y)
     if fl_x is None:
         if camera_angle_x is None:
             raise InputError("The cameras need an intrinsic: give camera_angle_x (radians) or fl_x (pixels).")

@@ -31,9 +31,12 @@ from .cameras import Cameras, cameras_from_nerf, nerf_c2w
 
 ALPHA_THRESHOLD = 0.5  # a pixel belongs to the object's silhouette above this alpha
 _GRID = 40  # voxels per side for the bounds' carving (two passes: coarse box, then refined)
-_INTRINSIC_KEYS = ("camera_angle_x", "fl_x", "fl_y", "cx", "cy")
+_INTRINSIC_KEYS = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy")
 _SIZE_KEYS = ("w", "h")  # the image size the pixel intrinsics refer to (nerfstudio), when given
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TIME_TOLERANCE = 1e-4  # times closer than this are one time (float rounding between views: 0.3333333 / 0.33333334)
+KEY_LOW, KEY_HIGH = 0.03, 0.12  # keyed alpha: 0 within KEY_LOW of the background colour, 1 beyond KEY_HIGH
+PLAIN_BORDER = 0.98  # a background is plain when this share of the border pixels is within KEY_LOW of one colour
 
 
 @dataclass
@@ -70,14 +73,26 @@ class MultiViewVideo:
         """The number of distinct camera poses."""
         return len(_pose_groups(self.cameras.viewmats))
 
+    def describe(self) -> str:
+        """'8 views × 16 times', or for a moving camera (a pose per image) '24 camera poses, 24 times'."""
+        views, times = self.view_count(), len(self.time_values())
+        if views * times == len(self):
+            return f"{views} views × {times} times"
+        return f"{views} camera poses, {times} times"
+
     def still_warning(self) -> str | None:
         """A warning when the video has several times but nothing moves: every camera sees the same image (to
         1/255) at all its times. The fit then makes a still splat and mesh, which is rarely what was meant."""
         if len(self.time_values()) < 2:
             return None
+        compared = False  # a camera seen at two times or more (not so in a monocular video: one pose per image)
         for group in _pose_groups(self.cameras.viewmats):
-            if len(group) > 1 and np.abs(self.images[group] - self.images[group[:1]]).max() > 1 / 255:
-                return None
+            if len(np.unique(self.times[group])) > 1:
+                compared = True
+                if np.abs(self.images[group] - self.images[group[:1]]).max() > 1 / 255:
+                    return None
+        if not compared:
+            return None
         return (
             "nothing moves over the captured times (every view's images are the same at all of them): the result "
             "is a still splat and mesh. Animate the object over the frame range, or capture the animated one."
@@ -197,6 +212,11 @@ def load_transforms(
 
 
 def _json_path(folder: Path, split: str) -> Path:
+    if folder.is_file() and folder.suffix.lower() == ".json":
+        raise InputError(
+            f"{folder} is a file: give the folder that holds it ({folder.parent}); the splits are found there by "
+            "name (transforms_train.json or transforms.json, transforms_test.json)."
+        )
     if not folder.is_dir():
         raise InputError(f"Multi-view folder {folder} does not exist: give the folder that holds transforms_*.json.")
     path = folder / f"transforms_{split}.json"
@@ -267,7 +287,9 @@ def parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str],
             merged.pop("camera_angle_x", None)  # pixels win over the angle, as in nerfstudio
         elif "camera_angle_x" in own:
             merged.pop("fl_x", None), merged.pop("fl_y", None)
-        if "fl_x" not in merged and "camera_angle_x" not in merged:
+        if "fl_x" in merged or "camera_angle_x" in merged:
+            merged.pop("camera_angle_y", None)  # only for folders that give the vertical angle alone
+        if not {"fl_x", "camera_angle_x", "camera_angle_y"} & set(merged):
             raise InputError(
                 f"{where} has no focal length: give 'camera_angle_x' (radians) or 'fl_x' (pixels), at the top "
                 "of the json or in the entry."
@@ -275,10 +297,12 @@ def parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str],
         for k, v in merged.items():
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise InputError(f"{where}: '{k}' is {v!r}; it must be a positive number.")
-        if merged.get("camera_angle_x", 0.0) >= math.pi:
-            angle = merged["camera_angle_x"]
+        for key in ("camera_angle_x", "camera_angle_y"):
+            if merged.get(key, 0.0) < math.pi:
+                continue
+            angle = merged[key]
             raise InputError(
-                f"{where}: camera_angle_x is {angle}, but it is a field of view in radians, in (0, π). If it is in "
+                f"{where}: {key} is {angle}, but it is a field of view in radians, in (0, π). If it is in "
                 f"degrees, write {math.radians(angle):.6g} (degrees × π / 180)."
             )
         size = {k: frame.get(k, meta.get(k)) for k in _SIZE_KEYS if frame.get(k, meta.get(k)) is not None}
@@ -292,17 +316,75 @@ def parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str],
         c2w.append(matrix)
         times.append(t)
         intrinsics.append(merged)
-    return names, np.stack(c2w), np.array(times, np.float32), intrinsics
+    return names, np.stack(c2w), snap_times(np.array(times, np.float32)), intrinsics
+
+
+def snap_times(times: np.ndarray) -> np.ndarray:
+    """(F,) float32 times with each run of times less than TIME_TOLERANCE apart replaced by the one most images
+    have (the smallest of those on a tie), so that views written with float rounding between them (0.3333333 and
+    0.33333334) share one time, as they were meant to."""
+    times = np.asarray(times, np.float32)
+    values, counts = np.unique(times, return_counts=True)
+    if len(values) < 2:
+        return times
+    run = np.concatenate([[0], np.cumsum(np.diff(values.astype(np.float64)) >= TIME_TOLERANCE)])
+    chosen = np.empty(run[-1] + 1, np.float32)
+    for r in range(len(chosen)):
+        members = np.flatnonzero(run == r)
+        chosen[r] = values[members[np.argmax(counts[members])]]
+    return chosen[run[np.searchsorted(values, times)]]
+
+
+def keyed_alpha(images: np.ndarray, background) -> np.ndarray:
+    """(..., H, W) float32 alpha of images over a known plain background: a pixel's largest channel distance from
+    it, 0 below KEY_LOW, 1 above KEY_HIGH, linear between (soft edges)."""
+    distance = np.abs(np.asarray(images, np.float32) - np.asarray(background, np.float32)).max(axis=-1)
+    return np.clip((distance - KEY_LOW) / (KEY_HIGH - KEY_LOW), 0.0, 1.0).astype(np.float32)
+
+
+def key_plain_background(video: MultiViewVideo) -> tuple[MultiViewVideo, str | None]:
+    """A video without alpha gets alphas keyed from its background when that is one plain colour (what the
+    border of the images shows), with a note saying so; otherwise it is returned as it is, with a warning that
+    the background will be fitted too. A video with alphas is returned as it is, without a note."""
+    if video.alphas is not None:
+        return video, None
+    images = np.asarray(video.images, np.float32)
+    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1).reshape(-1, 3)
+    colour = np.median(border, axis=0)
+    plain = float((np.abs(border - colour).max(axis=-1) <= KEY_LOW).mean()) >= PLAIN_BORDER
+    alphas = keyed_alpha(images, colour) if plain else None
+    if alphas is None or not (alphas > ALPHA_THRESHOLD).any(axis=(1, 2)).all():
+        return video, (
+            "the images have no alpha (transparency) and their background is not one plain colour that the object "
+            "could be told from: the background is fitted as part of the scene (splats fill the view, no mesh of "
+            "the object alone, no silhouettes to start its motion from). Render with a transparent background "
+            "(RGBA PNG) for a clean object, its motion and its mesh."
+        )
+    rgb = ", ".join(f"{c:.2f}" for c in colour)
+    return MultiViewVideo(images, alphas, video.cameras, video.times, video.names), (
+        f"the images have no alpha: the object was told from their plain background (RGB {rgb}) by colour. "
+        "Give RGBA images to set its silhouettes yourself (parts of the object in the background's colour are "
+        "taken for background)."
+    )
 
 
 def image_path(folder: Path, file_path: str) -> Path | None:
-    """The image an entry names: `file_path` as written, else with .png, .jpg or .jpeg added (D-NeRF writes
-    paths without an extension)."""
-    path = folder / file_path
+    """The image an entry names: `file_path` as written (Windows backslashes read as folders), else with .png,
+    .jpg or .jpeg added (D-NeRF writes paths without an extension), else the one image file of that name with
+    another image extension or its extension in another case ('r_000.PNG', a '.png' entry saved as '.jpg')."""
+    path = folder / file_path.replace("\\", "/")
     for candidate in (path, *(path.with_name(path.name + s) for s in _IMAGE_SUFFIXES)):
         if candidate.is_file():
             return candidate
-    return None
+    if not path.parent.is_dir():
+        return None
+    stems = {path.name.lower()} | ({path.stem.lower()} if path.suffix.lower() in _IMAGE_SUFFIXES else set())
+    found = [
+        p
+        for p in path.parent.iterdir()
+        if p.suffix.lower() in _IMAGE_SUFFIXES and p.stem.lower() in stems and p.is_file()
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -356,14 +356,27 @@ def dense_mesh_warning(vertex_count: int, device: str) -> str | None:
     )
 
 
-def _check_mesh_in_capture(video, vertices: np.ndarray) -> None:
+def _check_mesh_in_capture(video, vertices: np.ndarray, faces: np.ndarray) -> None:
     """InputError when the rest mesh cannot be the captured object: far larger than the space the object
     occupies over the clip (the visual hull of its masks, or without masks the region every camera sees), or
     under a hundredth of it (other units: cm against m), or, without masks (where it is not moved to the
-    silhouettes first), out of every camera's view."""
+    silhouettes first), out of every camera's view. Sizes are of the vertices the faces use; a loose vertex
+    (no face uses it) far from them is named."""
+    used = np.zeros(len(vertices), bool)
+    used[np.asarray(faces).ravel()] = True
+    vertices = np.asarray(vertices, np.float64)
+    lo_mesh, hi_mesh = vertices[used].min(0), vertices[used].max(0)
+    size = float(np.linalg.norm(hi_mesh - lo_mesh))
+    away = np.maximum(lo_mesh - vertices, 0.0) + np.maximum(vertices - hi_mesh, 0.0)
+    stray = np.flatnonzero(~used & (np.linalg.norm(away, axis=1) > 0.5 * size))
+    if len(stray):
+        raise InputError(
+            f"The rest mesh has {len(stray)} loose vertex(es) that no face uses, far from the mesh (vertex "
+            f"{int(stray[0])} at {np.round(vertices[stray[0]], 4).tolist()}): remove them (Blender: Edit Mode → "
+            "Mesh → Clean Up → Delete Loose) and export the mesh again."
+        )
     lo, hi = video.bounds()
     captured = float(np.linalg.norm(hi - lo))
-    size = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
     masks = video.alphas is not None
     where = "the visual hull of its alpha masks" if masks else "the region every camera sees"
     if size > MESH_SCALE_LIMIT * captured or (masks and size < captured / 100.0):
@@ -406,7 +419,7 @@ def fit(
         raise InputError("The multi-view video has no frames")
     mesh = None if rest_mesh is None else _check_rest_mesh(rest_mesh)
     if mesh is not None:
-        _check_mesh_in_capture(video, mesh[0])
+        _check_mesh_in_capture(video, mesh[0], mesh[1])
         steps = p.iterations if iterations else p.mesh_iterations
         p = replace(p, times_per_step=p.mesh_times_per_step, iterations=steps)
     try:

@@ -48,7 +48,7 @@ MESH_RESOLUTION = 96
 def video_from_arrays(arrays: dict[str, np.ndarray], fov_x: float):
     """A MultiViewVideo from the add-on's capture arrays (see the module docstring); InputError if unusable."""
     from ..gaussians4d.cameras import cameras_from_nerf
-    from ..gaussians4d.data import MultiViewVideo
+    from ..gaussians4d.data import MultiViewVideo, snap_times
 
     missing = [k for k in VIDEO_ARRAYS if k not in arrays]
     if missing:
@@ -59,7 +59,7 @@ def video_from_arrays(arrays: dict[str, np.ndarray], fov_x: float):
     images = np.asarray(arrays["images"], np.float32)
     alphas = np.asarray(arrays["alphas"], np.float32)
     c2w = np.asarray(arrays["c2w"], np.float32)
-    times = np.asarray(arrays["times"], np.float32).reshape(-1)
+    times = snap_times(np.asarray(arrays["times"], np.float32).reshape(-1))
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
         raise InputError(f"'images' must be (F, H, W, 3) RGB frames, got shape {images.shape}.")
     f, h, w = images.shape[:3]
@@ -87,6 +87,17 @@ def video_from_arrays(arrays: dict[str, np.ndarray], fov_x: float):
     if not (alphas > 0.5).any():
         raise InputError("The object is not in any captured image (every alpha is 0): check the cameras and object.")
     return video
+
+
+def load_video_folder(folder: str | Path):
+    """(training video, held-out video or None, notes to show) of a D-NeRF folder. Images without alpha over a plain
+    background get alphas keyed from it (data.key_plain_background); the notes say so, or that the background will
+    be fitted too, and why there is no held-out score when transforms_test.json cannot be used."""
+    from ..gaussians4d.data import key_plain_background, load_transforms
+
+    video, keyed = key_plain_background(load_transforms(folder, "train"))
+    test, warning = load_held_out(folder)
+    return video, test, [note for note in (keyed, warning) if note]
 
 
 def load_held_out(folder: str | Path):
@@ -324,9 +335,9 @@ class Fit4D(Plugin):
         p = ctx.params
         name = str(p.get("name") or "Gaussians 4D")
         yield Progress("reading", 0.0, "Reading the multi-view video")
-        video, rest_mesh, test, warning = _fit_inputs(ctx)
+        video, rest_mesh, test, notes = _fit_inputs(ctx)
         dense = None if rest_mesh is None else dense_mesh_warning(len(rest_mesh[0]), ctx.device)
-        for note in (warning, video.still_warning(), dense):
+        for note in (*notes, video.still_warning(), dense):
             if note:
                 yield Progress("reading", 0.0, f"Warning: {note}", warning=note)
         preset_name = str(p.get("preset") or "fast")
@@ -339,8 +350,7 @@ class Fit4D(Plugin):
         yield Progress(
             "fit",
             0.0,
-            f"{len(video)} images ({video.view_count()} views × {len(video.time_values())} times), "
-            f"{video.width}×{video.height}, {iterations} steps",
+            f"{len(video)} images ({video.describe()}), {video.width}×{video.height}, {iterations} steps",
         )
 
         previews: collections.deque = collections.deque()
@@ -372,7 +382,7 @@ class Fit4D(Plugin):
         if test is not None:
             from ..gaussians4d.fit import evaluate
 
-            scores = evaluate(model, test, background=BACKGROUND)
+            scores = evaluate(model, test, background=result.background)
             summary += f", held-out PSNR {scores['psnr']:.2f} dB / SSIM {scores['ssim']:.3f}"
         yield Progress("saving", 0.9, summary)
         save_model(out, result)
@@ -390,9 +400,8 @@ class Fit4D(Plugin):
 
 
 def _fit_inputs(ctx: JobContext):
-    """(video, rest mesh or None, held-out video or None, a warning about the held-out split or None) from the
+    """(video, rest mesh or None, held-out video or None, notes for the user (load_video_folder)) from the
     job's arrays or its path."""
-    from ..gaussians4d.data import load_transforms
 
     a, p = ctx.arrays, ctx.params
     path = str(p.get("path") or "")
@@ -405,10 +414,9 @@ def _fit_inputs(ctx: JobContext):
             raise InputError("Give the rest mesh either as arrays or as a path (rest_mesh), not both.")
         rest_mesh = read_rest_mesh(p["rest_mesh"])
     if path:
-        video = load_transforms(path, "train")
-        test, warning = load_held_out(path)
-        return video, rest_mesh, test, warning
-    return video_from_arrays(a, float(p.get("fov_x") or 0.0)), rest_mesh, None, None
+        video, test, notes = load_video_folder(path)
+        return video, rest_mesh, test, notes
+    return video_from_arrays(a, float(p.get("fov_x") or 0.0)), rest_mesh, None, []
 
 
 class Export4D(Plugin):

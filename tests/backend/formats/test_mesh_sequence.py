@@ -291,3 +291,13 @@ def test_obj_keeps_every_vertex_line_and_triangulates_quads_and_ngons(tmp_path: 
     assert seq.faces.tolist() == [[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 2], [1, 2, 2]]
     (tmp_path / "f1.obj").write_text(text.replace("v 2 1 0", "v 2 one 0"))
     _raises(r"'f1.obj' line 8 is not valid OBJ", tmp_path)
+
+
+def test_an_stl_mesh_has_its_triangles_corners_merged_into_vertices(tmp_path: Path) -> None:
+    """STL keeps every triangle's corners apart; read as they are, a box would be 36 loose corners (a mesh-bound fit
+    would hold 12 separate triangles, not a surface)."""
+    from backend.formats.mesh_sequence import read_mesh
+
+    trimesh.creation.box().export(tmp_path / "box.stl")
+    vertices, faces = read_mesh(tmp_path / "box.stl")
+    assert vertices.shape == (8, 3) and faces.shape == (12, 3)

@@ -250,3 +250,46 @@ def test_a_rest_mesh_in_other_units_is_refused_before_the_fit(data_dir, tmp_path
     points.write_text("".join(f"v {i} 0 0\n" for i in range(4)))
     code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--rest-mesh", points)
     assert code == 1 and "has no faces" in text, text
+
+
+def test_a_loose_vertex_far_from_the_rest_mesh_is_named_not_taken_for_its_size(data_dir, tmp_path) -> None:
+    box = trimesh.creation.box(extents=(0.5, 0.3, 0.25))
+    text = box.export(file_type="obj")
+    (tmp_path / "loose.obj").write_text(text + "v 5 5 5\n")
+    code, out = cli("fit4d", data_dir, "--out", tmp_path / "m", "--rest-mesh", tmp_path / "loose.obj")
+    assert code == 1 and "1 loose vertex(es)" in out and "vertex 8 at [5.0, 5.0, 5.0]" in out, out
+    assert "the size of the captured object" not in out
+
+
+def test_images_without_alpha_on_a_plain_background_are_keyed_and_scored_on_it(tmp_path) -> None:
+    """Black-background RGB images: the object is told from the background (a note says so), the fit's renders
+    are composited over black, and the held-out score is taken over black too (it was scored over white: 0.5 dB)."""
+    for split, video in (("train", block_video(4, TIMES)), ("test", block_video(1, (0.0, 1.0), start_deg=45.0))):
+        a = video.alphas[..., None]
+        black = np.clip(video.images - (1.0 - a), 0.0, 1.0)  # un-composite from white, composite over black
+        write_transforms(tmp_path / "rgb", MultiViewVideo(black, None, video.cameras, video.times, video.names), split)
+    box = trimesh.creation.box(extents=(1.0, 0.6, 0.5))
+    box.export(tmp_path / "box.obj")
+    code, out = cli("fit4d", tmp_path / "rgb", "--out", tmp_path / "m", "--iterations", 3, "--rest-mesh",
+                    tmp_path / "box.obj")  # fmt: skip
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert "the object was told from their plain background (RGB 0.00, 0.00, 0.00)" in flat, flat
+    assert float(flat.split("PSNR ")[1].split(" dB")[0]) > 15.0, flat
+
+
+def test_render4d_takes_per_entry_sizes_and_keeps_the_folders_of_absolute_paths(model_dir, data_dir, tmp_path) -> None:
+    meta = json.loads((data_dir / "transforms_test.json").read_text())
+    frames = [
+        dict(meta["frames"][0], file_path=str(tmp_path / "shot" / cam / "0000.png"), w=2 * SIZE, h=2 * SIZE)
+        for cam in ("cam00", "cam01")
+    ]  # nerfstudio style: pixel intrinsics and size in every entry, no images next to the json
+    top = {k: v for k, v in meta.items() if k in ("camera_angle_x",)}
+    (tmp_path / "abs.json").write_text(json.dumps({**top, "frames": frames}))
+    code, out = cli("render4d", model_dir, "--cameras", tmp_path / "abs.json", "--out", tmp_path / "r")
+    assert code == 0, out
+    assert sorted(p.relative_to(tmp_path / "r").as_posix() for p in (tmp_path / "r").rglob("*.png")) == [
+        "cam00/0000.png",
+        "cam01/0000.png",
+    ]
+    assert Image.open(tmp_path / "r" / "cam00" / "0000.png").size == (2 * SIZE, 2 * SIZE)

@@ -247,3 +247,67 @@ def test_a_video_where_nothing_moves_gets_a_warning():
     assert "nothing moves over the captured times" in replace(video, images=same).still_warning()
     one_time = replace(video, images=same, times=np.zeros_like(video.times))
     assert one_time.still_warning() is None  # a single time is a still capture by choice
+
+
+def test_times_a_float_rounding_apart_are_one_time(folder):
+    from backend.gaussians4d.data import snap_times
+
+    snapped = snap_times(np.array([0.0, 0.0, 1e-7, 0.5, 0.50000006, 0.50000006, 0.5002, 1.0], np.float32))
+    assert snapped.tolist() == np.float32([0.0, 0.0, 0.0, 0.50000006, 0.50000006, 0.50000006, 0.5002, 1.0]).tolist()
+    edit_json(
+        folder, lambda m: [f.update(time=min(1.0, f["time"] + 1e-7 * (i % 4))) for i, f in enumerate(m["frames"])]
+    )
+    video = load_transforms(folder)
+    assert len(video.time_values()) == 2 and video.describe() == "4 views × 2 times"
+
+
+def test_a_moving_camera_with_one_image_per_pose_gets_no_still_warning():
+    """A monocular video (D-NeRF's scenes: every image from its own pose at its own time) cannot show that nothing
+    moves: no camera saw two times."""
+    from dataclasses import replace
+
+    video = sphere_video(views=4, times=1)
+    mono = replace(video, times=np.linspace(0, 1, 4, dtype=np.float32), images=np.repeat(video.images[:1], 4, 0))
+    assert mono.still_warning() is None and mono.describe() == "4 camera poses, 4 times"
+
+
+def test_images_without_alpha_are_keyed_from_a_plain_background_only():
+    from dataclasses import replace
+
+    from backend.gaussians4d.data import key_plain_background
+
+    with_alpha = sphere_video()
+    assert key_plain_background(with_alpha) == (with_alpha, None)
+    keyed, note = key_plain_background(sphere_video(alpha=False))  # over white
+    assert "told from their plain background (RGB 1.00, 1.00, 1.00)" in note
+    truth = with_alpha.alphas > 0.5
+    iou = ((keyed.alphas > 0.5) & truth).sum() / ((keyed.alphas > 0.5) | truth).sum()
+    assert iou > 0.9, iou
+    noise = np.random.default_rng(0).uniform(0, 1, with_alpha.images.shape).astype(np.float32)
+    busy = replace(sphere_video(alpha=False), images=np.where(truth[..., None], with_alpha.images, noise))
+    same, warning = key_plain_background(busy)
+    assert same is busy and same.alphas is None and "not one plain colour" in warning
+
+
+def test_image_paths_as_other_tools_write_them(tmp_path):
+    """Windows backslashes, an extension in capitals, a '.png' entry whose file was saved as '.jpg'."""
+    write_transforms(tmp_path, sphere_video(alpha=False))
+    pngs = sorted((tmp_path / "train").glob("*.png"))
+    pngs[0].rename(pngs[0].with_suffix(".PNG"))
+    with Image.open(pngs[1]) as im:
+        im.save(pngs[1].with_suffix(".jpg"), quality=95)
+    pngs[1].unlink()
+    edit_json(tmp_path, lambda m: [f.update(file_path=f["file_path"].replace("/", "\\") + ".png") for f in m["frames"]])
+    assert len(load_transforms(tmp_path)) == 8
+
+
+def test_a_json_file_given_for_the_folder_says_to_give_its_folder(folder):
+    with pytest.raises(InputError, match="is a file: give the folder that holds it"):
+        load_transforms(folder / "transforms_train.json")
+
+
+def test_a_vertical_field_of_view_alone_is_a_focal_length(folder):
+    edit_json(folder, lambda m: [m.pop(k, None) for k in ("camera_angle_x", "fl_x", "fl_y", "cx", "cy")])
+    edit_json(folder, lambda m: m.update(camera_angle_y=math.radians(40.0)))
+    video = load_transforms(folder)
+    assert video.cameras.Ks[0, 0, 0] == pytest.approx(0.5 * SIZE / math.tan(math.radians(20.0)), rel=1e-5)
