@@ -43,7 +43,7 @@ def fit4d(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1... (default: the first GPU, else the CPU).")] = "auto",
 ) -> None:
-    """Fit 4D Gaussians to a multi-view video; prints held-out PSNR/SSIM when transforms_test.json exists."""
+    """Fit 4D Gaussians to a multi-view video; prints held-out PSNR/SSIM when transforms_test.json (or _val) exists."""
     from .formats.paths import prepare_output_folder
     from .gaussians4d.fit import PRESETS, dense_mesh_warning, evaluate, fit
     from .gaussians4d.store import save_model
@@ -87,8 +87,8 @@ def fit4d(
     )
     if scores is not None:
         line += f"\nheld-out ({len(test)} images): PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}"
-    elif not (data_dir / "transforms_test.json").is_file():
-        line += "\nno transforms_test.json: no held-out score"
+    elif not any((data_dir / f"transforms_{s}.json").is_file() for s in ("test", "val")):
+        line += "\nno transforms_test.json (nor transforms_val.json): no held-out score"
     console.print(line, highlight=False)
 
 

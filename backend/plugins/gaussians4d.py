@@ -101,17 +101,19 @@ def load_video_folder(folder: str | Path):
 
 
 def load_held_out(folder: str | Path):
-    """(held-out video or None, warning or None) of a D-NeRF folder's transforms_test.json. The split is optional
-    and only scores the fit, so one that cannot be used (no times, missing images...) is a warning, not an
-    error: the fit goes on without a score."""
+    """(held-out video or None, warning or None) of a D-NeRF folder's transforms_test.json, else its
+    transforms_val.json (NeRF folders that ship only a validation split). The split is optional and only scores
+    the fit, so one that cannot be used (no times, missing images...) is a warning, not an error: the fit goes
+    on without a score."""
     from ..gaussians4d.data import load_transforms
 
-    if not Path(folder, "transforms_test.json").is_file():
+    split = next((s for s in ("test", "val") if Path(folder, f"transforms_{s}.json").is_file()), None)
+    if split is None:
         return None, None
     try:
-        return load_transforms(folder, "test"), None
+        return load_transforms(folder, split), None
     except InputError as exc:
-        return None, f"no held-out score: transforms_test.json cannot be used ({exc.message})"
+        return None, f"no held-out score: transforms_{split}.json cannot be used ({exc.message})"
 
 
 def read_rest_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

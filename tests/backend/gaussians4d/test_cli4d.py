@@ -293,3 +293,13 @@ def test_render4d_takes_per_entry_sizes_and_keeps_the_folders_of_absolute_paths(
         "cam01/0000.png",
     ]
     assert Image.open(tmp_path / "r" / "cam00" / "0000.png").size == (2 * SIZE, 2 * SIZE)
+
+
+def test_a_validation_split_scores_the_fit_when_there_is_no_test_split(data_dir, tmp_path) -> None:
+    import shutil
+
+    folder = tmp_path / "val"
+    shutil.copytree(data_dir, folder)
+    (folder / "transforms_test.json").rename(folder / "transforms_val.json")
+    code, text = cli("fit4d", folder, "--out", tmp_path / "m", "--iterations", 2)
+    assert code == 0 and "held-out (2 images): PSNR" in text, text
