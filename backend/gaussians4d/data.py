@@ -37,6 +37,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TIME_TOLERANCE = 1e-4  # times closer than this are one time (float rounding between views: 0.3333333 / 0.33333334)
 KEY_LOW, KEY_HIGH = 0.03, 0.12  # keyed alpha: 0 within KEY_LOW of the background colour, 1 beyond KEY_HIGH
 PLAIN_BORDER = 0.98  # a background is plain when this share of the border pixels is within KEY_LOW of one colour
+WINDOW_VIEWS = 4  # a moving camera's consecutive images are taken as one time until they hold this many poses
 
 
 @dataclass
@@ -98,6 +99,33 @@ class MultiViewVideo:
             "is a still splat and mesh. Animate the object over the frame range, or capture the animated one."
         )
 
+    def fixed_cameras(self) -> bool:
+        """Whether every time is seen from two camera poses or more (a rig of cameras, the Blender capture), as
+        opposed to a moving camera (monocular video: D-NeRF's scenes), where one image does not fix depth."""
+        return min(len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups()) >= 2
+
+    def time_groups(self) -> list[np.ndarray]:
+        """Entry indices of each distinct time, in time order."""
+        return [np.flatnonzero(self.times == t) for t in np.unique(self.times)]
+
+    def time_windows(self) -> list[np.ndarray]:
+        """Entry indices seen as one time: each time's own with fixed cameras; for a moving camera, consecutive
+        times merged until a window holds WINDOW_VIEWS camera poses (the object moves little over a few
+        consecutive images, so they act as views of one time for the silhouettes: hull and rigid start)."""
+        groups = self.time_groups()
+        if self.fixed_cameras():
+            return groups
+        windows: list[np.ndarray] = []
+        current = np.zeros(0, np.int64)
+        for group in groups:
+            current = np.concatenate([current, group])
+            if len(_pose_groups(self.cameras.viewmats[current])) >= WINDOW_VIEWS:
+                windows.append(current)
+                current = np.zeros(0, np.int64)
+        if len(current):
+            windows = [*windows[:-1], np.concatenate([windows[-1], current])] if windows else [current]
+        return windows
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """The object's world bounding box (min (3,), max (3,)) over all times.
 
@@ -105,8 +133,20 @@ class MultiViewVideo:
         view's alpha masks over time), so the box holds the object at every time. Without alphas: the
         region every camera sees (the intersection of the view frusta), around the point the cameras look
         at. Both are carved on a voxel grid twice (coarse box, then refined); the result is padded by one
-        voxel.
+        voxel. A moving camera sees each time once: its views of different times would carve the moving
+        object away, so there the box holds the hulls of its time windows (`time_windows`).
         """
+        if self.alphas is not None and not self.fixed_cameras():
+            boxes = [self._subset(w)._hull_bounds() for w in self.time_windows()]
+            return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+        return self._hull_bounds()
+
+    def _subset(self, entries: np.ndarray) -> MultiViewVideo:
+        alphas = None if self.alphas is None else self.alphas[entries]
+        names = [self.names[i] for i in entries]
+        return MultiViewVideo(self.images[entries], alphas, self.cameras.subset(entries), self.times[entries], names)
+
+    def _hull_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         groups = _pose_groups(self.cameras.viewmats)
         views = self.cameras.subset(np.array([g[0] for g in groups]))
         masks = None

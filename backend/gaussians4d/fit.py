@@ -434,7 +434,7 @@ def fit(
 
 
 def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator) -> tuple[DynamicGaussians, float]:
-    first = np.flatnonzero(video.times == np.min(video.times))
+    first = video.time_windows()[0]
     if mesh is not None:
         vertices, faces = mesh
         colors = sample_colors(video, vertices, first)
@@ -481,23 +481,30 @@ class _KnotMotion:
             model.rot_ctrl[:, last + 1 :] += self.rotations[last + 1 :] - self.rotations[last]
 
 
-def _rigid_start(model: DynamicGaussians, frames, basis, progress, check_cancelled) -> _KnotMotion | None:
-    """Free Gaussians start on the object's rigid motion per time, found from the silhouettes (track_rigid),
-    unless it misses some time's silhouettes by RIGID_START_MISS of their size; returns it per knot, or None."""
+def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, check_cancelled) -> _KnotMotion | None:
+    """Free Gaussians start on the object's rigid motion per time, found from the silhouettes (track_rigid) of
+    each time window (`MultiViewVideo.time_windows`: the times themselves, or a moving camera's consecutive
+    images), unless it misses some window's silhouettes by RIGID_START_MISS of their size; returns it per knot,
+    or None."""
 
     def placed(done: int, total: int) -> None:
         if progress is not None:
             progress("fit", 0.0, f"following the object's silhouettes: time {done}/{total}")
 
     means = model.means.detach()
-    poses = track_rigid(means, frames.alphas, frames.viewmats, frames.Ks, frames.groups,
+    poses = track_rigid(means, frames.alphas, frames.viewmats, frames.Ks, windows,
                         check_cancelled=check_cancelled, on_progress=placed)  # fmt: skip
+    entry_time = np.empty(len(frames.alphas), np.float64)
+    for ti, entries in enumerate(frames.groups):
+        entry_time[entries] = frames.times[ti]
+    window_times = np.array([entry_time[w].mean() for w in windows])  # a window's pose is at its mean time
     log.info("free Gaussians placed by silhouettes, RMS distance per time (px): %s", np.round(poses.costs, 2))
     size = float((frames.alphas > 0.5).flatten(1).sum(1).float().mean().sqrt())  # the object's size, pixels
     if not np.isfinite(poses.costs).all() or poses.costs.max() > RIGID_START_MISS * size:
         return None  # the tracker lost the object somewhere: start still, as without masks
     a = basis.detach().cpu().double()
-    per_time = (poses.rotations, poses.translations)
+    per_time = (_at_times(poses.rotations, window_times, frames.times), _at_times(poses.translations, window_times,
+                frames.times))  # fmt: skip
     rotations, translations = (torch.linalg.lstsq(a, v.detach().cpu().double()).solution.to(means) for v in per_time)
     motion = _KnotMotion(rotations, quat_to_rotmat(axis_angle_to_quat(rotations)), translations, poses.centre.to(means))
     with torch.no_grad():
@@ -505,6 +512,17 @@ def _rigid_start(model: DynamicGaussians, frames, basis, progress, check_cancell
         if model.rot_ctrl is not None:
             model.rot_ctrl.copy_(rotations[None].expand_as(model.rot_ctrl))
     return motion
+
+
+def _at_times(values: torch.Tensor, known: np.ndarray, times: np.ndarray) -> torch.Tensor:
+    """(T, D) `values` (W, D) known at the sorted `known` times, at `times`: linear between them, extended linearly
+    beyond the first and the last (a moving camera's windows are centred inside the clip, not at its ends)."""
+    if len(known) == len(times) and np.array_equal(known, times):
+        return values
+    v = values.detach().cpu().double().numpy()
+    i = np.clip(np.searchsorted(known, times) - 1, 0, len(known) - 2)
+    w = (np.asarray(times, np.float64) - known[i]) / (known[i + 1] - known[i])
+    return torch.as_tensor(v[i] * (1 - w[:, None]) + v[i + 1] * w[:, None]).to(values)
 
 
 def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, device, seed) -> FitResult:
@@ -563,9 +581,10 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
                 model.colors.copy_(torch.as_tensor(sample_colors(video, posed, frames.groups[0])).to(model.colors))
             warmup = 1  # every time already starts at its pose: no need to carry the motion forward
     rigid = None  # free Gaussians: the object's rigid motion per knot (see Preset.free_track)
-    if mesh is None and p.free_track and n_times > 1 and frames.alphas is not None and seen_twice:
+    windows = video.time_windows()  # the times, or a moving camera's consecutive images taken as one time
+    if mesh is None and p.free_track and len(windows) > 1 and frames.alphas is not None:
         if masks_outline_the_object(frames.alphas):
-            rigid = _rigid_start(model, frames, basis, progress, check_cancelled)
+            rigid = _rigid_start(model, frames, windows, basis, progress, check_cancelled)
     optimizer = _optimizer(model, p, extent, graph)
     densify_until = int(p.densify_until_fraction * p.iterations)
     screen = ScreenGradients(len(model), device)

@@ -79,9 +79,10 @@ def sample_colors(video, points: np.ndarray, entries: np.ndarray) -> np.ndarray:
 
 
 def initial_points(video, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` points inside the object at the first time: carved from its alpha masks, else in its bounds."""
+    """`count` points inside the object at the first time (a moving camera's first time window): carved from its
+    alpha masks, else in its bounds."""
     lo, hi = (np.asarray(b, dtype=np.float64) for b in video.bounds())
-    first = np.flatnonzero(video.times == np.min(video.times))
+    first = video.time_windows()[0]
     if video.alphas is None:
         return rng.uniform(lo, hi, size=(count, 3)).astype(np.float32)
     cams = video.cameras.subset(first)

@@ -136,23 +136,41 @@ def test_free_gaussians_follow_a_box_that_travels_far_between_frames():
     assert np.linalg.norm(shifts[False] - true) > 0.5 * np.linalg.norm(true), (shifts, true)  # what it fixes
 
 
-def test_a_monocular_video_starts_still():
-    """One view per time (a D-NeRF scene): one silhouette does not fix depth, so no rigid start is tried."""
-    size = 32
-    video = travel_video(cameras(4, size), TIMES, size)
+def monocular(video: MultiViewVideo, views: int) -> MultiViewVideo:
+    """One image per time, camera i at time i: a camera moving round the object (D-NeRF's scenes)."""
     order = np.argsort(video.times, kind="stable")  # entries of each time, views in camera order
-    one_view = np.array([order[4 * i + i] for i in range(len(TIMES))])  # time i from camera i
-    mono = MultiViewVideo(
+    times = len(np.unique(video.times))
+    one_view = np.array([order[views * i + i % views] for i in range(times)])
+    return MultiViewVideo(
         video.images[one_view], video.alphas[one_view], video.cameras.subset(one_view), video.times[one_view],
         [video.names[i] for i in one_view],
     )  # fmt: skip
-    assert mono.view_count() == len(TIMES) and len(mono) == len(TIMES)
-    messages = []
-    fit(mono, preset=TINY, iterations=2, progress=lambda stage, f, m: messages.append(m))
-    assert not any("silhouettes" in m for m in messages)
+
+
+def test_a_moving_camera_follows_the_object_through_windows_of_consecutive_images():
+    """One view per time: one silhouette does not fix depth, so consecutive images are taken as one time (windows
+    of 4 poses) for the hull and the rigid start. The Gaussians then travel with the box (they stayed put)."""
+    size, count = 32, 12
+    times = np.linspace(0.0, 1.0, count).tolist()
+    mono = monocular(travel_video(cameras(count, size), times, size), count)
+    assert mono.view_count() == count and not mono.fixed_cameras()
+    assert [len(w) for w in mono.time_windows()] == [4, 4, 4]
+    misses = {}
+    for track in (True, False):
+        messages: list[str] = []
+        model = fit(mono, preset=replace(TINY, free_track=track), iterations=60,
+                    progress=lambda stage, f, m, said=messages: said.append(m)).model  # fmt: skip
+        with torch.no_grad():
+            shift = (model.at(1.0)["means"] - model.at(0.0)["means"]).mean(0).numpy()
+        true = travel_pose(np.zeros((1, 3)), 1.0)[0]
+        misses[track] = np.linalg.norm(shift - true) / np.linalg.norm(true)
+        assert any("following the object's silhouettes" in m for m in messages) == track
+    assert misses[True] < 0.4 and misses[False] > 0.6, misses
+    short = monocular(travel_video(cameras(4, size), TIMES, size), 4)  # 4 images: one window, nothing to follow
+    assert len(short.time_windows()) == 1
     messages.clear()
-    fit(video, preset=TINY, iterations=2, progress=lambda stage, f, m: messages.append(m))
-    assert any("following the object's silhouettes" in m for m in messages)  # 4 views per time: tried
+    fit(short, preset=TINY, iterations=2, progress=lambda stage, f, m: messages.append(m))
+    assert not any("silhouettes" in m for m in messages)
 
 
 def test_mesh_path_takes_the_presets_mesh_steps_unless_told():
