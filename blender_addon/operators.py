@@ -128,6 +128,24 @@ class TESSERA_OT_disconnect(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _refuse_relative_paths(client, plugin: str, params: dict) -> None:
+    """ClientError for a path parameter that is still relative once '//' is resolved (an unsaved .blend has no
+    folder for '//'): the backend would read or write it wherever it happens to run."""
+    spec = client.plugins.get(plugin)
+    if spec is None:
+        return
+    declared = {p.name: p.type for p in spec.params}
+    for name, value in params.items():
+        if declared.get(name) == "path" and isinstance(value, str) and value and not os.path.isabs(value):
+            raise ClientError(
+                f"The path '{value}' ({name}) is relative: the backend would resolve it wherever it runs. Save the "
+                ".blend first for '//' paths (they are relative to it), or give an absolute path."
+            )
+
+
+BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"}  # '//' paths in operator properties, without Blender's warning
+
+
 class _Submitting:
     def submit(self, context, plugin: str, params: dict, options: dict | None = None, arrays: dict | None = None):
         options = dict(options or {})
@@ -135,7 +153,9 @@ class _Submitting:
         if collection is not None and collection != context.scene.collection:
             options.setdefault("collection", [collection.name, collection.session_uid])
         try:
-            job = _need_client().submit(plugin, params, arrays=arrays, options=options)
+            client = _need_client()
+            _refuse_relative_paths(client, plugin, params)
+            job = client.submit(plugin, params, arrays=arrays, options=options)
         except ClientError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -152,7 +172,7 @@ class TESSERA_OT_load_mesh_sequence(_Submitting, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     filepath: bpy.props.StringProperty(
-        name="File", subtype="FILE_PATH", description="Mesh sequence on the backend's disk"
+        name="File", subtype="FILE_PATH", options=BLEND_RELATIVE, description="Mesh sequence on the backend's disk"
     )
     y_up: bpy.props.BoolProperty(name="Y Up", description="The source is Y-up: rotate it to Blender's Z-up")
 
@@ -175,7 +195,7 @@ class TESSERA_OT_load_gaussian_sequence(_Submitting, bpy.types.Operator):
     bl_label = "Load Gaussian Sequence"
     bl_options = {"REGISTER", "UNDO"}
 
-    directory: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH")
+    directory: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH", options=BLEND_RELATIVE)
     max_gaussians: bpy.props.IntProperty(name="Max Gaussians", min=0, description="0 keeps all")
 
     def execute(self, context):
@@ -452,6 +472,7 @@ class _GenerateSettings:
     checkpoint: bpy.props.StringProperty(
         name="Model Folder",
         subtype="DIR_PATH",
+        options=BLEND_RELATIVE,
         description="Multi-view video model folder on the backend's disk; empty: the backend's default",
     )
     fit_iterations: bpy.props.IntProperty(
@@ -747,10 +768,16 @@ class TESSERA_OT_motion_train(_Submitting, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     data: bpy.props.StringProperty(
-        name="BVH Folder", subtype="DIR_PATH", description="On the backend's disk; empty: this file's Actions"
+        name="BVH Folder",
+        subtype="DIR_PATH",
+        options=BLEND_RELATIVE,
+        description="On the backend's disk; empty: this file's Actions",
     )
     out: bpy.props.StringProperty(
-        name="Model Folder", subtype="DIR_PATH", description="Where the backend writes the trained model"
+        name="Model Folder",
+        subtype="DIR_PATH",
+        options=BLEND_RELATIVE,
+        description="Where the backend writes the trained model",
     )
     steps: bpy.props.IntProperty(name="Steps", default=2000, min=1, description="Training steps")
     labels_from_filenames: bpy.props.BoolProperty(
@@ -812,7 +839,9 @@ class TESSERA_OT_export_gltf(bpy.types.Operator):
     bl_label = "Export Rig (GLB)"
     bl_options = {"REGISTER"}
 
-    filepath: bpy.props.StringProperty(name="File", subtype="FILE_PATH", description="The .glb file to write")
+    filepath: bpy.props.StringProperty(
+        name="File", subtype="FILE_PATH", options=BLEND_RELATIVE, description="The .glb file to write"
+    )
     filter_glob: bpy.props.StringProperty(default="*.glb", options={"HIDDEN"})
 
     def execute(self, context):

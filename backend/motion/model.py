@@ -51,7 +51,7 @@ from .mirror import mirrored_clips
 from .pretrained import load_pretrained, save_pretrained
 from .residual import ResidualTokenTransformer, ResidualTransformerConfig
 from .rotations import quat_yaw
-from .skeleton import Motion, Skeleton, forward_kinematics
+from .skeleton import Motion, Skeleton, check_same_units, forward_kinematics
 from .surgery import fill_by_interpolation, fit_into, runs
 from .tokenizer import MotionTokenizer, TokenizerConfig
 from .transformer import MaskedTokenTransformer, MaskedTransformerConfig
@@ -100,8 +100,6 @@ def parse_ranges(text: str, n_frames: int, what: str = "range") -> list[tuple[in
 
 MIN_WINDOW = 16  # frames: the tokenizer's convolutions need this many (4 tokens); the shortest training window
 FPS_TOLERANCE = 0.02  # a clip within 2 % of the model's rate is taken as it (exporters round Frame Time: 0.033)
-SCALE_TOLERANCE = 1.6  # a skeleton this many times larger or smaller than the model's is in other units (actors
-# differ by about ±15 %; inches against centimetres is 2.54×, metres 100×)
 
 
 def fps_text(fps: float) -> str:
@@ -295,14 +293,8 @@ class MotionModel:
                 f"The {what} has {motion.n_frames} frames; this model needs at least {self.window} "
                 f"(its training window). Give a longer clip, {shorter}"
             )
-        scale = body_size(motion.skeleton) / body_size(self.skeleton)
-        if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE:
-            raise InputError(
-                f"The {what}'s skeleton is {scale:.3g}× the size of the model's ({body_size(motion.skeleton):.4g} "
-                f"against {body_size(self.skeleton):.4g} units across): it is in other units (metres against "
-                f"centimetres?). Scale it by {1 / scale:.3g} (in Blender: the BVH exporter's Scale) so that its "
-                "units are the model's"
-            )
+        exporter = "in Blender: the BVH exporter's Scale"
+        check_same_units(body_size(motion.skeleton), body_size(self.skeleton), f"{what}'s skeleton", exporter)
         if abs(motion.fps - self.fps) > FPS_TOLERANCE * self.fps:
             raise InputError(
                 f"The {what} runs at {fps_text(motion.fps)} fps; this model was trained at {fps_text(self.fps)} fps. "

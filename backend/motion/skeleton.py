@@ -101,6 +101,22 @@ class Skeleton:
             raise InputError(f"{what} does not match: {diff}")
 
 
+SCALE_TOLERANCE = 1.6  # a skeleton this many times larger or smaller than the model's is in other units (actors
+# differ by about ±15 %; inches against centimetres is 2.54×, metres 100×)
+
+
+def check_same_units(size: float, model_size: float, what: str, how: str) -> None:
+    """InputError when a skeleton of `size` (any measure of it) is over SCALE_TOLERANCE× larger or smaller than the
+    model's `model_size` (the same measure): in other units, which a model in-betweens into nonsense."""
+    scale = size / model_size
+    if not 1 / SCALE_TOLERANCE <= scale <= SCALE_TOLERANCE:
+        raise InputError(
+            f"The {what} is {scale:.3g}× the size of the model's ({size:.4g} against {model_size:.4g} units): it is in "
+            f"other units (metres against centimetres?). Scale it by {1 / scale:.3g} ({how}) so that its units are "
+            "the model's"
+        )
+
+
 @dataclass
 class Motion:
     """A clip: `rotations` (T, J, 4) float32 local unit quaternions (w, x, y, z); `root_positions` (T, 3)

@@ -25,7 +25,7 @@ import numpy as np
 from shared.errors import InputError
 
 from .rotations import quat_multiply, quat_rotate
-from .skeleton import Motion, Skeleton
+from .skeleton import Motion, Skeleton, check_same_units
 
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
 
@@ -105,6 +105,14 @@ def motion_from_wire(
     if not fps > 0:
         raise InputError(f"The clip's fps must be positive, got {fps}")
     layout = wire_layout(model, names, parents)
+    model_bones = model.offsets[1:] if layout == "exact" else model.offsets[2:]  # the wire's joints after its root
+    check_same_units(
+        float(np.linalg.norm(offsets[1:], axis=1).sum()),
+        float(np.linalg.norm(model_bones, axis=1).sum()),
+        "armature's skeleton",
+        "in Blender: scale the armature by it and apply the scale, Object ▸ Apply ▸ Scale, or import the BVH again "
+        "with that Scale",
+    )
     if layout == "exact":
         trans = None
         if not np.allclose(offsets[1:], model.offsets[1:], rtol=1e-4, atol=1e-4 * max(model.rest_extent(), 1e-6)):

@@ -399,6 +399,9 @@ def test_train_sends_the_files_actions_or_a_folder(blender, sent):
         ("chain", lambda ops: ops.motion_generate(model="/m"), "Type what the motion should be"),
         ("chain", lambda ops: ops.motion_train(), "Choose a folder for the trained model"),
         ("unkeyed", lambda ops: ops.motion_train(out="/o"), "No Action in this file animates"),
+        # the .blend is not saved: '//' has no folder, and the backend would write wherever it runs
+        ("chain", lambda ops: ops.motion_train(out="//models/walk"), "The path 'models/walk' (out) is relative"),
+        ("chain", lambda ops: ops.motion_inbetween(model="models/m"), "Save the .blend first for '//' paths"),
     ],
 )
 def test_operator_errors_say_what_to_do_and_send_nothing(blender, sent, setup, call, message):

@@ -78,3 +78,16 @@ def test_other_skeletons_are_refused_naming_the_difference(clip):
     other = Skeleton(("A", "B"), [-1, 0], [[0, 0, 0], [0, 1, 0]])
     with pytest.raises(InputError, match="2 joints"):
         motion_to_wire(Motion(other, np.tile([1.0, 0, 0, 0], (3, 2, 1)), np.zeros((3, 3)), 30), ["B"] * 3)
+
+
+def test_an_armature_in_other_units_is_refused_with_the_factor(clip):
+    """Bone lengths travel in the wire's offsets (the model's skeleton object is reused), so the units are checked
+    there: the Bandai walk imported into Blender at Scale 0.01 (metres) against a model trained in centimetres."""
+    sk = clip.skeleton
+    names, parents, offsets, rotations, root = blender_wire(clip)
+    with pytest.raises(InputError, match=r"armature's skeleton is 0.01× the size.*Scale it by 100 \(in Blender"):
+        motion_from_wire(sk, names, parents, offsets / 100, rotations, root / 100, clip.fps)
+    with pytest.raises(InputError, match=r"0.01× the size"):
+        motion_from_wire(sk, sk.names, sk.parents, sk.offsets / 100, clip.rotations, clip.root_positions / 100, 30)
+    taller = motion_from_wire(sk, names, parents, offsets * 1.15, rotations, root * 1.15, clip.fps)  # another actor
+    assert taller.n_frames == clip.n_frames
