@@ -877,6 +877,7 @@ class TESSERA_OT_export_gltf(bpy.types.Operator):
                 export_format="GLB",
                 use_selection=True,
                 export_animations=True,
+                export_animation_mode="ACTIVE_ACTIONS",  # the rig's take, not every Action in the file
                 export_skins=True,
                 export_apply=False,
             )

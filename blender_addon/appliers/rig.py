@@ -314,18 +314,21 @@ TRANSFORM_PATHS = {
 
 
 def _mute_object_motion(ob: bpy.types.Object) -> list[str]:
-    """Mute the F-curves that move the object itself (its action keeps them); what was muted."""
+    """Mute the F-curves that move the object itself, in its action and in the actions of its NLA strips (the
+    actions keep them); what was muted."""
     anim = ob.animation_data
-    if anim is None or anim.action is None:
+    if anim is None:
         return []
+    actions = [anim.action] + [strip.action for track in anim.nla_tracks for strip in track.strips]
     muted = set()
-    for layer in anim.action.layers:
-        for strip in layer.strips:
-            for bag in getattr(strip, "channelbags", ()):
-                for fc in bag.fcurves:
-                    if fc.data_path in TRANSFORM_PATHS and not fc.mute:
-                        fc.mute = True
-                        muted.add(fc.data_path)
+    for action in {a for a in actions if a is not None}:
+        for layer in action.layers:
+            for strip in layer.strips:
+                for bag in getattr(strip, "channelbags", ()):
+                    for fc in bag.fcurves:
+                        if fc.data_path in TRANSFORM_PATHS and not fc.mute:
+                            fc.mute = True
+                            muted.add(fc.data_path)
     return [f"object {path} keys" for path in sorted(muted)]
 
 

@@ -64,4 +64,8 @@ def world_surface(context: bpy.types.Context, ob: bpy.types.Object) -> ObjectSur
     world = local.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
     if not np.isfinite(world).all():
         raise InputError(f"'{ob.name}' has NaN or infinite vertex positions.")
-    return ObjectSurface(world.astype(np.float32), faces.reshape(-1, 3), materials, uvs)
+    faces = faces.reshape(-1, 3)
+    if np.linalg.det(matrix[:3, :3]) < 0:  # a mirroring transform (negative scale) turns the faces inside out:
+        faces = faces[:, ::-1].copy()  # wind them the other way, as Blender draws them, and their UVs with them
+        uvs = None if uvs is None else uvs[:, ::-1].copy()
+    return ObjectSurface(world.astype(np.float32), faces, materials, uvs)

@@ -269,3 +269,26 @@ def test_the_video_collector_renders_a_movie_frame_by_frame(blender, tmp_path):
     assert from_clip.images.shape == (5, 24, 32, 3)
     np.testing.assert_allclose(from_clip.images[[0, 2, 4]], video.images, atol=1e-6)
     assert len(bpy.data.scenes) == scenes_before  # the temporary scene is gone
+
+
+def test_a_mirrored_object_sends_its_faces_facing_out(blender):
+    """A negative scale mirrors the mesh: its triangles are sent wound the other way (and their UVs with them), so a
+    take made from them faces out as the object does in Blender."""
+    bpy = blender
+    surface_of = addon().collectors.static_object.world_surface
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.0))
+    cube = bpy.context.active_object
+    cube.data.uv_layers.new(name="UVMap")
+
+    def outward_share(surface) -> float:
+        tri = surface.vertices[surface.faces]
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        return float((np.einsum("ij,ij->i", normals, tri.mean(1) - surface.vertices.mean(0)) > 0).mean())
+
+    plain = surface_of(bpy.context, cube)
+    cube.scale = (-1.0, 0.6, 1.2)
+    bpy.context.view_layer.update()
+    mirrored = surface_of(bpy.context, cube)
+    assert outward_share(plain) == 1.0 and outward_share(mirrored) == 1.0
+    np.testing.assert_array_equal(mirrored.faces, plain.faces[:, ::-1])
+    np.testing.assert_array_equal(mirrored.uvs, plain.uvs[:, ::-1])

@@ -317,11 +317,13 @@ def test_export_gltf_writes_a_skinned_animated_glb(blender, tmp_path):
         ob.select_set(False)
     arm.select_set(True)
     bpy.context.view_layer.objects.active = arm
+    other = arm.animation_data.action.copy()  # another Action for these bones in the file: not the rig's take
+    other.name, other.use_fake_user = "Someone else's walk", True
     path = tmp_path / "chain.glb"
     assert bpy.ops.tessera.export_gltf(filepath=str(path)) == {"FINISHED"}
     gltf = read_glb_json(path)
     assert gltf["skins"] and len(gltf["skins"][0]["joints"]) == 3
-    assert gltf["animations"] and gltf["animations"][0]["channels"]
+    assert len(gltf["animations"]) == 1 and gltf["animations"][0]["channels"]  # the rig's take only
     attributes = [p["attributes"] for mesh in gltf["meshes"] for p in mesh["primitives"]]
     assert any("JOINTS_0" in a and "WEIGHTS_0" in a for a in attributes)
     assert {n.get("name") for n in gltf["nodes"]} >= {"hip", "knee", "ankle", "Chain Rigged"}
@@ -510,10 +512,15 @@ def test_collector_bakes_object_level_motion_into_the_first_frames_space(blender
         np.testing.assert_allclose(baked, world, atol=1e-4)
 
 
-@pytest.mark.parametrize("target", ["COPY", "REPLACE"])
+@pytest.mark.parametrize("target", ["COPY", "REPLACE", "REPLACE_NLA"])
 def test_rig_from_motion_carries_object_level_motion(blender, backend, target):
     bpy = blender
     ob, frames = travelling_chain(bpy, f"Walker {target}")
+    if target == "REPLACE_NLA":  # the object's keys pushed down into an NLA strip: no active action
+        action = ob.animation_data.action
+        ob.animation_data.nla_tracks.new().strips.new(action.name, 1, action)
+        ob.animation_data.action = None
+        target = "REPLACE"
     truth = np.stack([world_positions(bpy, ob, 1 + t) for t in range(frames)])
     connect(bpy, backend)
     assert bpy.ops.tessera.rig_from_motion(bones=3, mode="FREE", target=target) == {"FINISHED"}
@@ -530,7 +537,7 @@ def test_rig_from_motion_carries_object_level_motion(blender, backend, target):
     if target == "REPLACE":
         assert "object location keys" in mesh["tessera_disabled"]
         assert "object rotation_euler keys" in mesh["tessera_disabled"]
-        assert ob.animation_data.action is not None  # muted, not deleted
+        assert ob.animation_data.action is not None or len(ob.animation_data.nla_tracks)  # muted, not deleted
 
 
 def test_replace_refuses_motion_that_comes_from_a_parent(blender, backend):
