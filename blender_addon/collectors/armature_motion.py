@@ -209,6 +209,13 @@ def armature_clip(context, arm_ob: bpy.types.Object, frame_start: int, frame_end
             "least 2: widen the scene's frame range to the animation."
         )
     if not _has_animation(arm_ob) or not keyed_frames(arm_ob):
+        anim = arm_ob.animation_data
+        if anim is not None and anim.action is None and any(t.strips for t in anim.nla_tracks):
+            raise MotionError(
+                f"Armature '{arm_ob.name}' has its keys in NLA strips, not in an active Action: make the strip's "
+                "Action the active one (NLA editor: select the strip, Tab to tweak it, or pick it in the Action "
+                "Editor) first."
+            )
         raise MotionError(
             f"Armature '{arm_ob.name}' has no keyframes: key a few poses (select the bones, press I) first."
         )

@@ -171,9 +171,24 @@ class _Saved:
 
 
 def _targets(scene: bpy.types.Scene, obj) -> list[bpy.types.Object]:
+    if obj is not None and obj.type == "ARMATURE":  # a character's rig: capture the meshes it moves
+        moved = [
+            ob
+            for ob in scene.objects
+            if ob.type in RENDERABLE
+            and (ob in obj.children_recursive or any(m.type == "ARMATURE" and m.object == obj for m in ob.modifiers))
+        ]
+        shown = [ob for ob in moved if not ob.hide_render and ob.visible_get()]
+        if not shown:
+            raise InputError(
+                f"Armature '{obj.name}' moves no visible mesh to capture: select the character's mesh (or show it)."
+            )
+        return shown
     if obj is not None:
         if obj.type not in RENDERABLE:
-            raise InputError(f"'{obj.name}' is a {obj.type.lower()} object: select the object to capture.")
+            kind = obj.type.lower().replace("_", " ")
+            article = "an" if kind[:1] in "aeiou" else "a"
+            raise InputError(f"'{obj.name}' is {article} {kind} object: select the object to capture.")
         if obj.hide_render:
             raise InputError(f"'{obj.name}' is disabled in renders: enable it (the camera icon) to capture it.")
         return [obj]

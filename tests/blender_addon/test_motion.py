@@ -395,6 +395,7 @@ def test_train_sends_the_files_actions_or_a_folder(blender, sent):
         ("mesh", lambda ops: ops.motion_inbetween(model="/m"), "'Box' is a mesh object: select the armature"),
         ("none", lambda ops: ops.motion_generate(text="walk", model="/m"), "No object is active"),
         ("unkeyed", lambda ops: ops.motion_inbetween(model="/m"), "has no keyframes"),
+        ("nla", lambda ops: ops.motion_inbetween(model="/m"), "has its keys in NLA strips, not in an active Action"),
         ("chain", lambda ops: ops.motion_edit(model="/m"), "No bones of 'Chain' are selected"),
         ("chain", lambda ops: ops.motion_generate(model="/m"), "Type what the motion should be"),
         ("chain", lambda ops: ops.motion_train(), "Choose a folder for the trained model"),
@@ -413,6 +414,10 @@ def test_operator_errors_say_what_to_do_and_send_nothing(blender, sent, setup, c
         old = ob.animation_data.action
         ob.animation_data_clear()
         bpy.data.actions.remove(old)
+    elif setup == "nla":  # the keys pushed down into a strip: no active Action
+        action = ob.animation_data.action
+        ob.animation_data.nla_tracks.new().strips.new(action.name, 1, action)
+        ob.animation_data.action = None
     elif setup == "mesh":
         box = bpy.data.objects.new("Box", bpy.data.meshes.new("Box"))
         bpy.context.scene.collection.objects.link(box)

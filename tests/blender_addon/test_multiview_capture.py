@@ -130,8 +130,18 @@ def test_capture_from_the_users_cameras_and_errors(blender):
         m.capture(bpy.context, cube, 2, 2, 16, cameras=user)
     with pytest.raises(m.InputError, match="at least 2 views"):
         m.capture(bpy.context, cube, 1, 2, 16)
-    with pytest.raises(m.InputError, match="camera object"):
+    with pytest.raises(m.InputError, match="is a camera object"):
         m.capture(bpy.context, user[0], 4, 2, 16)
+    # a character's rig active: the meshes it moves are captured (the cube, parented to it), alone
+    rig = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
+    scene.collection.objects.link(rig)
+    cube.parent = rig
+    other = bpy.data.objects.new("Floor", bpy.data.meshes.new("Floor"))
+    scene.collection.objects.link(other)
+    assert m._targets(scene, rig) == [cube]
+    cube.parent = None
+    with pytest.raises(m.InputError, match="Armature 'Rig' moves no visible mesh to capture"):
+        m.capture(bpy.context, rig, 4, 2, 16)
     cube.hide_render = True
     with pytest.raises(m.InputError, match="disabled in renders"):
         m.capture(bpy.context, cube, 4, 2, 16)
