@@ -185,7 +185,8 @@ class FitResult:
             raise InputError("vertex_frames needs a fit with a rest mesh (fit(..., rest_mesh=(vertices, faces)))")
         with torch.no_grad():
             means = self.model.at(torch.as_tensor(np.asarray(times, dtype=np.float32)).reshape(-1))["means"]
-        return means.detach().cpu().numpy().astype(np.float32)
+        vertices = len(self.rest_mesh[0])  # a subdivided fit (fine_enough) has the midpoints' Gaussians after them
+        return means[:, :vertices].detach().cpu().numpy().astype(np.float32)
 
 
 # -- rendering and evaluation ------------------------------------------------------------------------------------
@@ -339,6 +340,35 @@ def _check_rest_mesh(rest_mesh) -> tuple[np.ndarray, np.ndarray]:
 
 
 MESH_SCALE_LIMIT = 3.0  # a rest mesh more than this × the captured object's size is in other units
+COARSE_EDGE_PX = 4.0  # a rest mesh whose edges span more pixels than this is fitted subdivided (one Gaussian per
+# vertex cannot cover faces wider than that: the silhouettes pull the vertices in and the mesh shrinks)
+SUBDIVIDED_MAX_VERTICES = 20_000  # subdividing stops before this many vertices
+
+
+def edge_pixels(video, vertices: np.ndarray, faces: np.ndarray, max_size: int) -> float:
+    """The rest mesh's median edge length in pixels of the fit's images (cameras at their mean distance)."""
+    edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
+    length = float(np.median(np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)))
+    distance = float(np.linalg.norm(video.cameras.centers() - vertices.mean(0), axis=1).mean())
+    scale = min(1.0, max_size / max(video.width, video.height))
+    return length * float(np.mean(video.cameras.Ks[:, 0, 0])) * scale / max(distance, 1e-9)
+
+
+def fine_enough(video, mesh: tuple[np.ndarray, np.ndarray], max_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rest mesh as the fit binds it: subdivided at its edges' midpoints while its edges span over
+    COARSE_EDGE_PX pixels (a low-poly proxy), up to SUBDIVIDED_MAX_VERTICES. Its own vertices stay first and in
+    order (midpoints are added after them), so the fit's first V Gaussians are its V vertices."""
+    import trimesh
+
+    vertices, faces = mesh
+    while edge_pixels(video, vertices, faces, max_size) > COARSE_EDGE_PX:
+        finer, finer_faces = trimesh.remesh.subdivide(vertices, faces)
+        if len(finer) > SUBDIVIDED_MAX_VERTICES:
+            break
+        vertices, faces = np.asarray(finer, np.float32), np.asarray(finer_faces, np.int64)
+    return vertices, faces
+
+
 DENSE_MESH_VERTICES = 50_000  # a rest mesh above this many vertices gets a warning when fitted on the CPU
 
 
@@ -417,13 +447,21 @@ def fit(
     name, p = _resolve_preset(preset, iterations)
     if len(video) == 0:
         raise InputError("The multi-view video has no frames")
-    mesh = None if rest_mesh is None else _check_rest_mesh(rest_mesh)
+    mesh = bound = None if rest_mesh is None else _check_rest_mesh(rest_mesh)
     if mesh is not None:
         _check_mesh_in_capture(video, mesh[0], mesh[1])
         steps = p.iterations if iterations else p.mesh_iterations
         p = replace(p, times_per_step=p.mesh_times_per_step, iterations=steps)
+        bound = fine_enough(video, mesh, p.max_size)
+        if len(bound[0]) > len(mesh[0]) and progress is not None:
+            span = edge_pixels(video, *mesh, p.max_size)
+            progress("fit", 0.0, f"the rest mesh's edges span {span:.0f} px: fitted subdivided ({len(bound[0])} "
+                     f"vertices); its own {len(mesh[0])} come back")  # fmt: skip
     try:
-        return _fit(video, name, p, mesh, progress, check_cancelled, preview, torch.device(device), seed)
+        result = _fit(video, name, p, bound, progress, check_cancelled, preview, torch.device(device), seed)
+        if mesh is not None:
+            result.rest_mesh = (mesh[0], mesh[1].astype(np.int32))  # the user's mesh: its vertices lead the model
+        return result
     except torch.cuda.OutOfMemoryError as exc:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -211,8 +211,9 @@ def animated_mesh(
             with torch.no_grad():
                 means = model.at(torch.as_tensor(np.asarray(times, np.float32)))["means"]
             frames = means.detach().cpu().numpy().astype(np.float32).reshape(len(times), -1, 3)
-        if frames.shape[1] != len(rest):
+        if frames.shape[1] < len(rest):
             raise InputError(f"The model has {frames.shape[1]} Gaussians but its rest mesh {len(rest)} vertices.")
+        frames = frames[:, : len(rest)]  # a rest mesh fitted subdivided: its own vertices lead the Gaussians
         return rest.astype(np.float32), faces.astype(np.int32), frames
     vertices, faces = extract_mesh(model, 0.0, resolution=int(resolution))
     return vertices, faces, deform_mesh(model, vertices, times, t_ref=0.0)
