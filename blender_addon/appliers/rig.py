@@ -20,6 +20,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ..collectors.mesh_motion import trailing_topology_modifiers
 from ..shared.errors import InputError
 from ..shared.results import check_rig
 from . import lookup
@@ -288,7 +289,21 @@ def _rigged_copy(scene: bpy.types.Scene, source: bpy.types.Object, arm_ob: bpy.t
     ob.parent = arm_ob
     ob.matrix_parent_inverse = Matrix.Identity(4)
     ob.matrix_basis = Matrix.Identity(4)
+    for mod in trailing_topology_modifiers(source):  # Subdivision and the like after the rig, as on the source
+        _copy_modifier(mod, ob)
     return ob
+
+
+def _copy_modifier(mod: bpy.types.Modifier, ob: bpy.types.Object) -> None:
+    """A modifier like `mod` at the end of `ob`'s stack (its settings copied one by one)."""
+    new = ob.modifiers.new(mod.name, mod.type)
+    for prop in mod.bl_rna.properties:
+        if prop.is_readonly or prop.identifier in ("name", "type", "rna_type"):
+            continue
+        try:
+            setattr(new, prop.identifier, getattr(mod, prop.identifier))
+        except (AttributeError, TypeError, ValueError):
+            pass  # a setting this modifier type cannot take over (e.g. a read-only pointer)
 
 
 def _disable_old_animation(ob: bpy.types.Object) -> list[str]:

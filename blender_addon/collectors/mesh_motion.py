@@ -48,6 +48,26 @@ def triangles(mesh: bpy.types.Mesh) -> np.ndarray:
     return out.reshape(-1, 3)
 
 
+TOPOLOGY_MODIFIERS = {
+    "SUBSURF", "MULTIRES", "MIRROR", "TRIANGULATE", "SOLIDIFY", "BEVEL", "EDGE_SPLIT", "WELD", "WIREFRAME",
+    "ARRAY", "DECIMATE", "REMESH", "SKIN", "SCREW",
+}  # fmt: skip
+
+
+def trailing_topology_modifiers(ob: bpy.types.Object) -> list[bpy.types.Modifier]:
+    """The topology modifiers at the end of the stack (Subdivision last, as characters have it), switched on:
+    they shape the moving mesh, not its motion, so the motion is read without them and they stay after the rig.
+    Switched-off modifiers between them do not count."""
+    found = []
+    for mod in reversed(ob.modifiers):
+        if not mod.show_viewport:
+            continue
+        if mod.type not in TOPOLOGY_MODIFIERS:
+            break
+        found.append(mod)
+    return found[::-1]
+
+
 def evaluated_motion(
     context: bpy.types.Context, ob: bpy.types.Object, frame_start: int, frame_end: int
 ) -> CollectedMotion:
@@ -73,6 +93,9 @@ def evaluated_motion(
     matrices = np.empty((count, 4, 4), np.float64)
     scene = context.scene
     frame_current, subframe = scene.frame_current, scene.frame_subframe
+    trailing = trailing_topology_modifiers(ob)
+    for mod in trailing:
+        mod.show_viewport = False  # read the motion of the mesh they smooth; switched back on below
     try:
         for i, frame in enumerate(range(frame_start, frame_end + 1)):
             scene.frame_set(frame)
@@ -84,8 +107,9 @@ def evaluated_motion(
                 if n != v:
                     if i == 0:
                         raise MotionError(
-                            f"Mesh '{ob.name}' evaluates to {n} vertices but its data has {v}: a modifier "
-                            "changes the topology (e.g. Subdivision, Remesh). Disable or apply it before rigging."
+                            f"Mesh '{ob.name}' evaluates to {n} vertices but its data has {v}: a modifier before "
+                            "the animation's changes the topology (e.g. Subdivision, Remesh). Move it to the end "
+                            "of the stack, or disable or apply it, before rigging."
                         )
                     raise MotionError(
                         f"Mesh '{ob.name}' changes vertex count at frame {frame} ({v} → {n}); "
@@ -96,6 +120,8 @@ def evaluated_motion(
             finally:
                 ob_eval.to_mesh_clear()
     finally:
+        for mod in trailing:
+            mod.show_viewport = True
         scene.frame_set(frame_current, subframe=subframe)
     size = float(np.linalg.norm(rest.max(axis=0) - rest.min(axis=0))) or 1.0
     relative = np.linalg.inv(matrices[0]) @ matrices  # each frame's object space → the first frame's

@@ -554,3 +554,26 @@ def test_replace_refuses_motion_that_comes_from_a_parent(blender, backend):
     connect(bpy, backend)
     with pytest.raises(RuntimeError, match="parent or constraints.*Copy"):
         bpy.ops.tessera.rig_from_motion(bones=3, target="REPLACE")
+
+
+@pytest.mark.parametrize("target", ["COPY", "REPLACE"])
+def test_a_subdivision_at_the_end_of_the_stack_is_rigged_under(blender, backend, target):
+    """Subdivision last (as characters have it) shapes the moving mesh, not its motion: the motion is read without
+    it, the rig goes under it, and the rigged mesh looks like the source, subdivided, at every frame."""
+    bpy = blender
+    verts, faces, _, _, truth = chain_rig()
+    ob = shape_key_animated(bpy, f"Smooth {target}", verts, faces, truth.astype(np.float32))
+    smooth = ob.modifiers.new("smooth look", "SUBSURF")
+    smooth.levels = 1
+    bpy.context.view_layer.objects.active = ob
+    source = np.stack([world_positions(bpy, ob, 1 + t) for t in range(len(truth))])
+    assert source.shape[1] > len(verts)  # evaluated with the subdivision
+    connect(bpy, backend)
+    assert bpy.ops.tessera.rig_from_motion(bones=3, mode="FREE", target=target) == {"FINISHED"}
+    assert bpy.ops.tessera.wait(timeout=90) == {"FINISHED"}
+    job = [j for j in addon().session.SESSION.client.jobs.values() if j.plugin == "rig.from_motion"][-1]
+    mesh = bpy.data.objects[job.options["rig_result"][1]]
+    assert [m.type for m in mesh.modifiers if m.show_viewport] == ["ARMATURE", "SUBSURF"] and smooth.show_viewport
+    played = np.stack([world_positions(bpy, mesh, 1 + t) for t in range(len(truth))])
+    diag = float(np.linalg.norm(source[0].max(0) - source[0].min(0)))
+    assert np.abs(played - source).max() < 0.02 * diag, np.abs(played - source).max() / diag
