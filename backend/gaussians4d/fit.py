@@ -579,7 +579,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     warmup = max(1, int(p.time_warmup * p.iterations))
     arap = graph = faces = None
     # the silhouettes' rigid start needs every time seen from 2+ views: one silhouette leaves depth open
-    seen_twice = min(len(g) for g in frames.groups) >= 2
+    seen_twice = video.fixed_cameras()
     if mesh is not None:
         faces = torch.as_tensor(mesh[1], device=device)
         arap = Arap.from_mesh(model.means.detach(), mesh[1])

@@ -24,20 +24,22 @@ import torch
 
 from shared.errors import InputError
 
+from ..gaussians4d.data import KEY_HIGH, KEY_LOW, keyed_alpha
+
 log = logging.getLogger(__name__)
 
 BACKGROUND = (1.0, 1.0, 1.0)
 # Foreground estimate: a pixel's largest channel distance from white; below LOW it is background, above HIGH
-# object, linear between (soft edges, as the VAE blurs the silhouette over a pixel or two).
-ALPHA_LOW, ALPHA_HIGH = 0.03, 0.12
+# object, linear between (soft edges, as the VAE blurs the silhouette over a pixel or two): the 4D fit's keying of
+# plain backgrounds (gaussians4d.data.keyed_alpha).
+ALPHA_LOW, ALPHA_HIGH = KEY_LOW, KEY_HIGH
 
 SdsLoss = Callable[[torch.Tensor], torch.Tensor]
 
 
 def estimate_alpha(images: np.ndarray, background=BACKGROUND) -> np.ndarray:
     """(..., H, W, 3) images over a known plain background → (..., H, W) float32 foreground alpha in [0, 1]."""
-    distance = np.abs(np.asarray(images, np.float32) - np.asarray(background, np.float32)).max(axis=-1)
-    return np.clip((distance - ALPHA_LOW) / (ALPHA_HIGH - ALPHA_LOW), 0.0, 1.0).astype(np.float32)
+    return keyed_alpha(images, background)
 
 
 def frame_times(frames: int) -> np.ndarray:
