@@ -83,8 +83,13 @@ class TrainReport:
 
 
 def guess_units_to_mm(size: float) -> float:
-    """Millimetres per skeleton unit from the body's size: metres (< 5), centimetres (< 500), else millimetres."""
-    return 1000.0 if size < 5 else 10.0 if size < 500 else 1.0
+    """Millimetres per skeleton unit from the body's size (its largest side): metres, centimetres or millimetres,
+    whichever makes it 0.5–2.5 m across; else (CMU's files are about 35 units tall) as if it were 1.7 m, a person.
+    It only scales the reported errors; `TrainConfig.units_to_mm` sets it."""
+    for mm in (1000.0, 10.0, 1.0):
+        if 500.0 <= size * mm <= 2500.0:
+            return mm
+    return 1700.0 / max(size, 1e-9)
 
 
 def _windows_sampler(clips: list[np.ndarray], length: int, rng: np.random.Generator):

@@ -3,6 +3,7 @@ library of training clips a trained model keeps."""
 
 from __future__ import annotations
 
+import pytest
 from synthetic_motion import motion_fixtures
 
 from backend.motion.bvh import read_bvh
@@ -32,3 +33,12 @@ def test_the_trained_model_keeps_its_training_clips_as_its_library(tiny_model):
     library = model.library()
     assert [m.n_frames for m in library.motions] == 2 * model.library_frames.tolist()  # and their mirror images
     assert library.features.shape == (2 * sum(train_frames), model.normalizer.mean.shape[0])
+
+
+def test_the_units_of_a_skeleton_are_guessed_from_its_size():
+    from backend.motion.train import guess_units_to_mm
+
+    assert guess_units_to_mm(1.8) == 1000.0  # metres
+    assert guess_units_to_mm(183.7) == 10.0  # Bandai-Namco's centimetres
+    assert guess_units_to_mm(1750.0) == 1.0  # millimetres
+    assert guess_units_to_mm(35.0) == pytest.approx(1700.0 / 35.0)  # CMU's own units: taken as a 1.7 m person
