@@ -572,7 +572,9 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     background = background_colour(video)
     bg = torch.tensor(background, dtype=torch.float32, device=device)
     n_times = len(frames.times)
-    knots = max(1, min(p.knots, n_times))
+    windows = video.time_windows()  # the times, or a moving camera's consecutive images taken as one time
+    # a knot per window at most (+1 for the ends): a moving camera's single images do not each fix a pose
+    knots = max(1, min(p.knots, n_times, len(windows) + 1))
     model, extent = _initial_model(video, p, knots, mesh, rng)
     model.to(device)
     basis = model.basis(frames.times)  # (T,K)
@@ -619,7 +621,6 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
                 model.colors.copy_(torch.as_tensor(sample_colors(video, posed, frames.groups[0])).to(model.colors))
             warmup = 1  # every time already starts at its pose: no need to carry the motion forward
     rigid = None  # free Gaussians: the object's rigid motion per knot (see Preset.free_track)
-    windows = video.time_windows()  # the times, or a moving camera's consecutive images taken as one time
     if mesh is None and p.free_track and len(windows) > 1 and frames.alphas is not None:
         if masks_outline_the_object(frames.alphas):
             rigid = _rigid_start(model, frames, windows, basis, progress, check_cancelled)
