@@ -47,7 +47,7 @@ def fit4d(
     from .formats.paths import prepare_output_folder
     from .gaussians4d.fit import PRESETS, dense_mesh_warning, evaluate, fit
     from .gaussians4d.store import save_model
-    from .plugins.gaussians4d import load_video_folder, output_times, read_rest_mesh, write_times
+    from .plugins.gaussians4d import held_out_split, load_video_folder, output_times, read_rest_mesh, write_times
 
     console, err_console = _console()
     try:
@@ -87,7 +87,7 @@ def fit4d(
     )
     if scores is not None:
         line += f"\nheld-out ({len(test)} images): PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}"
-    elif not any((data_dir / f"transforms_{s}.json").is_file() for s in ("test", "val")):
+    elif held_out_split(data_dir) is None:
         line += "\nno transforms_test.json (nor transforms_val.json): no held-out score"
     console.print(line, highlight=False)
 

@@ -13,7 +13,7 @@ from . import preferences
 from .appliers.motion import MotionOptions
 from .appliers.rig import RigOptions
 from .client import BackendClient, ClientError, ConnectionState
-from .collectors import armature_motion
+from .collectors import armature_motion, object_kind
 from .collectors.mesh_motion import MotionError, evaluated_motion, without_final_hold
 from .local_backend import LocalBackend, LocalBackendError
 from .properties import FOLLOW_MESH_HELP
@@ -247,7 +247,7 @@ def _active_mesh(cls, context) -> bool:
         cls.poll_message_set("Select the mesh to work on (no object is active).")
         return False
     if ob.type != "MESH":
-        cls.poll_message_set(f"'{ob.name}' is a {ob.type.lower()} object: make the mesh the active object.")
+        cls.poll_message_set(f"'{ob.name}' is {object_kind(ob)}: make the mesh the active object.")
         return False
     return True
 
@@ -389,7 +389,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
         if follow is None:
             raise ClientError(f"No object '{self.follow_mesh}' to follow the capture with: pick another, or clear it.")
         if follow.type != "MESH":
-            raise ClientError(f"'{follow.name}' is a {follow.type.lower()} object: Follow With Mesh takes a mesh.")
+            raise ClientError(f"'{follow.name}' is {object_kind(follow)}: Follow With Mesh takes a mesh.")
         if captured is None and not follow.hide_render:
             raise ClientError(
                 f"Capturing the whole scene would render '{follow.name}' too: make the object to capture active, "
@@ -600,7 +600,7 @@ def _fps(scene) -> float:
 def _active_armature(context):
     ob = context.active_object
     if ob is None or ob.type != "ARMATURE":
-        what = f"'{ob.name}' is a {ob.type.lower()} object" if ob is not None else "No object is active"
+        what = f"'{ob.name}' is {object_kind(ob)}" if ob is not None else "No object is active"
         raise armature_motion.MotionError(f"{what}: select the armature to animate.")
     return ob
 

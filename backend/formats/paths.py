@@ -41,11 +41,18 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def is_hidden(path: Path, root: Path | None = None) -> bool:
+    """Whether `path` (or, below `root`, any folder on its way) is hidden: a dot name, as macOS's `._name`
+    companions and `.git` have."""
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return any(p.startswith(".") for p in parts)
+
+
 def files_with_suffix(folder: Path, suffix: str) -> list[Path]:
     """Files in `folder` whose suffix is `suffix` (case-insensitive), naturally sorted; hidden files (macOS's
     `._name` companions) left out."""
     return natural_sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == suffix and not p.name.startswith(".")
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == suffix and not is_hidden(p)
     )
 
 

@@ -39,7 +39,7 @@ def prepare_frames(video, max_size: int, device: torch.device) -> Frames:
         Ks[:, 1] *= nh / h
         h, w = nh, nw
     times = np.unique(video.times)
-    groups = [np.flatnonzero(video.times == t) for t in times]
+    groups = video.time_groups()
     return Frames(
         images.to(device).contiguous(),
         None if alphas is None else alphas.to(device).contiguous(),

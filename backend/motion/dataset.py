@@ -12,6 +12,7 @@ import torch
 
 from shared.errors import InputError
 
+from ..formats.paths import is_hidden
 from .bvh import read_bvh
 from .skeleton import Motion, Skeleton
 
@@ -65,8 +66,7 @@ def load_library(folder: str | Path, labels_from_filenames: bool = False) -> Lib
     skeleton differs."""
     folder = Path(folder)
     files = sorted(
-        (f for f in folder.rglob("*.bvh") if not any(p.startswith(".") for p in f.relative_to(folder).parts)),
-        key=lambda f: f.relative_to(folder).parts,
+        (f for f in folder.rglob("*.bvh") if not is_hidden(f, folder)), key=lambda f: f.relative_to(folder).parts
     )  # hidden files and folders (macOS's ._ companions, .git) are not clips
     if not files:
         raise InputError(f"No .bvh files in {folder} or its subfolders")

@@ -100,6 +100,11 @@ def load_video_folder(folder: str | Path):
     return video, test, [note for note in (keyed, warning) if note]
 
 
+def held_out_split(folder: str | Path) -> str | None:
+    """The split that scores a fit of a D-NeRF folder: "test", else "val", else None."""
+    return next((s for s in ("test", "val") if Path(folder, f"transforms_{s}.json").is_file()), None)
+
+
 def load_held_out(folder: str | Path):
     """(held-out video or None, warning or None) of a D-NeRF folder's transforms_test.json, else its
     transforms_val.json (NeRF folders that ship only a validation split). The split is optional and only scores
@@ -107,7 +112,7 @@ def load_held_out(folder: str | Path):
     on without a score."""
     from ..gaussians4d.data import load_transforms
 
-    split = next((s for s in ("test", "val") if Path(folder, f"transforms_{s}.json").is_file()), None)
+    split = held_out_split(folder)
     if split is None:
         return None, None
     try:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..appliers.rig import continuous, quaternions
 from ..shared.errors import InputError
+from . import object_kind
 
 STATIC_EPSILON = 1e-5  # relative to the skeleton's size (translations) and absolute (rotation entries)
 # Blender (x, y, z) → wire (x, z, -y): a rotation by -90° about X
@@ -77,7 +78,7 @@ def _check_armature(arm_ob) -> None:
     if arm_ob is None:
         raise MotionError("No object is active: select the armature whose animation to use.")
     if arm_ob.type != "ARMATURE":
-        raise MotionError(f"'{arm_ob.name}' is a {arm_ob.type.lower()} object: select an armature.")
+        raise MotionError(f"'{arm_ob.name}' is {object_kind(arm_ob)}: select an armature.")
     if len(arm_ob.data.bones) == 0:
         raise MotionError(f"Armature '{arm_ob.name}' has no bones: add bones (or import a BVH) first.")
 

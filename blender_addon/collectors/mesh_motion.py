@@ -17,6 +17,7 @@ import bpy
 import numpy as np
 
 from ..shared.errors import InputError
+from . import object_kind
 
 MOTION_EPSILON = 1e-6  # relative to the mesh size: below this nothing moves
 
@@ -76,7 +77,7 @@ def evaluated_motion(
     Raises MotionError with what to change when the motion cannot be rigged.
     """
     if ob is None or ob.type != "MESH":
-        what = f"'{ob.name}' is a {ob.type.lower()} object" if ob is not None else "No object is active"
+        what = f"'{ob.name}' is {object_kind(ob)}" if ob is not None else "No object is active"
         raise MotionError(f"{what}: select the animated mesh object to rig.")
     count = frame_end - frame_start + 1
     if count < 2:

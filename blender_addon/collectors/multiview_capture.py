@@ -25,6 +25,7 @@ import numpy as np
 from mathutils import Matrix, Vector
 
 from ..shared.errors import InputError
+from . import object_kind
 
 RENDERABLE = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
 FILL = 1.15  # the ring's distance leaves this margin around the object's bounding sphere
@@ -186,9 +187,7 @@ def _targets(scene: bpy.types.Scene, obj) -> list[bpy.types.Object]:
         return shown
     if obj is not None:
         if obj.type not in RENDERABLE:
-            kind = obj.type.lower().replace("_", " ")
-            article = "an" if kind[:1] in "aeiou" else "a"
-            raise InputError(f"'{obj.name}' is {article} {kind} object: select the object to capture.")
+            raise InputError(f"'{obj.name}' is {object_kind(obj)}: select the object to capture.")
         if obj.hide_render:
             raise InputError(f"'{obj.name}' is disabled in renders: enable it (the camera icon) to capture it.")
         return [obj]

@@ -14,6 +14,7 @@ import bpy
 import numpy as np
 
 from ..shared.errors import InputError
+from . import object_kind
 
 
 class ObjectSurface(NamedTuple):
@@ -26,7 +27,7 @@ class ObjectSurface(NamedTuple):
 def world_surface(context: bpy.types.Context, ob: bpy.types.Object) -> ObjectSurface:
     """The evaluated, triangulated surface of `ob` at the scene's first frame; InputError if it has none."""
     if ob is None or ob.type != "MESH":
-        what = f"'{ob.name}' is a {ob.type.lower()} object" if ob is not None else "No object is active"
+        what = f"'{ob.name}' is {object_kind(ob)}" if ob is not None else "No object is active"
         raise InputError(f"{what}: select the static mesh object to animate.")
     scene = context.scene
     frame_current, subframe = scene.frame_current, scene.frame_subframe
