@@ -2,7 +2,7 @@
 
     tessera4d fit4d DATA_DIR --out MODEL_DIR [--preset fast|quality] [--iterations N] [--rest-mesh mesh.obj]
     tessera4d render4d MODEL_DIR --cameras DATA_DIR/transforms_test.json --out DIR
-    tessera4d export4d MODEL_DIR [--ply DIR] [--mesh seq.npz] [--rest-mesh mesh.obj] [--frames N]
+    tessera4d export4d MODEL_DIR [--ply DIR] [--mesh seq.npz] [--pc2 anim.pc2] [--rest-mesh mesh.obj] [--frames N]
 
 Heavy modules (torch) are imported inside the commands so that `tessera4d --help` stays fast. Errors are one
 line on stderr and exit status 1, like `tessera4d rig`. `register(app)` adds the commands to the main app.
@@ -45,7 +45,7 @@ def fit4d(
 ) -> None:
     """Fit 4D Gaussians to a multi-view video; prints held-out PSNR/SSIM when transforms_test.json (or _val) exists."""
     from .formats.paths import prepare_output_folder
-    from .gaussians4d.fit import PRESETS, dense_mesh_warning, evaluate, fit
+    from .gaussians4d.fit import PRESETS, evaluate, fit, fit_warnings
     from .gaussians4d.store import save_model
     from .plugins.gaussians4d import held_out_split, load_video_folder, output_times, read_rest_mesh, write_times
 
@@ -57,10 +57,8 @@ def fit4d(
         prepare_output_folder(out, "Model folder")
         video, test, notes = load_video_folder(data_dir)
         mesh = read_rest_mesh(rest_mesh) if rest_mesh is not None else None
-        dense = None if mesh is None else dense_mesh_warning(len(mesh[0]), chosen_device)
-        for note in (*notes, video.still_warning(), dense):
-            if note:
-                err_console.print(f"warning: {note}", style="yellow", highlight=False)
+        for note in (*notes, *fit_warnings(video, mesh, chosen_device)):
+            err_console.print(f"warning: {note}", style="yellow", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
         with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
             task = bar.add_task("fit", total=1.0)
@@ -243,6 +241,13 @@ def export4d(
             "(fitted with --rest-mesh), else the mesh of the Gaussians at t = 0."
         ),
     ] = None,
+    pc2: Annotated[
+        Path | None,
+        typer.Option(
+            help="PC2 point cache of the animated mesh (.pc2 added), in the rest mesh's vertex order: put it on your "
+            "own mesh with a Mesh Cache modifier and its quads, UVs and materials stay."
+        ),
+    ] = None,
     frames: Annotated[int, typer.Option(min=0, help="Frames over the clip; 0: the fit's captured times.")] = 0,
     mesh_resolution: Annotated[
         int, typer.Option(min=16, max=512, help="Voxels along the longest side for the mesh of the Gaussians.")
@@ -253,8 +258,8 @@ def export4d(
     from .plugins.gaussians4d import export_model
 
     console, err_console = _console()
-    if ply is None and mesh is None and rest_mesh is None:
-        raise _fail("Nothing to export: give --ply DIR, --mesh seq.npz and/or --rest-mesh mesh.obj.")
+    if ply is None and mesh is None and rest_mesh is None and pc2 is None:
+        raise _fail("Nothing to export: give --ply DIR, --mesh seq.npz, --pc2 anim.pc2 and/or --rest-mesh mesh.obj.")
     try:
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
         with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:
@@ -264,6 +269,7 @@ def export4d(
                 ply=ply,
                 mesh=mesh,
                 obj=rest_mesh,
+                pc2=pc2,
                 frames=frames,
                 mesh_resolution=mesh_resolution,
                 progress=lambda stage, f, msg: bar.update(task, completed=f, description=f"{stage}: {msg}"),

@@ -141,6 +141,10 @@ class MultiViewVideo:
             return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
         return self._hull_bounds()
 
+    def start_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The object's bounding box at the start: as `bounds`, over the first time window only."""
+        return self._subset(self.time_windows()[0])._hull_bounds()
+
     def _subset(self, entries: np.ndarray) -> MultiViewVideo:
         alphas = None if self.alphas is None else self.alphas[entries]
         names = [self.names[i] for i in entries]

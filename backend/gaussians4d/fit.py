@@ -52,7 +52,12 @@ from scipy.spatial.transform import Rotation
 from backend.gaussians4d.densify import ScreenGradients, densify_and_prune
 from backend.gaussians4d.fit_setup import background_colour, initial_points, knn_scale, prepare_frames, sample_colors
 from backend.gaussians4d.mesh_bound import Arap, DeformationGraph, normal_quats, vertex_edge_lengths, vertex_normals
-from backend.gaussians4d.mesh_pose import follow_silhouettes, masks_outline_the_object, track_rigid
+from backend.gaussians4d.mesh_pose import (
+    follow_silhouettes,
+    masks_outline_the_object,
+    orientation_warning,
+    track_rigid,
+)
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
 from backend.gaussians4d.model import DynamicGaussians, axis_angle_to_quat
 from backend.gaussians4d.rasterize import quat_to_rotmat
@@ -384,6 +389,15 @@ def dense_mesh_warning(vertex_count: int, device: str) -> str | None:
         "took 19 minutes and 6.7 GB before the fit proper, 10k two minutes). Decimate it to 10,000–20,000 vertices "
         "(e.g. a Decimate modifier) for a fit in minutes, or fit on a GPU."
     )
+
+
+def fit_warnings(video, rest_mesh: tuple[np.ndarray, np.ndarray] | None, device: str) -> list[str]:
+    """What the user should hear before a fit starts: nothing moves, a mesh too dense for the CPU, a rest mesh
+    that looks turned against the capture."""
+    notes = [video.still_warning()]
+    if rest_mesh is not None:
+        notes += [dense_mesh_warning(len(rest_mesh[0]), device), orientation_warning(video, *rest_mesh)]
+    return [note for note in notes if note]
 
 
 def _check_mesh_in_capture(video, vertices: np.ndarray, faces: np.ndarray) -> None:

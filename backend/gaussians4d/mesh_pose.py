@@ -113,6 +113,82 @@ class Silhouettes:
         return np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)[0]
 
 
+AXIS_MISMATCH = 1.8  # proportions this far off (ratio, worst axis) at the first time: the mesh may be turned
+AXIS_MATCH = 1.6  # ... while with two axes swapped they are this close (a hull from few views is fat): warn
+
+
+def _proportions(extents: np.ndarray) -> np.ndarray:
+    """Extents (3,) relative to the longest, thin ones counted as a twentieth (a flat card has no ratio)."""
+    extents = np.maximum(np.asarray(extents, np.float64), 1e-12)
+    return np.maximum(extents / extents.max(), 0.05)
+
+
+def _mismatch(a: np.ndarray, b: np.ndarray) -> float:
+    """The worst axis's ratio (≥ 1) between two sets of proportions."""
+    return float(np.exp(np.abs(np.log(a / b)).max()))
+
+
+def orientation_warning(video, vertices: np.ndarray, faces: np.ndarray) -> str | None:
+    """A warning when the rest mesh looks turned against the capture, else None: its proportions along x, y, z
+    are far from those of the object's visual hull at the first time (its first window of views, as for the
+    rigid start), and close once two axes are swapped, as with a mesh exported Y up (Blender's OBJ default) for
+    a capture in Blender's Z-up world. The silhouettes' rigid start only turns a mesh by small angles, so such a
+    mesh would be fitted lying on its side. Only with alpha masks; a warning, since a first pose can differ
+    from the rest pose (a character that starts lying down)."""
+    if video.alphas is None:
+        return None
+    used = np.unique(np.asarray(faces).ravel())
+    points = np.asarray(vertices, np.float64)[used]
+    mesh = points.max(0) - points.min(0)
+    lo, hi = video.start_bounds()
+    hull = np.asarray(hi - lo, np.float64)
+    if not 1 / 3 <= hull.max() / max(mesh.max(), 1e-12) <= 3:  # the hull failed (or other units: checked elsewhere)
+        return None
+    target = _proportions(hull)
+    as_given = _mismatch(_proportions(mesh), target)
+    if as_given < AXIS_MISMATCH:
+        return None
+    axes = "xyz"
+    swaps = [(i, j) for i in range(3) for j in range(i + 1, 3)]
+    scores = []
+    for i, j in swaps:
+        order = [0, 1, 2]
+        order[i], order[j] = j, i
+        scores.append(_mismatch(_proportions(mesh[order]), target))
+    best = int(np.argmin(scores))
+    if scores[best] > AXIS_MATCH or scores[best] > as_given / 1.3:
+        return None
+    i, j = swaps[best]
+
+    def ratio(e: np.ndarray) -> str:
+        return " : ".join(f"{v:.2f}" for v in e / e.max())
+
+    found = (
+        f"The rest mesh looks turned against the capture: its x : y : z proportions are {ratio(mesh)}, the "
+        f"captured object's at the first time {ratio(hull)}, which they match with {axes[i]} and {axes[j]} swapped."
+    )
+    up = capture_up_axis(video.cameras)
+    if up is not None and up not in (i, j):
+        return (
+            f"{found} That is a quarter turn about the capture's up axis ({axes[up]}): turn the mesh to face as the "
+            "object does at the first time; the silhouettes' start only turns it by small angles."
+        )
+    export = "Forward Axis Y, Up Axis Z" if up in (None, 2) else f"Up Axis {axes[up].upper()}"
+    return (
+        f"{found} Was it exported with another up axis (Blender's OBJ exporter writes Y up by default)? Give it in "
+        f"the capture's coordinates (Blender's OBJ export: {export}); turned, it is fitted on its side."
+    )
+
+
+def capture_up_axis(cameras) -> int | None:
+    """The world axis (0, 1, 2) the cameras hold upright on average (their image's up), or None if none does."""
+    up = -np.asarray(cameras.viewmats, np.float64)[:, 1, :3].mean(0)  # OpenCV: a camera's y row points down
+    norm = float(np.linalg.norm(up))
+    if norm < 1e-6 or np.abs(up).max() < 0.8 * norm:
+        return None
+    return int(np.abs(up).argmax())
+
+
 def _vertex_sample(count: int, samples: int, rng: np.random.Generator, device) -> torch.Tensor:
     """Indices of at most `samples` of `count` vertices, drawn without replacement, in ascending order."""
     if count <= samples:

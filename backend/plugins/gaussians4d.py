@@ -337,17 +337,15 @@ class Fit4D(Plugin):
     def run(self, ctx: JobContext) -> Iterator[Progress | Output]:
         from ..formats.paths import prepare_output_folder
         from ..gaussians4d.export import export_frames_ply, export_mesh_sequence
-        from ..gaussians4d.fit import PRESETS, dense_mesh_warning, fit
+        from ..gaussians4d.fit import PRESETS, fit, fit_warnings
         from ..gaussians4d.store import save_model
 
         p = ctx.params
         name = str(p.get("name") or "Gaussians 4D")
         yield Progress("reading", 0.0, "Reading the multi-view video")
         video, rest_mesh, test, notes = _fit_inputs(ctx)
-        dense = None if rest_mesh is None else dense_mesh_warning(len(rest_mesh[0]), ctx.device)
-        for note in (*notes, video.still_warning(), dense):
-            if note:
-                yield Progress("reading", 0.0, f"Warning: {note}", warning=note)
+        for note in (*notes, *fit_warnings(video, rest_mesh, ctx.device)):
+            yield Progress("reading", 0.0, f"Warning: {note}", warning=note)
         preset_name = str(p.get("preset") or "fast")
         preset = PRESETS[preset_name]
         default_steps = preset.iterations if rest_mesh is None else preset.mesh_iterations
@@ -441,6 +439,12 @@ class Export4D(Plugin):
             ParamSpec("mesh", "path", default="", help="Mesh sequence .npz to write (empty: none)."),
             ParamSpec("obj", "path", default="", help="OBJ of the rest mesh to write (empty: none)."),
             ParamSpec(
+                "pc2",
+                "path",
+                default="",
+                help="PC2 point cache of the animation, in the rest mesh's vertex order (empty: none).",
+            ),
+            ParamSpec(
                 "frames", "int", default=0, min=0, max=10000, help="Frames over the clip; 0: the fit's output frames."
             ),
             ParamSpec(
@@ -467,6 +471,7 @@ class Export4D(Plugin):
                 ply=p.get("ply") or None,
                 mesh=p.get("mesh") or None,
                 obj=p.get("obj") or None,
+                pc2=p.get("pc2") or None,
                 frames=int(p.get("frames") or 0),
                 mesh_resolution=int(p.get("mesh_resolution") or MESH_RESOLUTION),
                 progress=progress,
@@ -494,12 +499,15 @@ def export_model(
     ply: str | Path | None = None,
     mesh: str | Path | None = None,
     obj: str | Path | None = None,
+    pc2: str | Path | None = None,
     frames: int = 0,
     mesh_resolution: int = MESH_RESOLUTION,
     progress: Callable[[str, float, str], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> ExportResult:
-    """Write what is asked of a model folder; the animated mesh is always made (and returned)."""
+    """Write what is asked of a model folder; the animated mesh is always made (and returned). `pc2` gets its
+    frames as a PC2 point cache (`.pc2` added when missing), in the rest mesh's vertex order."""
+    from ..formats.mesh_sequence import write_pc2
     from ..gaussians4d.export import export_frames_ply, export_mesh_sequence, export_obj
 
     report = progress or (lambda stage, fraction, message: None)
@@ -521,6 +529,9 @@ def export_model(
         written.append(export_mesh_sequence(mesh, rest, faces, positions))
     if obj:
         written.append(export_obj(obj, rest, faces))
+    if pc2:
+        pc2 = Path(pc2)
+        written.append(write_pc2(pc2 if pc2.suffix.lower() == ".pc2" else pc2.with_name(pc2.name + ".pc2"), positions))
     report("mesh", 0.9, f"{len(rest)} vertices")
     return ExportResult(
         (rest, faces, positions), written, "rest mesh" if rest_mesh is not None else "marching cubes", len(times)

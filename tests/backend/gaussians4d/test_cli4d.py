@@ -123,6 +123,53 @@ def test_fit4d_with_a_rest_mesh_exports_that_mesh_moving(data_dir, tmp_path) -> 
     assert "rest mesh" in text
 
 
+QUAD_CUBE_OBJ = """v -0.5 -0.3 -0.25
+v 0.5 -0.3 -0.25
+v 0.5 0.3 -0.25
+v -0.5 0.3 -0.25
+v -0.5 -0.3 0.25
+v 0.5 -0.3 0.25
+v 0.5 0.3 0.25
+v -0.5 0.3 0.25
+vt 0 0
+vt 1 0
+vt 1 1
+vt 0 1
+f 1/1 4/4 3/3 2/2
+f 5/1 6/2 7/3 8/4
+f 1/1 2/2 6/3 5/4
+f 2/1 3/2 7/3 6/4
+f 3/1 4/2 8/3 7/4
+f 4/1 1/2 5/3 8/4
+"""
+
+
+def test_export4d_pc2_moves_the_users_own_quad_mesh_vertex_for_vertex(data_dir, tmp_path) -> None:
+    from backend.formats.mesh_sequence import open_pc2
+
+    (tmp_path / "cube.obj").write_text(QUAD_CUBE_OBJ)  # quads with UVs: what a rigger's mesh looks like
+    out = tmp_path / "m"
+    code, text = cli("fit4d", data_dir, "--out", out, "--iterations", 2, "--rest-mesh", tmp_path / "cube.obj")
+    assert code == 0, text
+    code, text = cli("export4d", out, "--pc2", tmp_path / "anim", "--mesh", tmp_path / "seq.npz")
+    assert code == 0, text
+    assert "anim.pc2" in text  # the suffix is added
+    cache = open_pc2(tmp_path / "anim.pc2", tmp_path / "cube.obj")  # read back against the user's own mesh
+    seq = np.load(tmp_path / "seq.npz")
+    assert cache.frame_count == len(TIMES) and len(cache.rest) == 8
+    np.testing.assert_allclose(cache.read_frames(0, len(TIMES)), seq["frames"], atol=1e-6)
+
+
+def test_fit4d_warns_when_the_rest_mesh_looks_turned_against_the_capture(data_dir, tmp_path) -> None:
+    box = trimesh.creation.box(extents=(0.5, 0.6, 1.0))  # the block is 1.0 × 0.6 × 0.5: this one is x↔z turned
+    vertices, faces = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=0.25)
+    trimesh.Trimesh(vertices, faces, process=False).export(tmp_path / "turned.obj")
+    turned = tmp_path / "turned.obj"
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--iterations", 1, "--rest-mesh", turned)
+    assert code == 0, text
+    assert "warning: The rest mesh looks turned against the capture" in " ".join(text.split()), text
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

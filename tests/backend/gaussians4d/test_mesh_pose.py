@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from moving_scenes import TRAVEL, TURN, cameras, hinge_mesh, hinge_pose, hinge_video, travel_pose, travel_video
 
-from backend.gaussians4d.fit import fit
+from backend.gaussians4d.fit import fit, fit_warnings
 from backend.gaussians4d.fit_setup import prepare_frames
 from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
-from backend.gaussians4d.mesh_pose import follow_silhouettes, masks_outline_the_object, track_rigid
+from backend.gaussians4d.mesh_pose import (
+    capture_up_axis,
+    follow_silhouettes,
+    masks_outline_the_object,
+    orientation_warning,
+    track_rigid,
+)
 from backend.gaussians4d.model import axis_angle_to_quat, bspline_basis
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
@@ -115,3 +123,19 @@ def test_follow_silhouettes_bends_a_swung_half_into_the_masks():
     assert rigid[-1] > 0.05, rigid
     assert bent[-1] < 0.8 * rigid[-1], (rigid, bent)
     assert rms.max() < min(0.6, poses.costs.max()), (rms, poses.costs)
+
+
+def test_a_rest_mesh_turned_against_the_capture_is_warned_about_and_one_as_given_is_not(travel):
+    video = travel_video(cameras(6, 48), TIMES, 48)  # the ring's up is z; the box is 1.2 × 0.4 × 0.4 along x
+    vertices, faces = hinge_mesh()
+    assert capture_up_axis(video.cameras) == 2
+    assert orientation_warning(video, vertices, faces) is None
+    stood_up = vertices[:, [2, 1, 0]]  # long along z: as a Y-up export of a Z-up scene stands a lying object up
+    note = orientation_warning(video, stood_up, faces)
+    assert note is not None and "x and z swapped" in note and "Up Axis Z" in note, note
+    turned = vertices[:, [1, 0, 2]]  # a quarter turn about the up axis
+    note = orientation_warning(video, turned, faces)
+    assert note is not None and "quarter turn about the capture's up axis (z)" in note, note
+    assert orientation_warning(dataclasses.replace(video, alphas=None), stood_up, faces) is None  # no hull to compare
+    notes = fit_warnings(video, (stood_up, faces), "cpu")  # what the CLI and the plugin print before the fit
+    assert len(notes) == 1 and "x and z swapped" in notes[0], notes
