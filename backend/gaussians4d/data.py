@@ -99,6 +99,22 @@ class MultiViewVideo:
             "is a still splat and mesh. Animate the object over the frame range, or capture the animated one."
         )
 
+    def empty_warning(self) -> str | None:
+        """A warning naming the images in which the object is nowhere (alpha 0 everywhere) when others show it:
+        the fit takes the object as absent from that view at that time, right for an object that leaves the
+        frame, wrong for a render that failed."""
+        if self.alphas is None:
+            return None
+        empty = np.flatnonzero(~(self.alphas > ALPHA_THRESHOLD).reshape(len(self), -1).any(axis=1))
+        if len(empty) == 0 or len(empty) == len(self):
+            return None
+        named = ", ".join(self.names[i] for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        return (
+            f"{len(empty)} of {len(self)} images are fully transparent ({named}): the object is fitted as absent "
+            "from those views at those times. If it is in view there, re-render them (a failed render?) or remove "
+            "their entries."
+        )
+
     def fixed_cameras(self) -> bool:
         """Whether every time is seen from two camera poses or more (a rig of cameras, the Blender capture), as
         opposed to a moving camera (monocular video: D-NeRF's scenes), where one image does not fix depth."""

@@ -392,9 +392,9 @@ def dense_mesh_warning(vertex_count: int, device: str) -> str | None:
 
 
 def fit_warnings(video, rest_mesh: tuple[np.ndarray, np.ndarray] | None, device: str) -> list[str]:
-    """What the user should hear before a fit starts: nothing moves, a mesh too dense for the CPU, a rest mesh
-    that looks turned against the capture."""
-    notes = [video.still_warning()]
+    """What the user should hear before a fit starts: nothing moves, images without the object, a mesh too dense
+    for the CPU, a rest mesh that looks turned against the capture."""
+    notes = [video.still_warning(), video.empty_warning()]
     if rest_mesh is not None:
         notes += [dense_mesh_warning(len(rest_mesh[0]), device), orientation_warning(video, *rest_mesh)]
     return [note for note in notes if note]

@@ -249,6 +249,20 @@ def test_a_video_where_nothing_moves_gets_a_warning():
     assert one_time.still_warning() is None  # a single time is a still capture by choice
 
 
+def test_images_without_the_object_among_others_are_named_in_a_warning():
+    from dataclasses import replace
+
+    from moving_scenes import cameras, moving_block_video
+
+    video = moving_block_video(cameras(3, 16), [0.0, 0.5, 1.0], 16)
+    assert video.empty_warning() is None
+    alphas = video.alphas.copy()
+    alphas[4] = 0.0  # a render that came out empty
+    note = replace(video, alphas=alphas).empty_warning()
+    assert note is not None and note.startswith("1 of 9 images are fully transparent (entry_004)"), note
+    assert replace(video, alphas=None).empty_warning() is None
+
+
 def test_times_a_float_rounding_apart_are_one_time(folder):
     from backend.gaussians4d.data import snap_times
 
