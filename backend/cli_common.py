@@ -1,9 +1,12 @@
-"""What every `tessera4d` sub-command module shares: the consoles, the one-line failure, the device choice.
+"""What every `tessera4d` sub-command module shares: the consoles, the one-line failure, the device choice, the
+clean-up of an output folder a failed run made.
 
 backend.cli imports the sub-command modules at its end, so these reach back into it lazily.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -30,3 +33,9 @@ def pick_device(device: str) -> str:
     if device and device != "auto":
         return check_device(device)
     return resolve_devices()[0]
+
+
+def drop_if_empty(folder: Path, made: bool) -> None:
+    """Remove `folder` when this run made it (`made`) and left it empty: a failed run leaves nothing behind."""
+    if made and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from shared.errors import InputError, TesseraError
 
 from .cli_common import consoles as _console
+from .cli_common import drop_if_empty
 from .cli_common import fail as _fail
 from .cli_common import pick_device as _device
 
@@ -37,8 +38,9 @@ def fit4d(
     rest_mesh: Annotated[
         Path | None,
         typer.Option(
-            help="OBJ of the object in the capture's coordinates: one Gaussian per vertex, the mesh follows the "
-            "motion (placed at each time from the alpha masks first, when the images have them)."
+            help="OBJ of the object in the capture's coordinates (from Blender: Forward Axis Y, Up Axis Z): one "
+            "Gaussian per vertex, the mesh follows the motion (placed at each time from the alpha masks first, when "
+            "the images have them)."
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1... (default: the first GPU, else the CPU).")] = "auto",
@@ -50,6 +52,7 @@ def fit4d(
     from .plugins.gaussians4d import held_out_split, load_video_folder, output_times, read_rest_mesh, write_times
 
     console, err_console = _console()
+    made_out = not out.exists()
     try:
         if preset not in PRESETS:
             raise InputError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
@@ -76,8 +79,10 @@ def fit4d(
         write_times(out, output_times(0, video.time_values()))
         scores = evaluate(model, test, background=result.background) if test is not None else None
     except TesseraError as exc:
+        drop_if_empty(out, made_out)
         raise _fail(exc.message) from None
     except OSError as exc:
+        drop_if_empty(out, made_out)
         raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     line = (
         f"{len(video)} images ({video.describe()}): "
@@ -237,15 +242,16 @@ def export4d(
     rest_mesh: Annotated[
         Path | None,
         typer.Option(
-            help="Mesh file (.obj, .ply, .stl, .glb, .off) of the mesh the animation moves: the fit's own rest mesh "
-            "(fitted with --rest-mesh), else the mesh of the Gaussians at t = 0."
+            help="Mesh file to write (.obj, .ply, .stl, .glb, .off): the mesh the animation moves, as triangles: "
+            "the fit's own rest mesh (fitted with --rest-mesh), else the mesh of the Gaussians at t = 0."
         ),
     ] = None,
     pc2: Annotated[
         Path | None,
         typer.Option(
-            help="PC2 point cache of the animated mesh (.pc2 added), in the rest mesh's vertex order: put it on your "
-            "own mesh with a Mesh Cache modifier and its quads, UVs and materials stay."
+            help="PC2 point cache of the animated mesh (.pc2 added), one sample per frame from 0, in the rest mesh's "
+            "vertex order: put it on your own mesh with a Mesh Cache modifier and its quads, UVs and materials stay "
+            "(a fit without --rest-mesh: also write --rest-mesh, the mesh it animates)."
         ),
     ] = None,
     frames: Annotated[int, typer.Option(min=0, help="Frames over the clip; 0: the fit's captured times.")] = 0,

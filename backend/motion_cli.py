@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from shared.errors import TesseraError
 
 from .cli_common import consoles as _console
+from .cli_common import drop_if_empty
 from .cli_common import fail as _fail
 
 motion_app = typer.Typer(
@@ -130,8 +131,7 @@ def train_command(
                 resume=resume,
             )
     except (TesseraError, OSError) as exc:
-        if made_out and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no empty model folder behind
+        drop_if_empty(out, made_out)
         if isinstance(exc, TesseraError):
             raise _fail(exc.message) from None
         raise _fail(f"Cannot write {exc.filename or out}: {exc.strerror or exc}") from None

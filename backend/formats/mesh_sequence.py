@@ -254,7 +254,10 @@ def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if path.suffix.lower() == ".stl":
                 mesh.merge_vertices()  # STL stores every triangle's corners apart: no shared vertices, no order
         except Exception as exc:
-            raise InputError(f"Cannot read mesh {path.name!r}: {exc}") from exc
+            raise InputError(
+                f"Cannot read mesh {path.name!r}: {exc}. Meshes are read from OBJ, PLY, STL, OFF, glTF/GLB or a "
+                "mesh-sequence npz (export FBX, Alembic or .blend meshes as OBJ or glTF first)."
+            ) from exc
         vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))))
         faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3), np.int64)))
     if vertices.shape[0] == 0:

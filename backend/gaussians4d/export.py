@@ -174,6 +174,35 @@ def export_mesh_sequence(
 MESH_FILE_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".off")
 
 
+def check_mesh_target(path: str | Path) -> Path:
+    """`path` checked as where export_obj may write (a known suffix, its folder made, writable), before any work.
+
+    An existing OBJ with UVs or faces of more than three corners is refused: this export writes triangles
+    without UVs, so that file is someone's own mesh (often the one the fit followed), not an earlier export."""
+    path = Path(path)
+    if path.suffix.lower() not in MESH_FILE_SUFFIXES:
+        raise InputError(
+            f"Cannot write a mesh as {path.name!r}: name the file with one of {', '.join(MESH_FILE_SUFFIXES)}."
+        )
+    prepare_output_file(path, "Mesh file")
+    if path.suffix.lower() == ".obj" and path.is_file() and _richer_obj(path):
+        raise InputError(
+            f"{str(path)!r} holds UVs or faces of four or more corners, which writing the rest mesh there would "
+            "replace with the fitted triangles: this option writes a mesh, it does not read one. Give a new file "
+            "name (or delete that file first)."
+        )
+    return path
+
+
+def _richer_obj(path: Path) -> bool:
+    """Whether an OBJ has texture coordinates or a face of more than three corners."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("vt ") or (line.startswith("f ") and len(line.split()) > 4):
+                return True
+    return False
+
+
 def export_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
     """Write one triangle mesh in the format its suffix names: OBJ (9 digits, no normals), or PLY, STL, GLB or
     OFF through trimesh; vertex order kept. Its folder is created."""

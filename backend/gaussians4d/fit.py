@@ -424,10 +424,14 @@ def _check_mesh_in_capture(video, vertices: np.ndarray, faces: np.ndarray) -> No
     masks = video.alphas is not None
     where = "the visual hull of its alpha masks" if masks else "the region every camera sees"
     if size > MESH_SCALE_LIMIT * captured or (masks and size < captured / 100.0):
+        example = (
+            "a mesh in centimetres in a capture in metres is 100× too big"
+            if size > captured
+            else "a mesh in metres in a capture in centimetres is 100× too small"
+        )
         raise InputError(
             f"The rest mesh is {size / captured:.3g}× the size of the captured object (diagonal {size:.4g} against "
-            f"{captured:.4g}, {where}): give the mesh in the capture's units and coordinates (a mesh in centimetres "
-            "in a capture in metres is 100× too big)."
+            f"{captured:.4g}, {where}): give the mesh in the capture's units and coordinates ({example})."
         )
     if not masks:
         xy, depth = video.cameras.project(((vertices.min(0) + vertices.max(0)) / 2)[None].astype(np.float32))

@@ -176,7 +176,7 @@ def orientation_warning(video, vertices: np.ndarray, faces: np.ndarray) -> str |
     export = "Forward Axis Y, Up Axis Z" if up in (None, 2) else f"Up Axis {axes[up].upper()}"
     return (
         f"{found} Was it exported with another up axis (Blender's OBJ exporter writes Y up by default)? Give it in "
-        f"the capture's coordinates (Blender's OBJ export: {export}); turned, it is fitted on its side."
+        f"the capture's coordinates (Blender's OBJ export: {export}); turned, it may be fitted on its side."
     )
 
 

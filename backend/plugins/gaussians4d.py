@@ -506,13 +506,24 @@ def export_model(
     check_cancelled: Callable[[], None] | None = None,
 ) -> ExportResult:
     """Write what is asked of a model folder; the animated mesh is always made (and returned). `pc2` gets its
-    frames as a PC2 point cache (`.pc2` added when missing), in the rest mesh's vertex order."""
+    frames as a PC2 point cache (`.pc2` added when missing), in the rest mesh's vertex order. Every output is
+    checked (folders made, nothing it must not replace) before anything is written."""
     from ..formats.mesh_sequence import write_pc2
-    from ..gaussians4d.export import export_frames_ply, export_mesh_sequence, export_obj
+    from ..formats.paths import prepare_output_file, prepare_output_folder
+    from ..gaussians4d.export import check_mesh_target, export_frames_ply, export_mesh_sequence, export_obj
 
     report = progress or (lambda stage, fraction, message: None)
     check = check_cancelled or (lambda: None)
     model, meta = load_fitted(model_dir)
+    if pc2:
+        pc2 = Path(pc2) if Path(pc2).suffix.lower() == ".pc2" else Path(pc2).with_name(Path(pc2).name + ".pc2")
+    for path, what in ((mesh, "Mesh sequence file"), (pc2, "PC2 file")):
+        if path:
+            prepare_output_file(path, what)
+    if obj:
+        check_mesh_target(obj)
+    if ply:
+        prepare_output_folder(ply, "PLY folder")
     saved = saved_times(model_dir)
     times = output_times(frames if frames > 0 or saved is not None else model.knots, saved)
     written: list[Path] = []
@@ -530,8 +541,7 @@ def export_model(
     if obj:
         written.append(export_obj(obj, rest, faces))
     if pc2:
-        pc2 = Path(pc2)
-        written.append(write_pc2(pc2 if pc2.suffix.lower() == ".pc2" else pc2.with_name(pc2.name + ".pc2"), positions))
+        written.append(write_pc2(pc2, positions))
     report("mesh", 0.9, f"{len(rest)} vertices")
     return ExportResult(
         (rest, faces, positions), written, "rest mesh" if rest_mesh is not None else "marching cubes", len(times)

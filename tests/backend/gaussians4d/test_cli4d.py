@@ -159,6 +159,35 @@ def test_export4d_pc2_moves_the_users_own_quad_mesh_vertex_for_vertex(data_dir, 
     assert cache.frame_count == len(TIMES) and len(cache.rest) == 8
     np.testing.assert_allclose(cache.read_frames(0, len(TIMES)), seq["frames"], atol=1e-6)
 
+    # --pc2 makes its folder as the other outputs do; --rest-mesh writes, so the user's own OBJ is never replaced
+    code, text = cli("export4d", out, "--pc2", tmp_path / "new" / "anim.pc2")
+    assert code == 0 and (tmp_path / "new" / "anim.pc2").is_file(), text
+    code, text = cli("export4d", out, "--mesh", tmp_path / "later" / "seq.npz", "--rest-mesh", tmp_path / "cube.obj")
+    assert code == 1 and "holds UVs or faces of four or more corners" in " ".join(text.split()), text
+    assert (tmp_path / "cube.obj").read_text() == QUAD_CUBE_OBJ
+    assert not (tmp_path / "later" / "seq.npz").exists()  # refused before anything was written
+    code, text = cli("export4d", out, "--rest-mesh", tmp_path / "rest.obj")  # a new name is fine, and so is again
+    code, text = cli("export4d", out, "--rest-mesh", tmp_path / "rest.obj")
+    assert code == 0 and len(trimesh.load(tmp_path / "rest.obj", process=False).faces) == 12, text
+
+
+def test_fit4d_that_fails_on_its_rest_mesh_leaves_no_empty_model_folder(data_dir, tmp_path) -> None:
+    (tmp_path / "cm.obj").write_text(
+        "\n".join(line if not line.startswith("v ") else "v " + " ".join(str(100 * float(x)) for x in line.split()[1:])
+                  for line in QUAD_CUBE_OBJ.splitlines())
+    )  # fmt: skip
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--rest-mesh", tmp_path / "cm.obj")
+    assert code == 1 and "100× too big" in text and not (tmp_path / "m").exists(), text
+    (tmp_path / "mm.obj").write_text(
+        "\n".join(line if not line.startswith("v ") else "v " + " ".join(str(float(x) / 1000) for x in line.split()[1:])
+                  for line in QUAD_CUBE_OBJ.splitlines())
+    )  # fmt: skip
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--rest-mesh", tmp_path / "mm.obj")
+    assert code == 1 and "100× too small" in " ".join(text.split()), text
+    (tmp_path / "char.fbx").write_bytes(b"Kaydara FBX Binary  \x00")
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--rest-mesh", tmp_path / "char.fbx")
+    assert code == 1 and "export FBX, Alembic or .blend meshes as OBJ or glTF first" in " ".join(text.split()), text
+
 
 def test_fit4d_warns_when_the_rest_mesh_looks_turned_against_the_capture(data_dir, tmp_path) -> None:
     box = trimesh.creation.box(extents=(0.5, 0.6, 1.0))  # the block is 1.0 × 0.6 × 0.5: this one is x↔z turned
