@@ -140,6 +140,12 @@ class Preset:
     mesh_flatness: float = 0.1
     mesh_eps2d: float = 0.03
     mesh_track: bool = True  # mesh path: start each time at the mesh's rigid pose found from the masks
+    # mesh path: a rest mesh whose edges span more pixels than this is fitted subdivided (fine_enough): one Gaussian
+    # per vertex cannot cover faces wider than that, and the fit pulls the vertices in. Measured with
+    # benchmarks/bench_low_poly.py (a 122-vertex box, 3.5 px edges): travelling, 2.88 % of its diagonal off as it
+    # is, 1.03 % subdivided once (1.7 px), 0.75 % twice (0.9 px, 1,922 vertices, 3.6× the time); swinging about a
+    # hinge 4.02 / 1.85 / 1.34 %. The benchmark meshes' edges span 0.2–0.7 px at 128²: fitted as they are
+    mesh_max_edge_px: float = 1.0
     # free Gaussians: with alpha masks, the initial Gaussians get the object's rigid motion per time from the
     # silhouettes (mesh_pose.track_rigid, as the mesh path) and carry it into times not yet open, so an object
     # that travels is followed: a box moving half its size over 8 times at 32² moved 0.07 of its 0.5 without it
@@ -183,6 +189,9 @@ class FitResult:
     preset: str = "fast"
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     rest_mesh: tuple[np.ndarray, np.ndarray] | None = None
+    # mesh fits: the faces of the mesh the Gaussians are bound to (the rest mesh's own, or of its subdivision
+    # when it was fitted subdivided: fine_enough), for terms over all the Gaussians such as a later ARAP
+    bound_faces: np.ndarray | None = None
 
     def vertex_frames(self, times: np.ndarray | list[float]) -> np.ndarray:
         """(T, V, 3) float32 vertex positions of the rest mesh at `times` (mesh-bound fits only)."""
@@ -345,8 +354,6 @@ def _check_rest_mesh(rest_mesh) -> tuple[np.ndarray, np.ndarray]:
 
 
 MESH_SCALE_LIMIT = 3.0  # a rest mesh more than this × the captured object's size is in other units
-COARSE_EDGE_PX = 4.0  # a rest mesh whose edges span more pixels than this is fitted subdivided (one Gaussian per
-# vertex cannot cover faces wider than that: the silhouettes pull the vertices in and the mesh shrinks)
 SUBDIVIDED_MAX_VERTICES = 20_000  # subdividing stops before this many vertices
 
 
@@ -359,14 +366,16 @@ def edge_pixels(video, vertices: np.ndarray, faces: np.ndarray, max_size: int) -
     return length * float(np.mean(video.cameras.Ks[:, 0, 0])) * scale / max(distance, 1e-9)
 
 
-def fine_enough(video, mesh: tuple[np.ndarray, np.ndarray], max_size: int) -> tuple[np.ndarray, np.ndarray]:
+def fine_enough(
+    video, mesh: tuple[np.ndarray, np.ndarray], max_size: int, max_edge_px: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The rest mesh as the fit binds it: subdivided at its edges' midpoints while its edges span over
-    COARSE_EDGE_PX pixels (a low-poly proxy), up to SUBDIVIDED_MAX_VERTICES. Its own vertices stay first and in
+    `max_edge_px` pixels (a low-poly proxy), up to SUBDIVIDED_MAX_VERTICES. Its own vertices stay first and in
     order (midpoints are added after them), so the fit's first V Gaussians are its V vertices."""
     import trimesh
 
     vertices, faces = mesh
-    while edge_pixels(video, vertices, faces, max_size) > COARSE_EDGE_PX:
+    while edge_pixels(video, vertices, faces, max_size) > max_edge_px:
         finer, finer_faces = trimesh.remesh.subdivide(vertices, faces)
         if len(finer) > SUBDIVIDED_MAX_VERTICES:
             break
@@ -470,7 +479,7 @@ def fit(
         _check_mesh_in_capture(video, mesh[0], mesh[1])
         steps = p.iterations if iterations else p.mesh_iterations
         p = replace(p, times_per_step=p.mesh_times_per_step, iterations=steps)
-        bound = fine_enough(video, mesh, p.max_size)
+        bound = fine_enough(video, mesh, p.max_size, p.mesh_max_edge_px)
         if len(bound[0]) > len(mesh[0]) and progress is not None:
             span = edge_pixels(video, *mesh, p.max_size)
             progress("fit", 0.0, f"the rest mesh's edges span {span:.0f} px: fitted subdivided ({len(bound[0])} "
@@ -479,6 +488,7 @@ def fit(
         result = _fit(video, name, p, bound, progress, check_cancelled, preview, torch.device(device), seed)
         if mesh is not None:
             result.rest_mesh = (mesh[0], mesh[1].astype(np.int32))  # the user's mesh: its vertices lead the model
+            result.bound_faces = bound[1].astype(np.int32)
         return result
     except torch.cuda.OutOfMemoryError as exc:
         if torch.cuda.is_available():

@@ -202,8 +202,8 @@ def refine(
     optimizer = torch.optim.Adam([{"params": [model.mean_ctrl], "lr": lr * extent}] + (
         [{"params": [model.rot_ctrl], "lr": lr}] if model.rot_ctrl is not None else []))  # fmt: skip
     arap = None
-    if result.rest_mesh is not None:
-        arap = Arap.from_mesh(model.means.detach(), result.rest_mesh[1])
+    if result.bound_faces is not None:  # over every Gaussian, the midpoints of a subdivided fit too
+        arap = Arap.from_mesh(model.means.detach(), result.bound_faces)
     bg = torch.tensor(result.background, dtype=torch.float32, device=device)
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []

@@ -77,7 +77,8 @@ def test_stage_one_moves_the_objects_own_mesh_towards_the_generated_motion(hinge
     positions, result = animate_mesh(frames, None, c2w, FOV, mesh, iterations=60)
     vertices = mesh[0]
     assert positions.shape == (3, len(vertices), 3) and positions.dtype == np.float32
-    assert len(result.model) == len(vertices) and result.rest_mesh is not None
+    assert result.rest_mesh is not None and len(result.model) >= len(vertices)  # subdivided when coarse
+    assert result.bound_faces.max() == len(result.model) - 1  # a term over the mesh reaches every Gaussian
     diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
     error = np.linalg.norm(positions - truth, axis=-1).mean(axis=1) / diagonal
     motion = np.linalg.norm(truth - vertices, axis=-1).mean(axis=1) / diagonal
