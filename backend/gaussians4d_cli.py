@@ -60,7 +60,7 @@ def fit4d(
         prepare_output_folder(out, "Model folder")
         video, test, notes = load_video_folder(data_dir)
         mesh = read_rest_mesh(rest_mesh) if rest_mesh is not None else None
-        for note in (*notes, *fit_warnings(video, mesh, chosen_device)):
+        for note in (*notes, *fit_warnings(video, mesh, chosen_device, preset)):
             err_console.print(f"warning: {note}", style="yellow", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
         with Progress(*columns, TimeElapsedColumn(), console=err_console, transient=True) as bar:

@@ -383,6 +383,28 @@ def fine_enough(
     return vertices, faces
 
 
+def _subdivided(video, mesh, bound, max_size: int) -> str:
+    span = edge_pixels(video, *mesh, max_size)
+    return (
+        f"The rest mesh's edges span {span:.1f} px of the fit's images, wider than one Gaussian per vertex covers: "
+        f"fitted subdivided ({len(bound[0])} vertices, one Gaussian each, so the fit takes longer); its own "
+        f"{len(mesh[0])} come back"
+    )
+
+
+def subdivision_note(video, rest_mesh: tuple[np.ndarray, np.ndarray], preset: str | Preset = "fast") -> str | None:
+    """What the user hears before the fit when the rest mesh will be fitted subdivided (fine_enough), else None
+    (also for a mesh the fit refuses: in other units, say, whose edges would look wide)."""
+    _, p = _resolve_preset(preset, None)
+    try:
+        mesh = _check_rest_mesh(rest_mesh)
+        _check_mesh_in_capture(video, *mesh)
+    except InputError:
+        return None  # the fit says why
+    bound = fine_enough(video, mesh, p.max_size, p.mesh_max_edge_px)
+    return _subdivided(video, mesh, bound, p.max_size) if len(bound[0]) > len(mesh[0]) else None
+
+
 DENSE_MESH_VERTICES = 50_000  # a rest mesh above this many vertices gets a warning when fitted on the CPU
 
 
@@ -400,12 +422,15 @@ def dense_mesh_warning(vertex_count: int, device: str) -> str | None:
     )
 
 
-def fit_warnings(video, rest_mesh: tuple[np.ndarray, np.ndarray] | None, device: str) -> list[str]:
+def fit_warnings(
+    video, rest_mesh: tuple[np.ndarray, np.ndarray] | None, device: str, preset: str | Preset = "fast"
+) -> list[str]:
     """What the user should hear before a fit starts: nothing moves, images without the object, a mesh too dense
-    for the CPU, a rest mesh that looks turned against the capture."""
+    for the CPU, a rest mesh that looks turned against the capture, a coarse one that is fitted subdivided."""
     notes = [video.still_warning(), video.empty_warning()]
     if rest_mesh is not None:
         notes += [dense_mesh_warning(len(rest_mesh[0]), device), orientation_warning(video, *rest_mesh)]
+        notes.append(subdivision_note(video, rest_mesh, preset))
     return [note for note in notes if note]
 
 
@@ -481,9 +506,7 @@ def fit(
         p = replace(p, times_per_step=p.mesh_times_per_step, iterations=steps)
         bound = fine_enough(video, mesh, p.max_size, p.mesh_max_edge_px)
         if len(bound[0]) > len(mesh[0]) and progress is not None:
-            span = edge_pixels(video, *mesh, p.max_size)
-            progress("fit", 0.0, f"the rest mesh's edges span {span:.0f} px: fitted subdivided ({len(bound[0])} "
-                     f"vertices); its own {len(mesh[0])} come back")  # fmt: skip
+            progress("fit", 0.0, _subdivided(video, mesh, bound, p.max_size))
     try:
         result = _fit(video, name, p, bound, progress, check_cancelled, preview, torch.device(device), seed)
         if mesh is not None:

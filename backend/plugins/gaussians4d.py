@@ -344,9 +344,9 @@ class Fit4D(Plugin):
         name = str(p.get("name") or "Gaussians 4D")
         yield Progress("reading", 0.0, "Reading the multi-view video")
         video, rest_mesh, test, notes = _fit_inputs(ctx)
-        for note in (*notes, *fit_warnings(video, rest_mesh, ctx.device)):
-            yield Progress("reading", 0.0, f"Warning: {note}", warning=note)
         preset_name = str(p.get("preset") or "fast")
+        for note in (*notes, *fit_warnings(video, rest_mesh, ctx.device, preset_name)):
+            yield Progress("reading", 0.0, f"Warning: {note}", warning=note)
         preset = PRESETS[preset_name]
         default_steps = preset.iterations if rest_mesh is None else preset.mesh_iterations
         iterations = int(p.get("iterations") or 0) or default_steps

@@ -10,7 +10,7 @@ import torch
 from moving_scenes import cameras, hinge_mesh, hinge_pose, hinge_video, moving_block_video, travel_pose, travel_video
 
 from backend.gaussians4d.data import MultiViewVideo
-from backend.gaussians4d.fit import PRESETS, FitResult, dense_mesh_warning, evaluate, fine_enough, fit
+from backend.gaussians4d.fit import PRESETS, FitResult, dense_mesh_warning, evaluate, fine_enough, fit, fit_warnings
 from backend.gaussians4d.mesh_bound import vertex_normals
 from backend.gaussians4d.rasterize import quat_to_rotmat
 from shared.errors import InputError, JobCancelled
@@ -219,8 +219,10 @@ def test_a_low_poly_rest_mesh_is_fitted_subdivided_and_keeps_its_size():
         assert frames.shape == (len(TIMES), 8, 3) and result.rest_mesh[0].shape == (8, 3)
         fitted = len(result.model)
         assert (fitted > 8) == subdivide and (fitted <= fit_module.SUBDIVIDED_MAX_VERTICES)
-        said = f"fitted subdivided ({fitted} vertices); its own 8 come back"
+        said = f"fitted subdivided ({fitted} vertices, one Gaussian each, so the fit takes longer); its own 8 come back"
         assert any(said in m for m in messages) == subdivide
+        warned = fit_warnings(video, mesh, "cpu", preset)  # what the CLI and the plugin say before the fit
+        assert [said in note for note in warned] == ([True] if subdivide else []), warned
         extents[subdivide] = np.ptp(frames[0] @ np.eye(3), axis=0)
     # measured: 1.20 × 0.43 × 0.42 subdivided (1,538 vertices), 0.57 × 0.49 × 0.28 not (the box is 1.2 × 0.4 × 0.4)
     off = {k: np.abs(e / np.array([1.2, 0.4, 0.4]) - 1).max() for k, e in extents.items()}

@@ -138,4 +138,5 @@ def test_a_rest_mesh_turned_against_the_capture_is_warned_about_and_one_as_given
     assert note is not None and "quarter turn about the capture's up axis (z)" in note, note
     assert orientation_warning(dataclasses.replace(video, alphas=None), stood_up, faces) is None  # no hull to compare
     notes = fit_warnings(video, (stood_up, faces), "cpu")  # what the CLI and the plugin print before the fit
-    assert len(notes) == 1 and "x and z swapped" in notes[0], notes
+    assert len(notes) == 2 and "x and z swapped" in notes[0], notes
+    assert "fitted subdivided (2562 vertices" in notes[1], notes  # its edges span 1.7 px at 48²
