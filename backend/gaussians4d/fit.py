@@ -143,8 +143,10 @@ class Preset:
     # mesh path: a rest mesh whose edges span more pixels than this is fitted subdivided (fine_enough): one Gaussian
     # per vertex cannot cover faces wider than that, and the fit pulls the vertices in. Measured with
     # benchmarks/bench_low_poly.py (a 122-vertex box, 3.5 px edges): travelling, 2.88 % of its diagonal off as it
-    # is, 1.03 % subdivided once (1.7 px), 0.75 % twice (0.9 px, 1,922 vertices, 3.6× the time); swinging about a
-    # hinge 4.02 / 1.85 / 1.34 %. The benchmark meshes' edges span 0.2–0.7 px at 128²: fitted as they are
+    # is, 1.03 % subdivided once (1.7 px), 0.75 % twice (0.9 px, 1,922 vertices, 3.2× the time); swinging about a
+    # hinge 4.01 / 1.85 / 1.35 %; the horse's rest mesh decimated to 256 vertices (4.0 px), from the true surface:
+    # 1.23 % as it is, 0.98 % subdivided three times (16,160 vertices, 6.8× the time). The benchmark meshes' own
+    # edges span 0.2–0.7 px at 128²: fitted as they are
     mesh_max_edge_px: float = 1.0
     # free Gaussians: with alpha masks, the initial Gaussians get the object's rigid motion per time from the
     # silhouettes (mesh_pose.track_rigid, as the mesh path) and carry it into times not yet open, so an object
