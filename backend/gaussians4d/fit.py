@@ -545,7 +545,11 @@ def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator)
     return model, extent
 
 
-RIGID_START_MISS = 0.25  # free Gaussians: a rigid start that misses a time's silhouettes by this × their size is lost
+# free Gaussians: a rigid start that misses a time's silhouettes by this × their size, and by over
+# RIGID_START_MISS_PX pixels, is lost. The floor is for small objects: a chicken 5 px across, tracked within 1.6 px
+# RMS over its walk, was dropped by the relative rule alone and its Gaussians stayed where it started
+RIGID_START_MISS = 0.25
+RIGID_START_MISS_PX = 2.0
 
 
 @dataclass
@@ -572,11 +576,19 @@ class _KnotMotion:
             model.rot_ctrl[:, last + 1 :] += self.rotations[last + 1 :] - self.rotations[last]
 
 
+def rigid_start_lost(costs: np.ndarray, size_px: float) -> bool:
+    """Whether the silhouettes' rigid poses lost the object somewhere: their RMS silhouette distance per time
+    (`RigidPoses.costs`, pixels) is not finite, or over RIGID_START_MISS × the object's size in pixels and over
+    RIGID_START_MISS_PX."""
+    costs = np.asarray(costs, np.float64)
+    return not np.isfinite(costs).all() or costs.max() > max(RIGID_START_MISS * size_px, RIGID_START_MISS_PX)
+
+
 def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, check_cancelled) -> _KnotMotion | None:
     """Free Gaussians start on the object's rigid motion per time, found from the silhouettes (track_rigid) of
     each time window (`MultiViewVideo.time_windows`: the times themselves, or a moving camera's consecutive
-    images), unless it misses some window's silhouettes by RIGID_START_MISS of their size; returns it per knot,
-    or None."""
+    images), unless it misses some window's silhouettes by RIGID_START_MISS of their size (and by more than
+    RIGID_START_MISS_PX); returns it per knot, or None."""
 
     def placed(done: int, total: int) -> None:
         if progress is not None:
@@ -591,7 +603,7 @@ def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, chec
     window_times = np.array([entry_time[w].mean() for w in windows])  # a window's pose is at its mean time
     log.info("free Gaussians placed by silhouettes, RMS distance per time (px): %s", np.round(poses.costs, 2))
     size = float((frames.alphas > 0.5).flatten(1).sum(1).float().mean().sqrt())  # the object's size, pixels
-    if not np.isfinite(poses.costs).all() or poses.costs.max() > RIGID_START_MISS * size:
+    if rigid_start_lost(poses.costs, size):
         return None  # the tracker lost the object somewhere: start still, as without masks
     a = basis.detach().cpu().double()
     per_time = (_at_times(poses.rotations, window_times, frames.times), _at_times(poses.translations, window_times,
