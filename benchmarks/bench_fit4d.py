@@ -174,13 +174,18 @@ def free_fit_tables(args, npz: Path, train, test, preset, console) -> None:
     console.print(table)
 
 
+def true_frames(npz: Path, frames: int):
+    """The sequence, its true vertices (T,V,3) at the captured times, and their bounding-box diagonal."""
+    seq = load_mesh_sequence(npz)
+    truth = np.asarray(seq.frames[frame_indices(seq.frame_count, frames)], np.float32)
+    return seq, truth, float(np.linalg.norm(truth.reshape(-1, 3).max(0) - truth.reshape(-1, 3).min(0)))
+
+
 def motion_table(args, npz: Path, train, model, console) -> None:
     """Mesh path 2's motion on its own: the sequence's true mesh at the first captured time moved by the fitted
     Gaussians' motion (what path 2 does to the mesh it extracts), against the same mesh left unmoved."""
-    seq = load_mesh_sequence(npz)
-    truth = np.asarray(seq.frames[frame_indices(seq.frame_count, args.frames)], np.float32)
+    _, truth, diag = true_frames(npz, args.frames)
     times = train.time_values()
-    diag = float(np.linalg.norm(truth.reshape(-1, 3).max(0) - truth.reshape(-1, 3).min(0)))
     moved = deform_mesh(model, truth[0], times, t_ref=float(times[0]))
     table = Table(title="Mesh path 2's motion: the true mesh at the first time, moved by the Gaussians")
     for col in ("mesh", "mean vertex error, % of the animation's bbox diagonal", "worst time", "ratio"):
@@ -194,17 +199,14 @@ def motion_table(args, npz: Path, train, model, console) -> None:
 
 def mesh_table(args, npz: Path, train, preset, console) -> None:
     """Mesh path 1 on the sequence's own rest mesh, against the unmoved mesh and the silhouettes' rigid poses."""
-    seq = load_mesh_sequence(npz)
+    seq, truth, diag = true_frames(npz, args.frames)
     rest, faces = np.asarray(seq.rest, np.float32), np.asarray(seq.faces, np.int32)
-    idx = frame_indices(seq.frame_count, args.frames)
-    truth = np.asarray(seq.frames[idx], np.float32)
     times = train.time_values()
     frames = prepare_frames(train, preset.max_size, torch.device("cpu"))
     t0 = time.perf_counter()
     poses = track_rigid(torch.as_tensor(rest), frames.alphas, frames.viewmats, frames.Ks, frames.groups)
     rigid = poses.apply(torch.as_tensor(rest)).numpy(), time.perf_counter() - t0
     mesh_fit, m_seconds = timed_fit(train, preset, args.device, rest_mesh=(rest, faces))
-    diag = float(np.linalg.norm(truth.reshape(-1, 3).max(0) - truth.reshape(-1, 3).min(0)))
     own = float(np.linalg.norm(rest.max(0) - rest.min(0)))
     table = Table(title=f"Mesh path 1: the rest mesh ({len(rest):,} vertices) follows the fitted motion")
     for col in ("mesh", "mean vertex error, % of the animation's bbox diagonal", "% of the mesh's diagonal",
