@@ -81,40 +81,41 @@ def render_assets(
     summary = RenderSummary()
     started = time.perf_counter()
     used: set[str] = set()
-    home = Path(tempfile.mkdtemp(prefix="tessera-dataset-blender-"))
     # Blender keeps preferences under HOME and Mesa its shader cache under XDG_CACHE_HOME: keep both out of the
-    # user's own (as `tessera4d demo` does).
-    env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(home / "cache"))
-    for i, asset in enumerate(assets):
-        if check_cancelled is not None:
-            check_cancelled()
-        if progress is not None:
-            progress("render", i / len(assets), f"{asset.name} ({i + 1}/{len(assets)})")
-        if asset.suffix.lower() not in ASSET_TYPES:
-            summary.failed[str(asset)] = f"{asset.name}: unsupported file type; use {', '.join(ASSET_TYPES)}."
-            continue
-        if not asset.is_file():
-            summary.failed[str(asset)] = f"{asset}: no such file."
-            continue
-        name = _unique(_folder_name(asset), used)
-        folder = out / name
-        job = {
-            "asset": str(asset.resolve()),
-            "out": str(folder),
-            "result": str(home / f"result_{i}.json"),
-            "frames": frames,
-            "size": size,
-            "fov_deg": FOV_DEG,
-            "fill": FILL,
-            "c2w_unit": unit.tolist(),
-            "elevation_deg": elevation,
-            "prompt": prompt if prompt is not None else caption_from_name(asset),
-        }
-        error = _run_blender(job, home / f"job_{i}.json", env, timeout)
-        if error is None:
-            summary.rendered.append(folder)
-        else:
-            summary.failed[str(asset)] = error
+    # user's own (as `tessera4d demo` does), in a folder removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="tessera-dataset-blender-") as tmp:
+        home = Path(tmp)
+        env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(home / "cache"))
+        for i, asset in enumerate(assets):
+            if check_cancelled is not None:
+                check_cancelled()
+            if progress is not None:
+                progress("render", i / len(assets), f"{asset.name} ({i + 1}/{len(assets)})")
+            if asset.suffix.lower() not in ASSET_TYPES:
+                summary.failed[str(asset)] = f"{asset.name}: unsupported file type; use {', '.join(ASSET_TYPES)}."
+                continue
+            if not asset.is_file():
+                summary.failed[str(asset)] = f"{asset}: no such file."
+                continue
+            name = _unique(_folder_name(asset), used)
+            folder = out / name
+            job = {
+                "asset": str(asset.resolve()),
+                "out": str(folder),
+                "result": str(home / f"result_{i}.json"),
+                "frames": frames,
+                "size": size,
+                "fov_deg": FOV_DEG,
+                "fill": FILL,
+                "c2w_unit": unit.tolist(),
+                "elevation_deg": elevation,
+                "prompt": prompt if prompt is not None else caption_from_name(asset),
+            }
+            error = _run_blender(job, home / f"job_{i}.json", env, timeout)
+            if error is None:
+                summary.rendered.append(folder)
+            else:
+                summary.failed[str(asset)] = error
     if progress is not None:
         progress("render", 1.0, f"{len(summary.rendered)} rendered, {len(summary.failed)} failed")
     summary.seconds = time.perf_counter() - started

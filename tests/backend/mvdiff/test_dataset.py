@@ -51,20 +51,26 @@ def rendered(tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
     assets = root / "assets"
     assets.mkdir()
-    home = Path(tempfile.mkdtemp(prefix="tessera-test-blender-"))
+    home = root / "blender-home"
     env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(home / "cache"))
     subprocess.run([sys.executable, "-c", MAKE_ASSETS, str(assets)], check=True, env=env, capture_output=True)
     names = ["moving_cube.blend", "static_cube.blend", "empty_scene.blend", "broken.glb", "moving_cube.glb"]
     steps = []
-    summary = render_assets(
-        [assets / n for n in names],
-        root / "data",
-        views=4,
-        frames=3,
-        size=32,
-        elevation=15.0,
-        progress=lambda stage, fraction, message: steps.append(fraction),
-    )
+    temp = root / "temp"  # render_assets' own temporary folder goes here, to check it is removed
+    temp.mkdir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(temp)
+    try:
+        summary = render_assets(
+            [assets / n for n in names],
+            root / "data",
+            views=4,
+            frames=3,
+            size=32,
+            elevation=15.0,
+            progress=lambda stage, fraction, message: steps.append(fraction),
+        )
+    finally:
+        tempfile.tempdir = saved
     return root, summary, steps
 
 
@@ -77,6 +83,7 @@ def test_animated_assets_render_and_bad_ones_are_named(rendered):
     assert "no geometry" in failed["empty_scene.blend"]
     assert "cannot read" in failed["broken.glb"] and "broken.glb" in failed["broken.glb"]
     assert steps[-1] == 1.0 and steps == sorted(steps)
+    assert list((root / "temp").iterdir()) == []  # Blender's HOME for the renders is removed afterwards
 
 
 def test_layout_cameras_and_alpha(rendered):
