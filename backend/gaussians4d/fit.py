@@ -507,8 +507,8 @@ def fit(
         steps = p.iterations if iterations else p.mesh_iterations
         p = replace(p, times_per_step=p.mesh_times_per_step, iterations=steps)
         bound = fine_enough(video, mesh, p.max_size, p.mesh_max_edge_px)
-        if len(bound[0]) > len(mesh[0]) and progress is not None:
-            progress("fit", 0.0, _subdivided(video, mesh, bound, p.max_size))
+        if len(bound[0]) > len(mesh[0]) and progress is not None:  # the why is in fit_warnings, said before
+            progress("fit", 0.0, f"fitting the rest mesh subdivided: {len(bound[0])} Gaussians for its {len(mesh[0])}")
     try:
         result = _fit(video, name, p, bound, progress, check_cancelled, preview, torch.device(device), seed)
         if mesh is not None:
