@@ -80,11 +80,13 @@ def sample_colors(video, points: np.ndarray, entries: np.ndarray) -> np.ndarray:
 
 def initial_points(video, count: int, rng: np.random.Generator) -> np.ndarray:
     """`count` points inside the object at the first time (a moving camera's first time window): carved from its
-    alpha masks, else in its bounds."""
-    lo, hi = (np.asarray(b, dtype=np.float64) for b in video.bounds())
-    first = video.time_windows()[0]
+    alpha masks, drawn in its box at that time (`start_bounds`: a small object that travels fills a small share of
+    its whole path's box), else in its bounds."""
     if video.alphas is None:
+        lo, hi = (np.asarray(b, dtype=np.float64) for b in video.bounds())
         return rng.uniform(lo, hi, size=(count, 3)).astype(np.float32)
+    lo, hi = (np.asarray(b, dtype=np.float64) for b in video.start_bounds())
+    first = video.time_windows()[0]
     cams = video.cameras.subset(first)
     kept: list[np.ndarray] = []
     for _ in range(20):  # rejection sampling; a thin object keeps a small share of the box

@@ -4,6 +4,7 @@
 `hinge_mesh` + `hinge_video`: two boxes joined at a hinge, the right one swinging about the y axis by
 `HINGE_ANGLE`·t; the images show Gaussians densely sampled on the mesh surface, so the true motion of every
 vertex is known. `travel_video`: the same mesh moving as a whole, far between frames (`travel_pose`).
+`small_traveller_video`: a small cube crossing the whole view (a chicken crossing a wide capture).
 """
 
 from __future__ import annotations
@@ -129,3 +130,15 @@ def travel_pose(points: np.ndarray, t: float) -> np.ndarray:
 
 def travel_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVideo:
     return _hinge_mesh_video(travel_pose, cams, times, size, seed)
+
+
+SMALL_START, SMALL_END = np.array([-0.7, -0.7, -0.25]), np.array([0.7, 0.7, 0.25])  # its centre at t = 0 and 1
+SMALL_HALF = 0.1  # its half size
+
+
+def small_traveller_video(cams: Cameras, times, size: int, seed: int = 0) -> MultiViewVideo:
+    """A cube 0.2 across travelling diagonally from SMALL_START to SMALL_END (about 8× its size)."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-SMALL_HALF, SMALL_HALF, (400, 3))
+    colors = np.clip(0.5 + 2.0 * points, 0.0, 1.0)
+    return _render(lambda t: points + SMALL_START + (SMALL_END - SMALL_START) * t, colors, cams, times, size, 0.03)
