@@ -44,6 +44,23 @@ def fit4d(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1... (default: the first GPU, else the CPU).")] = "auto",
+    sh_degree: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=3,
+            help="View-dependent colour (shine): SH bands above the base colour, 0–3, written to the PLY frames' "
+            "f_rest. 0 (the default) for matte or flat-lit captures.",
+        ),
+    ] = 0,
+    color_motion: Annotated[
+        bool,
+        typer.Option(
+            "--color-motion",
+            help="Let each Gaussian's colour change over time, for lit captures whose shading moves as parts turn "
+            "(not for flat-lit ones, such as Blender's capture: there it can overfit the training views).",
+        ),
+    ] = False,
 ) -> None:
     """Fit 4D Gaussians to a multi-view video; prints held-out PSNR/SSIM when transforms_test.json (or _val) exists."""
     from .formats.paths import prepare_output_folder
@@ -72,6 +89,8 @@ def fit4d(
                 rest_mesh=mesh,
                 progress=lambda stage, f, msg: bar.update(task, completed=f, description=f"{stage}: {msg}"),
                 device=chosen_device,
+                sh_degree=sh_degree,
+                color_motion=color_motion,
             )
             bar.update(task, completed=1.0)
         model = result.model.cpu()

@@ -93,7 +93,8 @@ def gaussians_at(model: GaussianModel, t: float) -> dict[str, np.ndarray]:
 def gaussian_frame_arrays(model: GaussianModel, t: float) -> dict[str, np.ndarray]:
     """The `gaussians.frame` arrays of shared/results.py at time `t` (all float32).
 
-    means (N,3), scales (N,3) log scale, rotations (N,4) unit w,x,y,z, opacities (N,) logit, sh_dc (N,3).
+    means (N,3), scales (N,3) log scale, rotations (N,4) unit w,x,y,z, opacities (N,) logit, sh_dc (N,3), and
+    sh_rest (N,K,3) for a model with view-dependent colour.
     """
     g = gaussians_at(model, t)
     opacity = np.clip(g["opacities"], OPACITY_EPS, 1.0 - OPACITY_EPS)
@@ -104,6 +105,9 @@ def gaussian_frame_arrays(model: GaussianModel, t: float) -> dict[str, np.ndarra
         "opacities": np.log(opacity) - np.log1p(-opacity),
         "sh_dc": (g["colors"] - 0.5) / SH_C0,
     }
+    sh_rest = getattr(model, "sh_rest", None)  # view-dependent colour: 3DGS's f_rest, the same basis (sh.py)
+    if sh_rest is not None:
+        arrays["sh_rest"] = sh_rest.detach().cpu().numpy()
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
     check_gaussians(arrays, what=f"Gaussian frame at t={t}")
     return arrays

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from backend.gaussians4d.rasterize import EPS2D
+from backend.gaussians4d.sh import coefficient_count, view_colors
 from backend.motion.rotations import quat_multiply_torch as quat_multiply
 
 
@@ -39,6 +40,8 @@ class DynamicGaussiansConfig:
     knots: int  # control points of each trajectory (K); degree is min(3, K - 1)
     rotation: bool = True  # whether trajectories carry a rotation offset
     eps2d: float = EPS2D  # px²: the rasterizer's low-pass filter the model was fitted with, and is drawn with
+    sh_degree: int = 0  # view-dependent colour: SH bands above the base colour (0: none, up to 3; see sh.py)
+    color_motion: bool = False  # whether trajectories carry a colour offset (shading that changes as parts turn)
 
 
 def bspline_basis(times: np.ndarray | torch.Tensor | float, knots: int) -> np.ndarray:
@@ -88,11 +91,23 @@ class DynamicGaussians(nn.Module):
 
     Parameters (raw, optimised directly): means (N,3) world units, quats (N,4), log_scales (N,3),
     opacity_logits (N,), colors (N,3), mean_ctrl (N,K,3) mean offsets, rot_ctrl (N,K,3) axis-angle offsets
-    (absent when config.rotation is False). Offsets start at zero, so a new model is static.
+    (absent when config.rotation is False), color_ctrl (N,K,3) colour offsets (config.color_motion: shading
+    that changes as a part turns, which one colour per Gaussian cannot follow), sh_rest (N,S,3) view-dependent
+    colour (config.sh_degree > 0, see sh.py). Offsets start at zero, so a new model is static.
     """
 
-    PER_GAUSSIAN = ("means", "quats", "log_scales", "opacity_logits", "colors", "mean_ctrl", "rot_ctrl")
-    TRAJECTORY = ("mean_ctrl", "rot_ctrl")
+    PER_GAUSSIAN = (
+        "means",
+        "quats",
+        "log_scales",
+        "opacity_logits",
+        "colors",
+        "sh_rest",
+        "mean_ctrl",
+        "rot_ctrl",
+        "color_ctrl",
+    )
+    TRAJECTORY = ("mean_ctrl", "rot_ctrl", "color_ctrl")
 
     def __init__(self, config: DynamicGaussiansConfig):
         super().__init__()
@@ -105,8 +120,11 @@ class DynamicGaussians(nn.Module):
         self.log_scales = nn.Parameter(torch.full((n, 3), -3.0))
         self.opacity_logits = nn.Parameter(torch.zeros(n))
         self.colors = nn.Parameter(torch.full((n, 3), 0.5))
+        bands = coefficient_count(config.sh_degree)
+        self.register_parameter("sh_rest", nn.Parameter(torch.zeros(n, bands, 3)) if bands else None)
         self.mean_ctrl = nn.Parameter(torch.zeros(n, k, 3))
         self.register_parameter("rot_ctrl", nn.Parameter(torch.zeros(n, k, 3)) if config.rotation else None)
+        self.register_parameter("color_ctrl", nn.Parameter(torch.zeros(n, k, 3)) if config.color_motion else None)
 
     @classmethod
     def from_points(
@@ -118,11 +136,14 @@ class DynamicGaussians(nn.Module):
         knots: int,
         opacity: float = 0.5,
         rotation: bool = True,
+        sh_degree: int = 0,
+        color_motion: bool = False,
     ) -> DynamicGaussians:
         """Static isotropic Gaussians at `means` (N,3) with `colors` (N,3) and `scales` (N,) or one value."""
         means = torch.as_tensor(np.asarray(means), dtype=torch.float32).reshape(-1, 3)
         n = means.shape[0]
-        model = cls(DynamicGaussiansConfig(num_gaussians=n, knots=knots, rotation=rotation))
+        config = DynamicGaussiansConfig(n, knots, rotation=rotation, sh_degree=sh_degree, color_motion=color_motion)
+        model = cls(config)
         scale = torch.as_tensor(np.asarray(scales), dtype=torch.float32).reshape(-1)
         with torch.no_grad():
             model.means.copy_(means)
@@ -155,7 +176,8 @@ class DynamicGaussians(nn.Module):
         """Activated Gaussians at time t.
 
         A scalar t gives means (N,3), quats (N,4), scales (N,3), opacities (N,), colors (N,3); a 1-D t of T
-        times gives the same with a leading T axis (scales, opacities, colours are shared views).
+        times gives the same with a leading T axis (scales and opacities are shared views, and so are colours
+        without colour motion). View-dependent colour is added per camera by `colors_seen`.
         """
         scalar = np.ndim(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t) == 0
         offsets, rot = self.trajectory(t)
@@ -171,9 +193,16 @@ class DynamicGaussians(nn.Module):
             "opacities": torch.sigmoid(self.opacity_logits).unsqueeze(0).expand(n_times, -1),
             "colors": self.colors.unsqueeze(0).expand(n_times, -1, -1),
         }
+        if self.color_ctrl is not None:
+            out["colors"] = out["colors"] + torch.einsum("tk,nkc->tnc", self.basis(t), self.color_ctrl)
         if scalar:
             out = {k: v[0] for k, v in out.items()}
         return out
+
+    def colors_seen(self, gaussians: dict[str, torch.Tensor], viewmats: torch.Tensor) -> torch.Tensor:
+        """Colours from each camera (viewmats (C,4,4)) of the Gaussians `at(t)` returned for one time: (N,3) for
+        a model without view-dependent colour, else (C,N,3) (sh.view_colors)."""
+        return view_colors(gaussians["colors"], self.sh_rest, gaussians["means"], viewmats)
 
     def per_gaussian_parameters(self) -> dict[str, nn.Parameter]:
         """name → parameter for every tensor with one row per Gaussian (what densify/prune must edit)."""

@@ -295,6 +295,20 @@ class Fit4D(Plugin):
                 help="Stream preview frames every this many steps; 0 uses the preset's.",
             ),
             ParamSpec(
+                "sh_degree",
+                "int",
+                default=0,
+                min=0,
+                max=3,
+                help="View-dependent colour (shine): SH bands above the base colour, 0–3 (0: matte or flat-lit).",
+            ),
+            ParamSpec(
+                "color_motion",
+                "bool",
+                default=False,
+                help="Colours that change over time, for lit captures whose shading moves as parts turn.",
+            ),
+            ParamSpec(
                 "frames_out",
                 "int",
                 default=0,
@@ -376,6 +390,8 @@ class Fit4D(Plugin):
                 check_cancelled=check_cancelled,
                 preview=preview,
                 device=ctx.device,
+                sh_degree=int(p.get("sh_degree") or 0),
+                color_motion=bool(p.get("color_motion")),
             ),
             previews,
         )

@@ -1,6 +1,7 @@
 """Synthetic multi-view videos with known motion, rendered with the project's rasterizer, for the fit tests.
 
-`moving_block_video`: a colourful block of Gaussians that slides and turns (x(t) = Rz(0.8 t) p + (0.3 t, 0, 0.1 t)).
+`moving_block_video`: a colourful block of Gaussians that slides and turns (x(t) = Rz(0.8 t) p + (0.3 t, 0, 0.1 t));
+`fading_block_video`: the same, its colours changing over time.
 `hinge_mesh` + `hinge_video`: two boxes joined at a hinge, the right one swinging about the y axis by
 `HINGE_ANGLE`·t; the images show Gaussians densely sampled on the mesh surface, so the true motion of every
 vertex is known. `travel_video`: the same mesh moving as a whole, far between frames (`travel_pose`).
@@ -34,10 +35,12 @@ def _rot_y(angle: float) -> np.ndarray:
 
 
 def _render(points_at, colors, cams: Cameras, times, size: int, scale: float, normals_at=None) -> MultiViewVideo:
-    """Render Gaussians at points_at(t) (N,3) with `colors` from `cams` at every time, over white. With
+    """Render Gaussians at points_at(t) (N,3) with `colors` (N,3), or colors(t), from `cams` at every time, over
+    white. With
     normals_at(t) (N,3) they are discs in the surface (a tenth as thick) with a 0.03 px² low-pass filter: a
     surface with a crisp silhouette, like a rendered mesh, rather than the rasterizer's round, filtered blobs."""
-    n = len(colors)
+    colors_at = colors if callable(colors) else (lambda t: colors)
+    n = len(colors_at(0.0))
     images, alphas, viewmats, Ks, entry_times = [], [], [], [], []
     flat = normals_at is not None
     scales = torch.full((n, 3), scale) * (torch.tensor([1.0, 1.0, 0.1]) if flat else 1.0)
@@ -49,7 +52,7 @@ def _render(points_at, colors, cams: Cameras, times, size: int, scale: float, no
                 torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1) if quats is None else quats,
                 scales,
                 torch.full((n,), 0.9),
-                torch.as_tensor(colors, dtype=torch.float32),
+                torch.as_tensor(colors_at(t), dtype=torch.float32),
                 torch.as_tensor(cams.viewmats),
                 torch.as_tensor(cams.Ks),
                 size,
@@ -83,6 +86,23 @@ def moving_block_video(cams: Cameras, times, size: int, count: int = 300, seed: 
     colors = np.clip((0.5 + 0.5 * np.tanh(2.0 * points / HALF_SIZE)) * np.array([1.0, 0.8, 0.6]), 0.0, 1.0)
     return _render(
         lambda t: points @ _rot_z(0.8 * t).T + np.array([0.3 * t, 0.0, 0.1 * t]), colors, cams, times, size, 0.06
+    )
+
+
+def fading_block_video(cams: Cameras, times, size: int, count: int = 300, seed: int = 0) -> MultiViewVideo:
+    """moving_block_video's block, its colours turning to their complement over time (as shading changes when a
+    part turns to or from the light)."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-1.0, 1.0, (count, 3)) * HALF_SIZE
+    warm = np.clip((0.5 + 0.5 * np.tanh(2.0 * points / HALF_SIZE)) * np.array([1.0, 0.8, 0.6]), 0.0, 1.0)
+    cool = 1.0 - warm
+    return _render(
+        lambda t: points @ _rot_z(0.8 * t).T + np.array([0.3 * t, 0.0, 0.1 * t]),
+        lambda t: (1 - t) * warm + t * cool,
+        cams,
+        times,
+        size,
+        0.06,
     )
 
 

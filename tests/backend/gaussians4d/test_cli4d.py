@@ -109,6 +109,27 @@ def test_export4d_writes_ply_frames_mesh_sequence_and_obj(model_dir, tmp_path) -
     assert len(obj.vertices) == len(seq["rest"]) and "marching cubes" in text
 
 
+def test_fit4d_with_view_dependent_colour_and_colour_motion_writes_them(data_dir, tmp_path) -> None:
+    from plyfile import PlyData
+
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m", "--iterations", 2, "--sh-degree", 1, "--color-motion")
+    assert code == 0, text
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert '"color_motion": true' in json.dumps(config) and '"sh_degree": 1' in json.dumps(config), config
+    code, text = cli("export4d", tmp_path / "m", "--ply", tmp_path / "ply", "--frames", 2)
+    assert code == 0, text
+    names = PlyData.read(str(tmp_path / "ply" / "frame_0001.ply"))["vertex"].data.dtype.names
+    assert [n for n in names if n.startswith("f_rest_")] == [f"f_rest_{i}" for i in range(9)]  # 3 bands × RGB
+    code, text = cli(
+        "render4d", tmp_path / "m", "--cameras", data_dir / "transforms_test.json", "--out", tmp_path / "r"
+    )
+    assert code == 0, text
+    code, text = cli("fit4d", data_dir, "--out", tmp_path / "m4", "--sh-degree", 4)
+    assert (
+        code == 2 and "--sh-degree" in text and "less than or equal to 3" in text and not (tmp_path / "m4").exists()
+    ), text
+
+
 def test_fit4d_with_a_rest_mesh_exports_that_mesh_moving(data_dir, tmp_path) -> None:
     box = trimesh.creation.box(extents=(1.0, 0.6, 0.5))
     vertices, faces = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=0.25)

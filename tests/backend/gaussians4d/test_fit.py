@@ -7,7 +7,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from moving_scenes import cameras, hinge_mesh, hinge_pose, hinge_video, moving_block_video, travel_pose, travel_video
+from moving_scenes import (
+    cameras,
+    fading_block_video,
+    hinge_mesh,
+    hinge_pose,
+    hinge_video,
+    moving_block_video,
+    travel_pose,
+    travel_video,
+)
 
 from backend.gaussians4d.data import MultiViewVideo
 from backend.gaussians4d.fit import (
@@ -59,6 +68,20 @@ def test_tiny_fit_of_a_moving_block_beats_its_initialisation_on_held_out_views(b
     assert result.history[-1]["step"] == 120
 
 
+def test_colours_that_change_over_time_are_followed():
+    """A block whose colours turn to their complement as it moves: with colour offsets in the trajectories
+    (color_motion) the held-out views are matched far better than with one colour per Gaussian (the default;
+    measured 33.0 against 26.8 dB)."""
+    train = fading_block_video(cameras(5, SIZE), TIMES, SIZE)
+    test = fading_block_video(cameras(2, SIZE, elevation_deg=35.0, start_deg=36.0), TIMES, SIZE)
+    scores = {}
+    for moving in (True, False):
+        result = fit(train, preset=replace(TINY, color_motion=moving), iterations=120)
+        assert (result.model.color_ctrl is not None) == moving
+        scores[moving] = evaluate(result.model, test, background=result.background)["psnr"]
+    assert scores[True] > scores[False] + 3.0, scores
+
+
 def test_cancel_raises_job_cancelled_between_iterations(block):
     calls = []
 
@@ -77,6 +100,8 @@ def test_unknown_preset_and_bad_mesh_are_input_errors(block):
         fit(block[0], preset="slow")
     with pytest.raises(InputError, match="iterations"):
         fit(block[0], iterations=0)
+    with pytest.raises(InputError, match="SH degree"):
+        fit(block[0], iterations=1, sh_degree=4)
     with pytest.raises(InputError, match="faces index"):
         fit(block[0], rest_mesh=(np.zeros((4, 3)), np.array([[0, 1, 7]])), iterations=1)
     with pytest.raises(InputError, match="rest mesh"):

@@ -59,6 +59,34 @@ def test_rotation_offset_turns_the_gaussian_about_the_world_axis():
     torch.testing.assert_close(r, rz @ rx, atol=1e-6, rtol=0)
 
 
+def test_colour_offsets_follow_the_spline_and_higher_sh_bands_depend_on_the_camera():
+    from backend.gaussians4d.cameras import ring_cameras
+
+    model = DynamicGaussians.from_points(np.zeros((2, 3)), np.full((2, 3), 0.5), 0.1, knots=2, color_motion=True,
+                                        sh_degree=1)  # fmt: skip
+    assert model.color_ctrl.shape == (2, 2, 3) and model.sh_rest.shape == (2, 3, 3)
+    with torch.no_grad():
+        model.color_ctrl[0, 1] = torch.tensor([0.4, 0.0, -0.4])  # linear (2 knots): half of it at t = 0.5
+    torch.testing.assert_close(model.at(0.5)["colors"][0], torch.tensor([0.7, 0.5, 0.3]))
+    torch.testing.assert_close(
+        model.at(torch.tensor([0.0, 1.0]))["colors"][:, 0], torch.tensor([[0.5] * 3, [0.9, 0.5, 0.1]])
+    )
+    torch.testing.assert_close(model.at(0.5)["colors"][1], torch.full((3,), 0.5))
+    viewmats = torch.as_tensor(ring_cameras(3, radius=3.0, elevation_deg=0.0, fov_deg=40.0, width=8, height=8).viewmats)
+    g = model.at(0.0)
+    assert model.colors_seen(g, viewmats).shape == (3, 2, 3)  # per camera once there are SH bands
+    with torch.no_grad():
+        model.sh_rest[0, 2, 1] = 1.0  # band 1's x term, green: the cameras round the ring see it differently
+    seen = model.colors_seen(g, viewmats)[:, 0, 1].detach()
+    assert float(seen.max() - seen.min()) > 0.5, seen
+    plain = DynamicGaussians.from_points(np.zeros((2, 3)), np.full((2, 3), 0.5), 0.1, knots=2)
+    assert (
+        plain.color_ctrl is None
+        and plain.sh_rest is None
+        and plain.colors_seen(plain.at(0.0), viewmats).shape == (2, 3)
+    )
+
+
 def test_quat_multiply_matches_rotation_matrix_product():
     q1, q2 = torch.randn(4), torch.randn(4)
     q1, q2 = q1 / q1.norm(), q2 / q2.norm()

@@ -11,11 +11,16 @@ from backend.gaussians4d.store import load_model, save_model
 from shared.errors import InputError
 
 
-def _moving_model(rotation: bool = True) -> DynamicGaussians:
+def _moving_model(rotation: bool = True, **colour) -> DynamicGaussians:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = DynamicGaussians.from_points(
-        rng.normal(size=(20, 3)), rng.random((20, 3)), rng.uniform(0.02, 0.1, 20), knots=5, rotation=rotation
+        rng.normal(size=(20, 3)),
+        rng.random((20, 3)),
+        rng.uniform(0.02, 0.1, 20),
+        knots=5,
+        rotation=rotation,
+        **colour,
     )
     with torch.no_grad():
         for p in model.parameters():
@@ -32,6 +37,20 @@ def test_round_trip_gives_identical_gaussians_at_every_time(tmp_path):
     want, got = model.at(times), loaded.at(times)
     for key in want:
         assert torch.equal(want[key], got[key]), key
+
+
+def test_round_trip_with_colour_motion_and_view_dependent_colour(tmp_path):
+    from backend.gaussians4d.cameras import ring_cameras
+
+    model = _moving_model(color_motion=True, sh_degree=2)
+    save_model(tmp_path / "m", model)
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.config.color_motion and loaded.config.sh_degree == 2 and loaded.sh_rest.shape == (20, 8, 3)
+    viewmats = torch.as_tensor(ring_cameras(3, radius=4.0, elevation_deg=10, fov_deg=40, width=8, height=8).viewmats)
+    for t in (0.0, 0.3, 1.0):
+        want, got = model.at(t), loaded.at(t)
+        assert torch.equal(model.colors_seen(want, viewmats), loaded.colors_seen(got, viewmats))
+    assert not torch.equal(model.at(0.0)["colors"], model.at(1.0)["colors"])
 
 
 def test_round_trip_without_rotation_trajectories(tmp_path):

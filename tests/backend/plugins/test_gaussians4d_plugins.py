@@ -61,7 +61,7 @@ def manager(tmp_path_factory) -> Iterator[JobManager]:
 def fitted(manager, tmp_path_factory) -> tuple[list[wire.Message], Path]:
     out = tmp_path_factory.mktemp("fit") / "model"
     params = {"fov_x": math.radians(40.0), "iterations": 4, "preview_every": 2, "frames_out": 3}
-    params |= {"mesh_resolution": 24, "out": str(out), "name": "Block"}
+    params |= {"mesh_resolution": 24, "out": str(out), "name": "Block", "sh_degree": 1, "color_motion": True}
     events = run_job(manager, "fit1", "gaussians4d.fit", params, capture_arrays())
     return events, out
 
@@ -84,6 +84,7 @@ def test_fit_streams_previews_then_frames_then_the_mesh(fitted) -> None:
     for r in got[:6]:
         assert r.meta["frames"] == 3 and r.meta["name"] == "Block" and r.meta["ply"].endswith(".ply")
         check_gaussians(r.arrays)
+        assert r.arrays["sh_rest"].shape == (len(r.arrays["means"]), 3, 3)  # sh_degree 1: view-dependent colour
     assert not np.array_equal(got[0].arrays["means"], got[3].arrays["means"])  # the preview is of an earlier step
     rest, frames = got[6], got[7]
     check_mesh_rest(rest.arrays, rest.meta)
