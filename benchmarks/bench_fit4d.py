@@ -2,13 +2,14 @@
 mesh path's geometry — each against a baseline run in this script.
 
     .venv/bin/python benchmarks/bench_fit4d.py [--sequence horse-gallop] [--views 8 --frames 16 --size 128]
-        [--pattern stripes|detailed] [--preset fast] [--iterations N] [--threads 2] [--device cpu|cuda]
-        [--no-baseline] [--no-mesh] [--mesh-only]
+        [--pattern stripes|detailed] [--lighting flat|studio] [--preset fast] [--iterations N] [--threads 2]
+        [--device cpu|cuda] [--color-motion] [--sh-degree N] [--no-baseline] [--no-mesh] [--mesh-only]
 
 1. Renders the sequence (../shared/data/mesh-sequences/NAME.npz) with Blender from a ring of `views` training
    cameras and `test_views` held-out cameras at other azimuths/elevations, at `frames` times
    (benchmarks/render_views.py; cached in --work), coloured with smooth stripes or, with --pattern detailed,
-   stripes plus finer ones (as a textured asset).
+   stripes plus finer ones (as a textured asset), lit flat as the add-on's capture or, with --lighting studio, by
+   Workbench's studio light (shading that changes with the view and as parts turn: a lit capture).
 2. Fits with the preset and reports held-out PSNR/SSIM over all frames, fit time and peak memory. Baseline:
    the same fit with one trajectory control point (a static 3DGS fit of all frames: what the deformation
    buys). Then mesh path 2's motion: the sequence's true mesh at the first captured time moved by the fitted
@@ -38,7 +39,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from render_views import PATTERNS, frame_indices, render_sequence_views  # noqa: E402
+from render_views import LIGHTING, PATTERNS, frame_indices, render_sequence_views  # noqa: E402
 
 from backend.formats.mesh_sequence import load_mesh_sequence  # noqa: E402
 from backend.gaussians4d.cameras import ring_cameras  # noqa: E402
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--test-views", type=int, default=3)
     parser.add_argument("--pattern", default="stripes", choices=PATTERNS, help="the renders' vertex colours")
+    parser.add_argument("--lighting", default="flat", choices=LIGHTING, help="the renders' light (render_views)")
+    parser.add_argument("--color-motion", action="store_true", help="fit colours that change over time")
+    parser.add_argument("--sh-degree", type=int, default=0, help="fit view-dependent colour (SH bands 0-3)")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
     parser.add_argument("--iterations", type=int, default=0, help="0: the preset's")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 was fastest on shared cores)")
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(width=150)
 
     npz = SEQUENCES / f"{args.sequence}.npz"
-    suffix = "" if args.pattern == "stripes" else f"-{args.pattern}"
+    suffix = ("" if args.pattern == "stripes" else f"-{args.pattern}") + ("" if args.lighting == "flat" else "-studio")
     data = args.work / f"{args.sequence}-{args.views}x{args.frames}x{args.size}{suffix}"
     if not (data / "transforms_test.json").is_file():
         t0 = time.perf_counter()
@@ -114,12 +118,14 @@ def main(argv: list[str] | None = None) -> None:
             size=args.size,
             test_views=args.test_views,
             pattern=args.pattern,
+            lighting=args.lighting,
         )
         console.print(f"rendered {data} in {time.perf_counter() - t0:.1f} s")
     train, test = load_transforms(data, "train"), load_transforms(data, "test")
     preset = PRESETS[args.preset]
     if args.iterations:
         preset = dataclasses.replace(preset, iterations=args.iterations)
+    preset = dataclasses.replace(preset, color_motion=args.color_motion, sh_degree=args.sh_degree)
     console.print(
         f"{args.sequence}: {len(train)} training images ({train.view_count()} views × {len(train.time_values())} "
         f"times, {train.width}²), {len(test)} held-out; preset {args.preset}, {preset.iterations} iterations, "

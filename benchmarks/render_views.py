@@ -3,7 +3,9 @@
 The sequence (DESIGN §6 npz: `rest`, `faces`, `frames`, Y up like the data in ../shared/data/mesh-sequences)
 is played by a MESH_CACHE modifier in a scratch scene, coloured per vertex from its rest position (smooth
 stripes a few per body length, so the images have texture a fit can lock onto), and rendered by the add-on's
-multi-view capture (Workbench, flat colour, transparent film):
+multi-view capture (Workbench, flat colour, transparent film; with `--lighting studio`, Workbench's studio light
+instead, which follows the view and adds specular highlights, so the shading changes with the view and with
+time as parts turn: a lit capture):
 
   - transforms_train.json: `views` ring cameras (elevation 15°) × `frames` times evenly over the sequence;
   - transforms_test.json: `test_views` held-out cameras at azimuths between the ring's and other elevations,
@@ -20,6 +22,7 @@ nearest frame (frame_indices() says which).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import sys
@@ -45,6 +48,7 @@ FOV_DEG = 40.0
 STRIPES = 3.0  # colour periods along the rest pose's longest side
 DETAIL = 11.0  # the "detailed" pattern's second layer: periods along the longest side
 PATTERNS = ("stripes", "detailed")
+LIGHTING = ("flat", "studio")  # flat: the add-on's capture; studio: Workbench's studio light, following the view
 
 
 def addon_module(module: str) -> types.ModuleType:
@@ -138,6 +142,7 @@ def render_sequence_views(
     size: int = 128,
     test_views: int = 3,
     pattern: str = "stripes",
+    lighting: str = "flat",
 ) -> Path:
     """Render `npz_path` into the D-NeRF folder `out_dir` (see the module docstring) and return `out_dir`.
 
@@ -145,6 +150,8 @@ def render_sequence_views(
     """
     import bpy
 
+    if lighting not in LIGHTING:
+        raise ValueError(f"unknown lighting {lighting!r}: one of {', '.join(LIGHTING)}")
     capture = addon_module("collectors.multiview_capture")
     out_dir = Path(out_dir)
     sequence = load_mesh_sequence(npz_path)  # checked: shapes, finite values, one topology
@@ -177,7 +184,7 @@ def render_sequence_views(
             if not len(c2w):
                 continue
             cams = _cameras(bpy, collection, c2w, fov, split)
-            with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0]):
+            with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0]), _lit(capture, lighting):
                 got = capture.capture(bpy.context, ob, len(cams), frames, size, cameras=cams)
             _write_split(out_dir, split, got, size)
     finally:
@@ -193,6 +200,32 @@ def render_sequence_views(
         pc2_path.unlink(missing_ok=True)
         Path(cache_dir).rmdir()
     return out_dir
+
+
+@contextlib.contextmanager
+def _lit(capture, lighting: str):
+    """While capturing, the add-on's render settings (flat light) with Workbench's studio light instead (for
+    "studio"): the capture still restores everything it changed afterwards."""
+    if lighting == "flat":
+        yield
+        return
+    flat = capture._render_settings
+
+    def studio(scene, targets, obj, resolution, png, saved):
+        flat(scene, targets, obj, resolution, png, saved)
+        shading = scene.display.shading
+        for attr, value in (
+            ("light", "STUDIO"),
+            ("show_specular_highlight", True),
+            ("use_world_space_lighting", False),
+        ):
+            saved.set(shading, attr, value)
+
+    capture._render_settings = studio
+    try:
+        yield
+    finally:
+        capture._render_settings = flat
 
 
 def _write_pc2(path: Path, frames: np.ndarray) -> None:
@@ -226,9 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pattern", default="stripes", choices=PATTERNS, help="the vertex colours (see vertex_colours)"
     )
+    parser.add_argument("--lighting", default="flat", choices=LIGHTING, help="flat (the capture's) or studio")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    render_sequence_views(args.npz, args.out, args.views, args.frames, args.size, args.test_views, args.pattern)
+    render_sequence_views(
+        args.npz, args.out, args.views, args.frames, args.size, args.test_views, args.pattern, args.lighting
+    )
     seconds = time.perf_counter() - start
     images = (args.views + args.test_views) * args.frames
     print(f"{images} images of {args.size}² in {seconds:.1f} s ({1000 * seconds / images:.0f} ms each) → {args.out}")

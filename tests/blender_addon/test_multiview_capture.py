@@ -193,3 +193,29 @@ def test_render_views_writes_a_dnerf_folder_whose_cameras_line_up_with_the_seque
             xy, _ = video.cameras.subset(e).project(frames[int(round(video.times[e]))])
             col, row = np.clip(np.floor(xy[0]).astype(int), 0, 63).T
             assert (video.alphas[e][row, col] > 0.1).mean() > 0.97
+
+
+def test_render_views_studio_lighting_shades_the_same_silhouettes(blender, tmp_path):
+    """--lighting studio (the benchmark's lit capture): the same masks, other colours, and the add-on's own
+    capture settings untouched afterwards."""
+    import importlib.util
+
+    from blender_rig import DATA, REPO
+
+    from backend.gaussians4d.data import load_transforms
+
+    spec = importlib.util.spec_from_file_location("render_views", REPO / "benchmarks" / "render_views.py")
+    rv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rv)
+    capture = rv.addon_module("collectors.multiview_capture")
+    settings = capture._render_settings
+    cat = DATA / "mesh-sequences" / "cat-poses.npz"
+    flat = load_transforms(rv.render_sequence_views(cat, tmp_path / "flat", views=2, frames=2, size=32, test_views=0))
+    lit = rv.render_sequence_views(cat, tmp_path / "lit", views=2, frames=2, size=32, test_views=0, lighting="studio")
+    lit = load_transforms(lit)
+    assert capture._render_settings is settings
+    assert np.abs(flat.alphas - lit.alphas).max() < 0.02
+    inside = flat.alphas > 0.99
+    assert np.abs(flat.images - lit.images)[inside].mean() > 0.05  # shaded
+    with pytest.raises(ValueError, match="lighting"):
+        rv.render_sequence_views(cat, tmp_path / "x", views=2, frames=2, size=32, lighting="sun")
