@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.results import SH_C0
+
 from .formats.gaussian_ply import GaussianFrame
 from .formats.mesh_sequence import MeshSequence
 from .motion.rotations import quat_multiply as _quat_mul
-
-SH_C0 = 0.28209479177387814  # degree-0 real spherical harmonic: colour = 0.5 + SH_C0 * f_dc
 
 
 def _box(extents: tuple[float, float, float], subdivisions: int) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,7 @@ RESULT_TYPES = (MESH_REST, MESH_FRAMES, GAUSSIANS_FRAME, RIG, MOTION_CLIP)
 UNIT_TOLERANCE = 1e-3  # a motion clip's quaternions: | |q| - 1 | at most this
 
 GAUSSIAN_ARRAYS = ("means", "scales", "rotations", "opacities", "sh_dc")
+SH_C0 = 0.28209479177387814  # the degree-0 real spherical harmonic: RGB = 0.5 + SH_C0 · sh_dc (3DGS's f_dc)
 
 
 def _need(arrays: dict[str, np.ndarray], name: str, what: str) -> np.ndarray:

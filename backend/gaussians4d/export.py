@@ -21,9 +21,8 @@ from backend.formats.gaussian_ply import GaussianFrame, write_gaussian_ply
 from backend.formats.mesh_sequence import MeshSequence, write_npz
 from backend.formats.paths import prepare_output_file, prepare_output_folder
 from shared.errors import InputError
-from shared.results import check_gaussians
+from shared.results import SH_C0, check_gaussians
 
-SH_C0 = 0.28209479177387814
 OPACITY_EPS = 1e-6  # opacities are clipped to [eps, 1 − eps] before the logit so it stays finite
 GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors")
 

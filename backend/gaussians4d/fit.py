@@ -787,8 +787,8 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
                 reached = basis[:open_count].amax(0) > 1e-6
                 last = int(torch.nonzero(reached).max())
                 if last + 1 < knots:
-                    held = [model.mean_ctrl, model.rot_ctrl] if graph is None else [graph.translation, graph.rotation]
-                    held.append(model.color_ctrl)
+                    free = [model.mean_ctrl, model.rot_ctrl, model.color_ctrl]
+                    held = free if graph is None else [graph.translation, graph.rotation]
                     for ctrl in held:
                         if ctrl is not None:
                             ctrl[:, last + 1 :] = ctrl[:, last : last + 1]

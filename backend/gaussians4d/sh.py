@@ -2,16 +2,15 @@
 
 A Gaussian's colour seen from a camera is its base colour plus Σ_k Y_k(d) · c_k over the SH bands above 0, where
 d is the unit direction from the camera's centre to the Gaussian's mean, in world coordinates. The base colour
-is what the model has always held (RGB, 0.5 + SH_C0 · f_dc in 3DGS's terms), so a model with no higher bands is
-view-independent and exports exactly as before; the higher bands are 3DGS's f_rest coefficients, same basis,
-same order.
+is what the model has always held (RGB, 0.5 + SH_C0 · f_dc in 3DGS's terms; SH_C0 is the protocol's,
+shared/results.py), so a model with no higher bands is view-independent and exports exactly as before;
+the higher bands are 3DGS's f_rest coefficients, same basis, same order.
 """
 
 from __future__ import annotations
 
 import torch
 
-SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 SH_C3 = (

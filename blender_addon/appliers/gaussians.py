@@ -24,11 +24,10 @@ import bpy
 import numpy as np
 
 from .. import storage
-from ..shared.results import check_gaussians
+from ..shared.results import SH_C0, check_gaussians
 from . import lookup
 from .splat_ply import splat_ply_steps
 
-SH_C0 = 0.28209479177387814
 NODE_GROUP = "Tessera Gaussian Sequence"
 MATERIAL = "Tessera Splat"
 MODIFIER_NAME = "Tessera Splats"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from backend.gaussians4d.cameras import ring_cameras
-from backend.gaussians4d.sh import SH_C0, camera_centres, coefficient_count, sh_basis, view_colors
+from backend.gaussians4d.sh import camera_centres, coefficient_count, sh_basis, view_colors
+from shared.results import SH_C0
 
 
 def test_the_basis_is_orthonormal_over_the_sphere():
