@@ -2,7 +2,7 @@
 mesh path's geometry — each against a baseline run in this script.
 
     .venv/bin/python benchmarks/bench_fit4d.py [--sequence horse-gallop] [--views 8 --frames 16 --size 128]
-        [--pattern stripes|detailed] [--lighting flat|studio] [--preset fast] [--iterations N] [--threads 2]
+        [--pattern stripes|detailed] [--lighting flat|studio] [--follow] [--preset fast] [--iterations N] [--threads 2]
         [--device cpu|cuda] [--color-motion] [--sh-degree N] [--no-baseline] [--no-mesh] [--mesh-only]
 
 1. Renders the sequence (../shared/data/mesh-sequences/NAME.npz) with Blender from a ring of `views` training
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-views", type=int, default=3)
     parser.add_argument("--pattern", default="stripes", choices=PATTERNS, help="the renders' vertex colours")
     parser.add_argument("--lighting", default="flat", choices=LIGHTING, help="the renders' light (render_views)")
+    parser.add_argument("--follow", action="store_true", help="render with rings that follow the object")
     parser.add_argument("--color-motion", action="store_true", help="fit colours that change over time")
     parser.add_argument("--sh-degree", type=int, default=0, help="fit view-dependent colour (SH bands 0-3)")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
     npz = SEQUENCES / f"{args.sequence}.npz"
     suffix = ("" if args.pattern == "stripes" else f"-{args.pattern}") + ("" if args.lighting == "flat" else "-studio")
+    suffix += "-follow" if args.follow else ""
     data = args.work / f"{args.sequence}-{args.views}x{args.frames}x{args.size}{suffix}"
     if not (data / "transforms_test.json").is_file():
         t0 = time.perf_counter()
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             test_views=args.test_views,
             pattern=args.pattern,
             lighting=args.lighting,
+            follow=args.follow,
         )
         console.print(f"rendered {data} in {time.perf_counter() - t0:.1f} s")
     train, test = load_transforms(data, "train"), load_transforms(data, "test")
@@ -127,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         preset = dataclasses.replace(preset, iterations=args.iterations)
     preset = dataclasses.replace(preset, color_motion=args.color_motion, sh_degree=args.sh_degree)
     console.print(
-        f"{args.sequence}: {len(train)} training images ({train.view_count()} views × {len(train.time_values())} "
-        f"times, {train.width}²), {len(test)} held-out; preset {args.preset}, {preset.iterations} iterations, "
+        f"{args.sequence}: {len(train)} training images ({train.describe()}, {train.width}²), {len(test)} held-out; "
+        f"preset {args.preset}, {preset.iterations} iterations, "
         f"{torch.get_num_threads()} torch threads, device {args.device}"
     )
 

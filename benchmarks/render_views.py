@@ -11,6 +11,9 @@ time as parts turn: a lit capture):
   - transforms_test.json: `test_views` held-out cameras at azimuths between the ring's and other elevations,
     at the same times.
 
+With `--follow`, both rings move with the object (centred on its bounding box at each time, framing the largest
+of those boxes), as the capture's `follow` does: an object that travels stays large in the views.
+
 Cameras are written in the npz's own coordinates (Y up), so the sequence's vertices line up with them. Time t
 shows sequence frame `round(t * (T - 1))` exactly when `frames` divides the sequence evenly, otherwise the
 nearest frame (frame_indices() says which).
@@ -143,6 +146,7 @@ def render_sequence_views(
     test_views: int = 3,
     pattern: str = "stripes",
     lighting: str = "flat",
+    follow: bool = False,
 ) -> Path:
     """Render `npz_path` into the D-NeRF folder `out_dir` (see the module docstring) and return `out_dir`.
 
@@ -176,6 +180,9 @@ def render_sequence_views(
 
         lo, hi = picked_z.reshape(-1, 3).min(axis=0), picked_z.reshape(-1, 3).max(axis=0)
         centre, half_diag = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
+        if follow:  # the rings move with the object's box, as the capture's `follow` (capture.capture)
+            lo, hi = picked_z.min(axis=1), picked_z.max(axis=1)  # (T,3) each
+            centre, half_diag = (lo[0] + hi[0]) / 2, float(np.linalg.norm(hi - lo, axis=1).max()) / 2
         fov = math.radians(FOV_DEG)
         distance = capture.FILL * half_diag / math.sin(fov / 2)
         train_c2w = capture.ring_c2w(views, centre, distance, TRAIN_ELEVATION)
@@ -184,6 +191,8 @@ def render_sequence_views(
             if not len(c2w):
                 continue
             cams = _cameras(bpy, collection, c2w, fov, split)
+            if follow:
+                _follow(cams, (lo + hi) / 2 - centre)
             with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0]), _lit(capture, lighting):
                 got = capture.capture(bpy.context, ob, len(cams), frames, size, cameras=cams)
             _write_split(out_dir, split, got, size)
@@ -195,11 +204,26 @@ def render_sequence_views(
                 bpy.data.meshes.remove(data)
             elif isinstance(data, bpy.types.Camera):
                 bpy.data.cameras.remove(data)
+        for action in [a for a in bpy.data.actions if a.name.startswith(FOLLOW_ACTION)]:
+            bpy.data.actions.remove(action)
         bpy.data.collections.remove(collection)
         bpy.data.scenes.remove(scene)
         pc2_path.unlink(missing_ok=True)
         Path(cache_dir).rmdir()
     return out_dir
+
+
+FOLLOW_ACTION = "render_views follow"
+
+
+def _follow(cams: list, offsets: np.ndarray) -> None:
+    """Key each camera's location at scene frames 1..T: where it is, moved by `offsets` (T,3)."""
+    for cam in cams:
+        base = np.array(cam.location)
+        for t, offset in enumerate(offsets):
+            cam.location = base + offset
+            cam.keyframe_insert("location", frame=t + 1)
+        cam.animation_data.action.name = f"{FOLLOW_ACTION} {cam.name}"
 
 
 @contextlib.contextmanager
@@ -260,11 +284,13 @@ def main(argv: list[str] | None = None) -> None:
         "--pattern", default="stripes", choices=PATTERNS, help="the vertex colours (see vertex_colours)"
     )
     parser.add_argument("--lighting", default="flat", choices=LIGHTING, help="flat (the capture's) or studio")
+    parser.add_argument("--follow", action="store_true", help="the rings move with the object (capture's follow)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     render_sequence_views(
-        args.npz, args.out, args.views, args.frames, args.size, args.test_views, args.pattern, args.lighting
-    )
+        args.npz, args.out, args.views, args.frames, args.size, args.test_views, args.pattern, args.lighting,
+        args.follow,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     images = (args.views + args.test_views) * args.frames
     print(f"{images} images of {args.size}² in {seconds:.1f} s ({1000 * seconds / images:.0f} ms each) → {args.out}")

@@ -16,7 +16,7 @@ from .client import BackendClient, ClientError, ConnectionState
 from .collectors import armature_motion, object_kind
 from .collectors.mesh_motion import MotionError, evaluated_motion, without_final_hold
 from .local_backend import LocalBackend, LocalBackendError
-from .properties import FOLLOW_MESH_HELP
+from .properties import FOLLOW_MESH_HELP, RING_FOLLOWS_HELP
 from .pump import pump
 from .session import SESSION
 
@@ -374,6 +374,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
     use_selected_cameras: bpy.props.BoolProperty(
         name="Selected Cameras", description="Capture from the selected cameras instead of a ring"
     )
+    ring_follows: bpy.props.BoolProperty(name="Ring Follows Object", description=RING_FOLLOWS_HELP)
     follow_mesh: bpy.props.StringProperty(
         name="Follow With Mesh",
         description=FOLLOW_MESH_HELP,
@@ -427,6 +428,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
                     self.frames,
                     self.resolution,
                     cameras,
+                    follow=self.ring_follows,
                     progress=lambda done, _total: wm.progress_update(done),
                 )
             finally:
@@ -434,6 +436,8 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
         except (ClientError, TesseraError) as exc:
             self.report({"ERROR"}, getattr(exc, "message", None) or str(exc))
             return {"CANCELLED"}
+        if views.note:
+            self.report({"WARNING"}, views.note)
         name = f"{ob.name if ob is not None else scene.name} 4D"
         params = {
             "fov_x": float(views.fov_x),

@@ -164,6 +164,9 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
         row = col.row(align=True)
         row.enabled = not settings.capture_use_selected_cameras
         row.prop(settings, "capture_views")
+        row = col.row(align=True)
+        row.enabled = not settings.capture_use_selected_cameras
+        row.prop(settings, "capture_ring_follows")
         col.prop(settings, "capture_frames")
         col.prop(settings, "capture_resolution")
         layout.prop(settings, "capture_preset")
@@ -177,6 +180,7 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
         )
         op.preset, op.iterations = settings.capture_preset, settings.capture_iterations
         op.use_selected_cameras = settings.capture_use_selected_cameras
+        op.ring_follows = settings.capture_ring_follows
         op.follow_mesh = settings.capture_follow_mesh.name if settings.capture_follow_mesh else ""
         client = SESSION.client
         for job in reversed(list(client.jobs.values()) if client else []):

@@ -12,6 +12,10 @@ FOLLOW_MESH_HELP = (  # Capture to 4D's Follow With Mesh, here and on the operat
     "comes back moving with the capture, keeping its own vertices, faces, materials and UVs. Empty: a mesh is "
     "extracted from the Gaussians"
 )
+RING_FOLLOWS_HELP = (  # Capture to 4D's Ring Follows Object, here and on the operator
+    "Move the ring with the object, centred on it at every captured frame, so an object that travels (a walk "
+    "across the scene) stays large in the views. Off: one ring frames its whole path"
+)
 
 # Blender keeps only pointers to enum item strings: keep every list alive here.
 _ENUM_CACHE: dict[str, list[tuple[str, str, str]]] = {}
@@ -154,6 +158,10 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
     )
     capture_use_selected_cameras: bpy.props.BoolProperty(
         name="Selected Cameras", description="Capture from the selected cameras instead of a ring"
+    )
+    capture_ring_follows: bpy.props.BoolProperty(
+        name="Ring Follows Object",
+        description=RING_FOLLOWS_HELP,
     )
     capture_follow_mesh: bpy.props.PointerProperty(
         name="Follow With Mesh",

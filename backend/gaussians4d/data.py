@@ -75,10 +75,14 @@ class MultiViewVideo:
         return len(_pose_groups(self.cameras.viewmats))
 
     def describe(self) -> str:
-        """'8 views × 16 times', or for a moving camera (a pose per image) '24 camera poses, 24 times'."""
+        """'8 views × 16 times', '8 moving views × 16 times' for a rig that moves (a capture ring following the
+        object), or for a moving camera (a pose per image) '24 camera poses, 24 times'."""
         views, times = self.view_count(), len(self.time_values())
         if views * times == len(self):
             return f"{views} views × {times} times"
+        per_time = {len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups()}
+        if self.fixed_cameras() and len(per_time) == 1 and min(per_time) * times == len(self):
+            return f"{min(per_time)} moving views × {times} times"
         return f"{views} camera poses, {times} times"
 
     def still_warning(self) -> str | None:
@@ -120,6 +124,12 @@ class MultiViewVideo:
         opposed to a moving camera (monocular video: D-NeRF's scenes), where one image does not fix depth."""
         return min(len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups()) >= 2
 
+    def cameras_move(self) -> bool:
+        """Whether the cameras are somewhere else at another time (a moving camera, or a capture ring that follows
+        the object), as opposed to a rig that stays put."""
+        most = max(len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups())
+        return self.view_count() > most
+
     def time_groups(self) -> list[np.ndarray]:
         """Entry indices of each distinct time, in time order."""
         return [np.flatnonzero(self.times == t) for t in np.unique(self.times)]
@@ -149,10 +159,11 @@ class MultiViewVideo:
         view's alpha masks over time), so the box holds the object at every time. Without alphas: the
         region every camera sees (the intersection of the view frusta), around the point the cameras look
         at. Both are carved on a voxel grid twice (coarse box, then refined); the result is padded by one
-        voxel. A moving camera sees each time once: its views of different times would carve the moving
-        object away, so there the box holds the hulls of its time windows (`time_windows`).
+        voxel. Cameras that move (a moving camera, a capture ring following the object) see each place once: their
+        views of different times would carve the moving object away, so there the box holds the hulls of the
+        time windows (`time_windows`).
         """
-        if self.alphas is not None and not self.fixed_cameras():
+        if self.alphas is not None and (not self.fixed_cameras() or self.cameras_move()):
             boxes = [self._subset(w)._hull_bounds() for w in self.time_windows()]
             return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
         return self._hull_bounds()
@@ -544,14 +555,22 @@ def _check_views(video: MultiViewVideo, json_path: Path, min_views: int) -> None
         )
     if views < 2:
         return
-    lo, hi = video.bounds()
-    centre = ((lo + hi) / 2).astype(np.float32)
-    xy, depth = video.cameras.project(centre[None])
+    checks = [(np.arange(len(video)), video.bounds())]
+    if video.alphas is not None and video.fixed_cameras() and video.cameras_move():
+        # a rig that moves with the object (the capture's follow): each time's cameras see it where it is then
+        checks = [(g, video._subset(g)._hull_bounds()) for g in video.time_groups()]
+    for entries, (lo, hi) in checks:
+        _check_centre_seen(video, entries, ((lo + hi) / 2).astype(np.float32), json_path)
+
+
+def _check_centre_seen(video: MultiViewVideo, entries: np.ndarray, centre: np.ndarray, json_path: Path) -> None:
+    xy, depth = video.cameras.subset(entries).project(centre[None])
     x, y, d = xy[:, 0, 0], xy[:, 0, 1], depth[:, 0]
     bad = ~((d > 0) & (x >= 0) & (x < video.width) & (y >= 0) & (y < video.height))
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        where = "behind the camera" if d[i] <= 0 else f"at pixel ({x[i]:.0f}, {y[i]:.0f}), outside the image"
+        j = int(np.flatnonzero(bad)[0])
+        i = int(entries[j])
+        where = "behind the camera" if d[j] <= 0 else f"at pixel ({x[j]:.0f}, {y[j]:.0f}), outside the image"
         raise InputError(
             f"{json_path.name}: the camera of entry {i} ('{video.names[i]}') does not see the object: its centre "
             f"{np.round(centre, 3).tolist()} lands {where} ({video.width}×{video.height}). Check that entry's "

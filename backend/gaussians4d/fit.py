@@ -600,19 +600,28 @@ class _KnotMotion:
             model.rot_ctrl[:, last + 1 :] += self.rotations[last + 1 :] - self.rotations[last]
 
 
-def rigid_start_lost(costs: np.ndarray, size_px: float) -> bool:
-    """Whether the silhouettes' rigid poses lost the object somewhere: their RMS silhouette distance per time
+def lost_times(costs: np.ndarray, size_px: float) -> np.ndarray:
+    """(T,) bool: the times where the silhouettes' rigid poses lost the object: their RMS silhouette distance
     (`RigidPoses.costs`, pixels) is not finite, or over RIGID_START_MISS × the object's size in pixels and over
     RIGID_START_MISS_PX."""
     costs = np.asarray(costs, np.float64)
-    return not np.isfinite(costs).all() or costs.max() > max(RIGID_START_MISS * size_px, RIGID_START_MISS_PX)
+    return ~np.isfinite(costs) | (costs > max(RIGID_START_MISS * size_px, RIGID_START_MISS_PX))
 
 
-def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, check_cancelled) -> _KnotMotion | None:
+def rigid_start_lost(costs: np.ndarray, size_px: float) -> bool:
+    """Whether the silhouettes' rigid poses lost the object at some time (`lost_times`)."""
+    return bool(lost_times(costs, size_px).any())
+
+
+def _rigid_start(
+    model: DynamicGaussians, frames, windows, basis, cameras_move: bool, progress, check_cancelled
+) -> _KnotMotion | None:
     """Free Gaussians start on the object's rigid motion per time, found from the silhouettes (track_rigid) of
     each time window (`MultiViewVideo.time_windows`: the times themselves, or a moving camera's consecutive
     images), unless it misses some window's silhouettes by RIGID_START_MISS of their size (and by more than
-    RIGID_START_MISS_PX); returns it per knot, or None."""
+    RIGID_START_MISS_PX): then they start still, and the fit carries them on from time to time. Cameras that
+    move with the object (a following ring) see nothing of Gaussians left behind, so there only the windows
+    missed are left out, their poses interpolated from the others'. Returns the motion per knot, or None."""
 
     def placed(done: int, total: int) -> None:
         if progress is not None:
@@ -627,11 +636,15 @@ def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, chec
     window_times = np.array([entry_time[w].mean() for w in windows])  # a window's pose is at its mean time
     log.info("free Gaussians placed by silhouettes, RMS distance per time (px): %s", np.round(poses.costs, 2))
     size = float((frames.alphas > 0.5).flatten(1).sum(1).float().mean().sqrt())  # the object's size, pixels
-    if rigid_start_lost(poses.costs, size):
+    lost = lost_times(poses.costs, size)
+    if lost.all() or (lost.any() and not cameras_move):
         return None  # the tracker lost the object somewhere: start still, as without masks
+    if lost.any():
+        log.info("rigid poses left out (interpolated) at windows %s", np.flatnonzero(lost).tolist())
+    kept = np.flatnonzero(~lost)
     a = basis.detach().cpu().double()
-    per_time = (_at_times(poses.rotations, window_times, frames.times), _at_times(poses.translations, window_times,
-                frames.times))  # fmt: skip
+    per_time = (_at_times(poses.rotations[kept], window_times[kept], frames.times),
+                _at_times(poses.translations[kept], window_times[kept], frames.times))  # fmt: skip
     rotations, translations = (torch.linalg.lstsq(a, v.detach().cpu().double()).solution.to(means) for v in per_time)
     motion = _KnotMotion(rotations, quat_to_rotmat(axis_angle_to_quat(rotations)), translations, poses.centre.to(means))
     with torch.no_grad():
@@ -643,9 +656,12 @@ def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, chec
 
 def _at_times(values: torch.Tensor, known: np.ndarray, times: np.ndarray) -> torch.Tensor:
     """(T, D) `values` (W, D) known at the sorted `known` times, at `times`: linear between them, extended linearly
-    beyond the first and the last (a moving camera's windows are centred inside the clip, not at its ends)."""
+    beyond the first and the last (a moving camera's windows are centred inside the clip, not at its ends); one
+    known value holds at every time."""
     if len(known) == len(times) and np.array_equal(known, times):
         return values
+    if len(known) == 1:
+        return values[:1].expand(len(times), -1)
     v = values.detach().cpu().double().numpy()
     i = np.clip(np.searchsorted(known, times) - 1, 0, len(known) - 2)
     w = (np.asarray(times, np.float64) - known[i]) / (known[i + 1] - known[i])
@@ -712,7 +728,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     rigid = None  # free Gaussians: the object's rigid motion per knot (see Preset.free_track)
     if mesh is None and p.free_track and len(windows) > 1 and frames.alphas is not None:
         if masks_outline_the_object(frames.alphas):
-            rigid = _rigid_start(model, frames, windows, basis, progress, check_cancelled)
+            rigid = _rigid_start(model, frames, windows, basis, video.cameras_move(), progress, check_cancelled)
     optimizer = _optimizer(model, p, extent, graph)
     densify_until = int(p.densify_until_fraction * p.iterations)
     screen = ScreenGradients(len(model), device)

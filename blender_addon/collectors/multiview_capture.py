@@ -29,6 +29,7 @@ from . import object_kind
 
 RENDERABLE = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
 FILL = 1.15  # the ring's distance leaves this margin around the object's bounding sphere
+TRAVELS_FAR = 2.0  # a ring framing a path this many times the object's size: suggest `follow`
 # Workbench samples per pixel: smooth silhouettes like a splat renderer's. 128² on llvmpipe (horse, 17k
 # triangles): OFF 22 ms, FXAA 31 ms, "5" 49 ms, "8" 64 ms per image.
 ANTI_ALIASING = "8"
@@ -43,6 +44,7 @@ class CapturedViews(NamedTuple):
     fov_x: float  # horizontal field of view, radians (square images: also vertical)
     times: np.ndarray  # (F,) float32 in [0, 1] over the scene's frame range
     scene_frames: np.ndarray  # (F,) float64 scene frame (with subframe) of each entry
+    note: str | None = None  # advice on the capture (an object that travels far, seen by one ring)
 
 
 def ring_c2w(n: int, centre, radius: float, elevation_deg: float = 15.0, start_deg: float = 0.0) -> np.ndarray:
@@ -73,12 +75,17 @@ def capture(
     elevation_deg: float = 15.0,
     fov_deg: float = 40.0,
     azimuth_start_deg: float = 0.0,
+    follow: bool = False,
     progress=None,
 ) -> CapturedViews:
     """Render `obj` (None: every renderable object of the scene) from `views` ring cameras (or the given
     camera objects; `views` is then ignored) at `frames` times over the scene's frame range, as
     `resolution`² RGBA images. The ring's first camera is at `azimuth_start_deg` (0: on +X, turning towards
     +Y, which is also where the multi-view model's ring starts; -90: on −Y, Blender's front view).
+    With `follow`, the ring moves with the object: at each time it is centred on the object's bounding box
+    there, at the distance that frames the largest of those boxes, so an object that travels stays as large in
+    the views as it is (one ring framing its whole path makes it small). It does not move the given cameras.
+    Without `follow`, an object that travels over TRAVELS_FAR × its own size gets a `note` suggesting it.
     `progress(done, total)` is called after each render when given.
 
     Raises InputError when there is nothing to render or the cameras cannot be used.
@@ -103,11 +110,25 @@ def capture(
     png = os.path.join(tmp, "view.png")
     frame_current, subframe = scene.frame_current, scene.frame_subframe
     try:
+        centres = None  # follow: the ring's centre at each time
+        note = None
         if cameras:
             cam_objects = list(cameras)
         else:
-            lo, hi = _bounds_over_time(context, targets, positions)
-            centre, half_diag = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2 or 1.0
+            boxes = [_bounds_at(context, targets, p) for p in positions]
+            lo, hi = np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+            largest = max(float(np.linalg.norm(b[1] - b[0])) for b in boxes)
+            if follow:
+                centres = [(b[0] + b[1]) / 2 for b in boxes]
+                centre, half_diag = centres[0], largest / 2 or 1.0
+            else:
+                centre, half_diag = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2 or 1.0
+                travel = 2 * half_diag / max(largest, 1e-12)
+                if travel > TRAVELS_FAR:
+                    note = (
+                        f"The object travels {travel:.1f}× its own size, so it is small in a ring that frames its "
+                        "whole path: Ring Follows Object keeps it large in every view."
+                    )
             distance = FILL * half_diag / math.sin(fov_x / 2)
             collection = bpy.data.collections.new("Tessera capture cameras")
             scene.collection.children.link(collection)
@@ -129,6 +150,10 @@ def capture(
         for t, position in enumerate(positions):
             whole = math.floor(position)
             scene.frame_set(whole, subframe=float(position - whole))
+            if centres is not None:
+                ring = ring_c2w(n_views, centres[t], distance, elevation_deg, azimuth_start_deg)
+                for cam, m in zip(cam_objects, ring, strict=True):
+                    cam.matrix_world = Matrix(m.tolist())
             for v, cam in enumerate(cam_objects):
                 scene.camera = cam
                 if bpy.ops.render.render(write_still=True) != {"FINISHED"}:
@@ -152,7 +177,7 @@ def capture(
             os.remove(png)
         os.rmdir(tmp)
     entry_times = np.tile(times, n_views)
-    return CapturedViews(images, alphas, c2w, float(fov_x), entry_times, np.tile(positions, n_views))
+    return CapturedViews(images, alphas, c2w, float(fov_x), entry_times, np.tile(positions, n_views), note)
 
 
 class _Saved:
@@ -211,18 +236,17 @@ def _cameras_fov(cameras) -> float:
     return fovs[0]
 
 
-def _bounds_over_time(context, targets, positions) -> tuple[np.ndarray, np.ndarray]:
-    """World bounding box of the targets' evaluated geometry over the capture times."""
+def _bounds_at(context, targets, position: float) -> tuple[np.ndarray, np.ndarray]:
+    """World bounding box of the targets' evaluated geometry at scene frame `position` (with subframe)."""
     scene = context.scene
+    whole = math.floor(position)
+    scene.frame_set(whole, subframe=float(position - whole))
+    depsgraph = context.evaluated_depsgraph_get()
     corners = []
-    for position in positions:
-        whole = math.floor(position)
-        scene.frame_set(whole, subframe=float(position - whole))
-        depsgraph = context.evaluated_depsgraph_get()
-        for ob in targets:
-            ob_eval = ob.evaluated_get(depsgraph)
-            m = ob_eval.matrix_world
-            corners += [tuple(m @ Vector(c)) for c in ob_eval.bound_box]
+    for ob in targets:
+        ob_eval = ob.evaluated_get(depsgraph)
+        m = ob_eval.matrix_world
+        corners += [tuple(m @ Vector(c)) for c in ob_eval.bound_box]
     pts = np.array(corners, np.float64)
     if not np.isfinite(pts).all():
         raise InputError("The object's bounds are not finite at some frame: check its animation.")

@@ -77,6 +77,21 @@ def test_capture_to_4d_streams_splats_and_a_mesh_into_the_timeline_and_survives_
         backend.start()
 
 
+def test_capture_to_4d_with_a_ring_that_follows_the_object(blender, backend, tmp_path):
+    """Ring Follows Object: cameras somewhere else at every time reach the backend, which fits them."""
+    bpy = blender
+    moving_cube(bpy)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    connect(bpy, backend)
+    client = addon().session.SESSION.client
+    result = bpy.ops.tessera.capture_to_4d(views=4, frames=3, resolution=24, iterations=3, ring_follows=True)
+    assert result == {"FINISHED"}
+    job = next(j for j in client.jobs.values() if j.plugin == "gaussians4d.fit")
+    assert bpy.ops.tessera.wait(timeout=75) == {"FINISHED"}
+    assert job.state.value == "done", job.message
+    check_results(bpy, 5)
+
+
 def test_capture_to_4d_errors_say_what_to_do(blender, backend):
     bpy = blender
     moving_cube(bpy)

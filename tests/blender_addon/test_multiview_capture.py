@@ -104,6 +104,38 @@ def test_capture_renders_the_moving_object_from_a_ring_and_restores_the_scene(bl
         np.testing.assert_allclose([cols.mean() + 0.5, rows.mean() + 0.5], xy[0, 0], atol=1.5)
 
 
+def test_a_ring_that_follows_keeps_a_travelling_object_centred_and_larger(blender):
+    """follow: the ring moves with the cube (1 m, travelling 1 m), centred on it at every time, so the cube stays
+    where it is in every view and is larger there than in a ring framing its whole path; the ring's cameras are
+    gone afterwards."""
+    bpy = blender
+    cube = moving_cube(bpy)
+    cameras_before = len(bpy.data.cameras)
+    still = mc().capture(bpy.context, cube, views=4, frames=3, resolution=RES)
+    follow = mc().capture(bpy.context, cube, views=4, frames=3, resolution=RES, follow=True)
+
+    for v in range(4):  # each camera moves with the cube (x −0.5 → 0.5), turning not at all
+        c2w = follow.c2w[v * 3 : v * 3 + 3]
+        np.testing.assert_allclose(c2w[:, :3, 3] - c2w[0, :3, 3], [[0, 0, 0], [0.5, 0, 0], [1, 0, 0]], atol=1e-4)
+        np.testing.assert_allclose(c2w[:, :3, :3], np.broadcast_to(c2w[0, :3, :3], (3, 3, 3)), atol=1e-5)
+    moved = {}  # how far the cube's silhouette moves in each view over the three times (pixels)
+    for name, out in (("still", still), ("follow", follow)):
+        centroids = np.array([[c.mean() for c in np.nonzero(alpha > 0.5)] for alpha in out.alphas]).reshape(4, 3, 2)
+        moved[name] = np.linalg.norm(centroids - centroids[:, :1], axis=-1).max()
+    assert moved["follow"] < 0.1 and moved["still"] > 3.0
+    assert follow.alphas.sum() > 1.5 * still.alphas.sum()
+    assert still.note is None and follow.note is None  # the cube travels 1.4× its size: no advice
+
+    cube.location.x = 3.5  # now it travels 3× its size (box diagonals √27 against √3)
+    cube.keyframe_insert("location", frame=11)
+    far = mc().capture(bpy.context, cube, views=2, frames=2, resolution=8)
+    assert "travels 3.0× its own size" in far.note and "Ring Follows Object" in far.note
+    assert mc().capture(bpy.context, cube, views=2, frames=2, resolution=8, follow=True).note is None
+    assert len(bpy.data.cameras) == cameras_before and not any(
+        o.name.startswith("Tessera capture") for o in bpy.data.objects
+    )
+
+
 def test_capture_from_the_users_cameras_and_errors(blender):
     bpy = blender
     scene = bpy.context.scene

@@ -34,17 +34,19 @@ def _rot_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _render(points_at, colors, cams: Cameras, times, size: int, scale: float, normals_at=None) -> MultiViewVideo:
-    """Render Gaussians at points_at(t) (N,3) with `colors` (N,3), or colors(t), from `cams` at every time, over
-    white. With
+def _render(points_at, colors, cams, times, size: int, scale: float, normals_at=None) -> MultiViewVideo:
+    """Render Gaussians at points_at(t) (N,3) with `colors` (N,3), or colors(t), from `cams` (Cameras, or
+    cams(t) for cameras that move) at every time, over white. With
     normals_at(t) (N,3) they are discs in the surface (a tenth as thick) with a 0.03 px² low-pass filter: a
     surface with a crisp silhouette, like a rendered mesh, rather than the rasterizer's round, filtered blobs."""
     colors_at = colors if callable(colors) else (lambda t: colors)
+    cams_at = cams if callable(cams) else (lambda t: cams)
     n = len(colors_at(0.0))
     images, alphas, viewmats, Ks, entry_times = [], [], [], [], []
     flat = normals_at is not None
     scales = torch.full((n, 3), scale) * (torch.tensor([1.0, 1.0, 0.1]) if flat else 1.0)
     for t in times:
+        cams = cams_at(t)
         quats = normal_quats(F.normalize(torch.as_tensor(normals_at(t), dtype=torch.float32), dim=1)) if flat else None
         with torch.no_grad():
             rgb, alpha, _ = rasterize(
@@ -162,3 +164,14 @@ def small_traveller_video(cams: Cameras, times, size: int, seed: int = 0) -> Mul
     points = rng.uniform(-SMALL_HALF, SMALL_HALF, (400, 3))
     colors = np.clip(0.5 + 2.0 * points, 0.0, 1.0)
     return _render(lambda t: points + SMALL_START + (SMALL_END - SMALL_START) * t, colors, cams, times, size, 0.03)
+
+
+def followed_small_traveller_video(views: int, times, size: int, seed: int = 0) -> MultiViewVideo:
+    """small_traveller_video seen by a ring that moves with the cube (the capture's follow): centred on it at
+    every time, 1 unit away."""
+
+    def ring_at(t: float) -> Cameras:
+        centre = SMALL_START + (SMALL_END - SMALL_START) * t
+        return ring_cameras(views, center=centre, radius=1.0, elevation_deg=20.0, fov_deg=40.0, width=size, height=size)
+
+    return small_traveller_video(ring_at, times, size, seed)

@@ -325,3 +325,37 @@ def test_a_vertical_field_of_view_alone_is_a_focal_length(folder):
     edit_json(folder, lambda m: m.update(camera_angle_y=math.radians(40.0)))
     video = load_transforms(folder)
     assert video.cameras.Ks[0, 0, 0] == pytest.approx(0.5 * SIZE / math.tan(math.radians(20.0)), rel=1e-5)
+
+
+def test_a_ring_that_follows_the_object_is_a_rig_that_moves():
+    """The capture's follow: 6 views at every time, somewhere else each time. The object's box holds it at every
+    time (one hull of all the images would carve the travelling cube away), and each time's cameras are checked
+    against the cube where it is then (its centre over the whole path is out of most views)."""
+    from moving_scenes import SMALL_END, SMALL_HALF, SMALL_START, followed_small_traveller_video, small_traveller_video
+
+    times = np.linspace(0, 1, 4)
+    video = followed_small_traveller_video(6, times, 32)
+    assert video.fixed_cameras() and video.cameras_move()
+    assert video.describe() == "6 moving views × 4 times"
+    lo, hi = video.bounds()
+    assert np.all(lo <= SMALL_START - 0.8 * SMALL_HALF) and np.all(hi >= SMALL_END + 0.8 * SMALL_HALF)
+    assert np.all(hi - lo <= SMALL_END - SMALL_START + 2 * SMALL_HALF + 0.3)
+    still = small_traveller_video(ring_cameras(6, radius=3.0, width=32, height=32), times, 32)
+    assert still.fixed_cameras() and not still.cameras_move() and still.describe() == "6 views × 4 times"
+
+
+def test_a_following_ring_loads_and_a_camera_that_loses_the_object_is_still_named(tmp_path):
+    from moving_scenes import followed_small_traveller_video
+
+    video = followed_small_traveller_video(6, np.linspace(0, 1, 4), 32)
+    write_transforms(tmp_path, video, "train")
+    loaded = load_transforms(tmp_path, "train")
+    assert loaded.describe() == "6 moving views × 4 times"
+    meta = json.loads((tmp_path / "transforms_train.json").read_text())
+    frame = meta["frames"][9]  # the second time's fourth view, turned to look away
+    m = np.asarray(frame["transform_matrix"])
+    m[:3, :3] = m[:3, :3] @ np.diag([-1.0, 1.0, -1.0])
+    frame["transform_matrix"] = m.tolist()
+    (tmp_path / "transforms_train.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"entry 9 .*does not see the object"):
+        load_transforms(tmp_path, "train")
