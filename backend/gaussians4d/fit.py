@@ -608,11 +608,6 @@ def lost_times(costs: np.ndarray, size_px: float) -> np.ndarray:
     return ~np.isfinite(costs) | (costs > max(RIGID_START_MISS * size_px, RIGID_START_MISS_PX))
 
 
-def rigid_start_lost(costs: np.ndarray, size_px: float) -> bool:
-    """Whether the silhouettes' rigid poses lost the object at some time (`lost_times`)."""
-    return bool(lost_times(costs, size_px).any())
-
-
 def _rigid_start(
     model: DynamicGaussians, frames, windows, basis, cameras_move: bool, progress, check_cancelled
 ) -> _KnotMotion | None:

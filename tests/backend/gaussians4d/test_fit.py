@@ -31,7 +31,6 @@ from backend.gaussians4d.fit import (
     fit,
     fit_warnings,
     lost_times,
-    rigid_start_lost,
 )
 from backend.gaussians4d.mesh_bound import vertex_normals
 from backend.gaussians4d.rasterize import quat_to_rotmat
@@ -182,11 +181,11 @@ def test_a_small_objects_rigid_start_is_kept_within_two_pixels():
     """The rigid start is dropped when it misses the silhouettes by a quarter of the object's size, but not within
     2 px: chickenCrossing (5 px across at 128², tracked within 1.6 px) lost its start to the relative rule alone,
     and its Gaussians stayed where it began (held-out 42.1 dB, path 2's motion 19.3 % off; with it 48.5 dB, 1.9 %)."""
-    assert not rigid_start_lost(np.array([0.5, 1.63, 0.9]), size_px=5.0)
-    assert rigid_start_lost(np.array([0.5, 2.5]), size_px=5.0)
-    assert not rigid_start_lost(np.array([0.5, 9.0]), size_px=40.0)
-    assert rigid_start_lost(np.array([0.5, 11.0]), size_px=40.0)
-    assert rigid_start_lost(np.array([0.5, np.inf]), size_px=40.0)
+    assert lost_times(np.array([0.5, 1.63, 0.9]), size_px=5.0).tolist() == [False, False, False]
+    assert lost_times(np.array([0.5, 2.5]), size_px=5.0).tolist() == [False, True]
+    assert lost_times(np.array([0.5, 9.0]), size_px=40.0).tolist() == [False, False]
+    assert lost_times(np.array([0.5, 11.0]), size_px=40.0).tolist() == [False, True]
+    assert lost_times(np.array([np.inf, 0.5]), size_px=40.0).tolist() == [True, False]
 
 
 def test_a_ring_that_follows_the_object_keeps_the_rigid_start_where_it_holds(caplog):
