@@ -570,8 +570,9 @@ def _initial_model(video, p: Preset, knots: int, mesh, rng: np.random.Generator)
 
 
 # free Gaussians: a rigid start that misses a time's silhouettes by this × their size, and by over
-# RIGID_START_MISS_PX pixels, is lost. The floor is for small objects: a chicken 5 px across, tracked within 1.6 px
-# RMS over its walk, was dropped by the relative rule alone and its Gaussians stayed where it started
+# RIGID_START_MISS_PX pixels, is lost there (left out, interpolated: _rigid_start). The floor is for small
+# objects: a chicken 5 px across, tracked within 1.6 px RMS over its walk, was dropped by the relative rule alone
+# and its Gaussians stayed where it started
 RIGID_START_MISS = 0.25
 RIGID_START_MISS_PX = 2.0
 
@@ -608,15 +609,14 @@ def lost_times(costs: np.ndarray, size_px: float) -> np.ndarray:
     return ~np.isfinite(costs) | (costs > max(RIGID_START_MISS * size_px, RIGID_START_MISS_PX))
 
 
-def _rigid_start(
-    model: DynamicGaussians, frames, windows, basis, cameras_move: bool, progress, check_cancelled
-) -> _KnotMotion | None:
+def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, check_cancelled) -> _KnotMotion | None:
     """Free Gaussians start on the object's rigid motion per time, found from the silhouettes (track_rigid) of
     each time window (`MultiViewVideo.time_windows`: the times themselves, or a moving camera's consecutive
-    images), unless it misses some window's silhouettes by RIGID_START_MISS of their size (and by more than
-    RIGID_START_MISS_PX): then they start still, and the fit carries them on from time to time. Cameras that
-    move with the object (a following ring) see nothing of Gaussians left behind, so there only the windows
-    missed are left out, their poses interpolated from the others'. Returns the motion per knot, or None."""
+    images). A window whose silhouettes it misses by RIGID_START_MISS of their size (and by more than
+    RIGID_START_MISS_PX; a fast turn can throw the tracker) is left out, its pose interpolated from the others':
+    starting every Gaussian still instead would waste the poses that hold, and cameras that move with the object
+    (a following ring) see nothing of Gaussians left where it started. Returns the motion per knot, or None
+    (they start still) when every window is missed."""
 
     def placed(done: int, total: int) -> None:
         if progress is not None:
@@ -632,8 +632,8 @@ def _rigid_start(
     log.info("free Gaussians placed by silhouettes, RMS distance per time (px): %s", np.round(poses.costs, 2))
     size = float((frames.alphas > 0.5).flatten(1).sum(1).float().mean().sqrt())  # the object's size, pixels
     lost = lost_times(poses.costs, size)
-    if lost.all() or (lost.any() and not cameras_move):
-        return None  # the tracker lost the object somewhere: start still, as without masks
+    if lost.all():
+        return None  # the tracker lost the object: start still, as without masks
     if lost.any():
         log.info("rigid poses left out (interpolated) at windows %s", np.flatnonzero(lost).tolist())
     kept = np.flatnonzero(~lost)
@@ -723,7 +723,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     rigid = None  # free Gaussians: the object's rigid motion per knot (see Preset.free_track)
     if mesh is None and p.free_track and len(windows) > 1 and frames.alphas is not None:
         if masks_outline_the_object(frames.alphas):
-            rigid = _rigid_start(model, frames, windows, basis, video.cameras_move(), progress, check_cancelled)
+            rigid = _rigid_start(model, frames, windows, basis, progress, check_cancelled)
     optimizer = _optimizer(model, p, extent, graph)
     densify_until = int(p.densify_until_fraction * p.iterations)
     screen = ScreenGradients(len(model), device)
