@@ -161,12 +161,10 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
         layout.label(text=f"Captures {what}", icon="OUTLINER_OB_CAMERA")
         col = layout.column(align=True)
         col.prop(settings, "capture_use_selected_cameras")
-        row = col.row(align=True)
-        row.enabled = not settings.capture_use_selected_cameras
-        row.prop(settings, "capture_views")
-        row = col.row(align=True)
-        row.enabled = not settings.capture_use_selected_cameras
-        row.prop(settings, "capture_ring_follows")
+        ring = col.column(align=True)  # the ring's settings: unused with the selected cameras
+        ring.enabled = not settings.capture_use_selected_cameras
+        ring.prop(settings, "capture_views")
+        ring.prop(settings, "capture_ring_follows")
         col.prop(settings, "capture_frames")
         col.prop(settings, "capture_resolution")
         layout.prop(settings, "capture_preset")

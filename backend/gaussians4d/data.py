@@ -80,8 +80,8 @@ class MultiViewVideo:
         views, times = self.view_count(), len(self.time_values())
         if views * times == len(self):
             return f"{views} views × {times} times"
-        per_time = {len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups()}
-        if self.fixed_cameras() and len(per_time) == 1 and min(per_time) * times == len(self):
+        per_time = set(self._poses_per_time())
+        if len(per_time) == 1 and min(per_time) >= 2 and min(per_time) * times == len(self):
             return f"{min(per_time)} moving views × {times} times"
         return f"{views} camera poses, {times} times"
 
@@ -122,13 +122,16 @@ class MultiViewVideo:
     def fixed_cameras(self) -> bool:
         """Whether every time is seen from two camera poses or more (a rig of cameras, the Blender capture), as
         opposed to a moving camera (monocular video: D-NeRF's scenes), where one image does not fix depth."""
-        return min(len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups()) >= 2
+        return min(self._poses_per_time()) >= 2
 
     def cameras_move(self) -> bool:
         """Whether the cameras are somewhere else at another time (a moving camera, or a capture ring that follows
         the object), as opposed to a rig that stays put."""
-        most = max(len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups())
-        return self.view_count() > most
+        return self.view_count() > max(self._poses_per_time())
+
+    def _poses_per_time(self) -> list[int]:
+        """The number of distinct camera poses at each time, in time order."""
+        return [len(_pose_groups(self.cameras.viewmats[g])) for g in self.time_groups()]
 
     def time_groups(self) -> list[np.ndarray]:
         """Entry indices of each distinct time, in time order."""
@@ -164,9 +167,13 @@ class MultiViewVideo:
         time windows (`time_windows`).
         """
         if self.alphas is not None and (not self.fixed_cameras() or self.cameras_move()):
-            boxes = [self._subset(w)._hull_bounds() for w in self.time_windows()]
+            boxes = [box for _, box in self.window_bounds()]
             return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
         return self._hull_bounds()
+
+    def window_bounds(self) -> list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]]:
+        """(entries, (min, max)) of each time window (`time_windows`): the object's box there, as `bounds`."""
+        return [(w, self._subset(w)._hull_bounds()) for w in self.time_windows()]
 
     def start_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """The object's bounding box at the start: as `bounds`, over the first time window only."""
@@ -555,10 +562,11 @@ def _check_views(video: MultiViewVideo, json_path: Path, min_views: int) -> None
         )
     if views < 2:
         return
-    checks = [(np.arange(len(video)), video.bounds())]
     if video.alphas is not None and video.fixed_cameras() and video.cameras_move():
         # a rig that moves with the object (the capture's follow): each time's cameras see it where it is then
-        checks = [(g, video._subset(g)._hull_bounds()) for g in video.time_groups()]
+        checks = video.window_bounds()  # such a rig's windows are its times
+    else:
+        checks = [(np.arange(len(video)), video.bounds())]
     for entries, (lo, hi) in checks:
         _check_centre_seen(video, entries, ((lo + hi) / 2).astype(np.float32), json_path)
 
