@@ -46,7 +46,9 @@ def check_results(bpy, frames: int) -> np.ndarray:
     return last
 
 
-def test_capture_to_4d_streams_splats_and_a_mesh_into_the_timeline_and_survives_reopen(blender, backend, tmp_path):
+def test_capture_to_4d_streams_splats_and_a_mesh_into_the_timeline_and_survives_reopen(
+    blender, backend, tmp_path, capfd
+):
     bpy = blender
     moving_cube(bpy)
     blend = tmp_path / "shot.blend"
@@ -54,8 +56,11 @@ def test_capture_to_4d_streams_splats_and_a_mesh_into_the_timeline_and_survives_
     connect(bpy, backend)
     client = addon().session.SESSION.client
     assert "gaussians4d.fit" in client.plugins
+    capfd.readouterr()
     result = bpy.ops.tessera.capture_to_4d(views=4, frames=3, resolution=24, preset="FAST", iterations=3)
     assert result == {"FINISHED"}
+    # The cube's path is 1.4× its size: the operator's report suggests a ring that follows (Blender prints it)
+    assert "Warning: The object travels 1.4× its own size" in capfd.readouterr().out
     job = next(j for j in client.jobs.values() if j.plugin == "gaussians4d.fit")
     assert job.options["capture_source"] == "Cube 4D"
     assert bpy.ops.tessera.wait(timeout=75) == {"FINISHED"}  # the pump, driven here (no timers without a UI)
@@ -77,15 +82,17 @@ def test_capture_to_4d_streams_splats_and_a_mesh_into_the_timeline_and_survives_
         backend.start()
 
 
-def test_capture_to_4d_with_a_ring_that_follows_the_object(blender, backend, tmp_path):
+def test_capture_to_4d_with_a_ring_that_follows_the_object(blender, backend, tmp_path, capfd):
     """Ring Follows Object: cameras somewhere else at every time reach the backend, which fits them."""
     bpy = blender
     moving_cube(bpy)
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
     connect(bpy, backend)
     client = addon().session.SESSION.client
+    capfd.readouterr()
     result = bpy.ops.tessera.capture_to_4d(views=4, frames=3, resolution=24, iterations=3, ring_follows=True)
     assert result == {"FINISHED"}
+    assert "travels" not in capfd.readouterr().out  # no suggestion to do what it does
     job = next(j for j in client.jobs.values() if j.plugin == "gaussians4d.fit")
     assert bpy.ops.tessera.wait(timeout=75) == {"FINISHED"}
     assert job.state.value == "done", job.message
