@@ -95,10 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--color-motion", action="store_true", help="fit colours that change over time")
     parser.add_argument("--sh-degree", type=int, default=0, help="fit view-dependent colour (SH bands 0-3)")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    parser.add_argument("--iterations", type=int, default=0, help="0: the preset's")
+    parser.add_argument("--iterations", type=int, default=0, help="steps of both fits (0: the preset's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 was fastest on shared cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tessera-bench-fit4d"))
+    parser.add_argument("--sequences", type=Path, default=SEQUENCES, help="the folder of NAME.npz mesh sequences")
     parser.add_argument("--no-baseline", action="store_true", help="skip the static-fit baseline")
     parser.add_argument("--no-mesh", action="store_true", help="skip mesh path 1")
     parser.add_argument("--mesh-only", action="store_true", help="only mesh path 1 (no free fit, no FPS)")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     console = Console(width=150)
 
-    npz = SEQUENCES / f"{args.sequence}.npz"
+    npz = args.sequences / f"{args.sequence}.npz"
     suffix = ("" if args.pattern == "stripes" else f"-{args.pattern}") + ("" if args.lighting == "flat" else "-studio")
     suffix += "-follow" if args.follow else ""
     data = args.work / f"{args.sequence}-{args.views}x{args.frames}x{args.size}{suffix}"
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     train, test = load_transforms(data, "train"), load_transforms(data, "test")
     preset = PRESETS[args.preset]
     if args.iterations:
-        preset = dataclasses.replace(preset, iterations=args.iterations)
+        preset = dataclasses.replace(preset, iterations=args.iterations, mesh_iterations=args.iterations)  # as the CLI
     preset = dataclasses.replace(preset, color_motion=args.color_motion, sh_degree=args.sh_degree)
     console.print(
         f"{args.sequence}: {len(train)} training images ({train.describe()}, {train.width}²), {len(test)} held-out; "
@@ -157,7 +158,7 @@ def free_fit_tables(args, npz: Path, train, test, preset, console) -> None:
     table = Table(title=f"Held-out views, all {len(test.time_values())} frames ({args.sequence}, {args.size}²)")
     for col in ("fit", "PSNR dB", "SSIM", "fit time", "Gaussians", "peak memory GB", "PSNR − baseline"):
         table.add_column(col, justify="right")
-    base = rows[-1][1]["psnr"]
+    base = rows[-1][1]["psnr"] if len(rows) > 1 else None
     for name, sc, sec, n, mem in rows:
         table.add_row(
             name,
@@ -166,7 +167,7 @@ def free_fit_tables(args, npz: Path, train, test, preset, console) -> None:
             f"{sec:.0f} s",
             f"{n:,}",
             f"{mem:.2f}",
-            f"{sc['psnr'] - base:+.2f}",
+            "-" if base is None else f"{sc['psnr'] - base:+.2f}",
         )
     console.print(table)
     motion_table(args, npz, train, result.model, console)
