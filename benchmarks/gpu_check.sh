@@ -20,6 +20,10 @@ DEVICE=${DEVICE:-cuda}
 read -r -a extra <<< "${EXTRA:-}"
 mkdir -p "$OUT"
 start=$(date +%s)
+if [ ! -d "$KIT/bench" ] || ! ls "$KIT"/wheels/gsplat-*.whl > /dev/null 2>&1; then
+    echo "No GPU kit at $KIT: run '.venv/bin/python benchmarks/gpu_kit.py' on the CPU machine first, and carry .gpu"
+    exit 2
+fi
 left() { echo $((575 - $(date +%s) + start)); }
 
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
