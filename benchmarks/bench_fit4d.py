@@ -39,7 +39,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from render_views import LIGHTING, PATTERNS, frame_indices, render_sequence_views  # noqa: E402
+from render_views import LIGHTING, PATTERNS, SEQUENCES, frame_indices, render_sequence_views  # noqa: E402
 
 from backend.formats.mesh_sequence import load_mesh_sequence  # noqa: E402
 from backend.gaussians4d.cameras import ring_cameras  # noqa: E402
@@ -48,8 +48,6 @@ from backend.gaussians4d.fit import PRESETS, evaluate, fit, render  # noqa: E402
 from backend.gaussians4d.fit_setup import prepare_frames  # noqa: E402
 from backend.gaussians4d.mesh import deform_mesh  # noqa: E402
 from backend.gaussians4d.mesh_pose import track_rigid  # noqa: E402
-
-SEQUENCES = Path(__file__).resolve().parents[2] / "shared" / "data" / "mesh-sequences"
 
 
 def peak_memory_gb(device: str) -> float:

@@ -45,7 +45,7 @@ from scipy.spatial import cKDTree
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS.parent / "tests" / "backend" / "gaussians4d")]
 from moving_scenes import cameras, hinge_pose, hinge_video, travel_pose, travel_video  # noqa: E402
-from render_views import frame_indices, render_sequence_views  # noqa: E402
+from render_views import SEQUENCES, frame_indices, render_sequence_views  # noqa: E402
 
 from backend.formats.mesh_sequence import load_mesh_sequence  # noqa: E402
 from backend.gaussians4d.data import load_transforms  # noqa: E402
@@ -61,7 +61,6 @@ REAL_SETTINGS = {  # max edge, px: the decimated horse's 4.0 px edges are subdiv
     "subdivided above 2 px": 2.0,
     "subdivided above 1 px (default)": 1.0,
 }
-SEQUENCES = BENCHMARKS.parents[1] / "shared" / "data" / "mesh-sequences"
 COLUMNS = ("data", "setting", "mean error", "× baseline", "worst time", "Gaussians", "time")
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-SEQUENCES = ROOT.parent / "shared" / "data" / "mesh-sequences"
+from render_views import SEQUENCES, render_sequence_views  # noqa: E402  (Blender is imported to render)
+
 CARRY_LIMIT = 64 * 2**20  # what one device call carries, all paths together
 
 
@@ -45,8 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     data = args.out / "bench" / f"{args.sequence}-{args.views}x{args.frames}x{args.size}"
     npz = SEQUENCES / f"{args.sequence}.npz"
     if not (data / "transforms_test.json").is_file():
-        from render_views import render_sequence_views
-
         render_sequence_views(npz, data, views=args.views, frames=args.frames, size=args.size, test_views=3)
     (args.out / "sequences").mkdir(parents=True, exist_ok=True)
     shutil.copy2(npz, args.out / "sequences" / npz.name)

@@ -39,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+SEQUENCES = REPO.parent / "shared" / "data" / "mesh-sequences"  # the real mesh animations, NAME.npz
 
 from backend.formats.mesh_sequence import load_mesh_sequence  # noqa: E402
 from backend.gaussians4d.cameras import cameras_from_nerf  # noqa: E402
