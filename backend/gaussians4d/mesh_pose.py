@@ -73,6 +73,7 @@ class Silhouettes:
                 ij = ij[rng.choice(len(ij), samples, replace=False)]
             pixels.append(torch.as_tensor(ij[:, ::-1] + 0.5, dtype=viewmats.dtype, device=viewmats.device))
         self.pixels = pixels  # per view (P,2) x,y of pixels inside the mask
+        self.empty = not masks.any()  # the object is in none of these views: any pose fits them
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
         """(E, V, 2) pixel coordinates of `points` (V,3) in every view."""
@@ -245,7 +246,10 @@ def track_rigid(
             else:
                 translation = translation + torch.as_tensor(seen - previous_centre, dtype=dtype, device=device)
             previous_centre = seen
-        rotation, translation, cost = _refine(sil, local, centre, rotation, translation, steps, extent)
+        if sil.empty:  # nothing to place the object by (not there yet, gone, or scaled to nothing): lost
+            cost = float("inf")
+        else:
+            rotation, translation, cost = _refine(sil, local, centre, rotation, translation, steps, extent)
         costs.append(cost)
         rotations.append(rotation)
         translations.append(translation)
