@@ -312,7 +312,7 @@ def _json_path(folder: Path, split: str) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: Windows editors may start it with a BOM
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not readable JSON ({exc}): fix or regenerate the file.") from exc
     if not isinstance(meta, dict):
@@ -342,6 +342,11 @@ def parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str],
             raise InputError(
                 f"{where} needs a 'transform_matrix': a finite 4×4 camera→world matrix (OpenGL: x right, y up, "
                 "looking −Z)."
+            )
+        if not np.allclose(matrix[3], (0.0, 0.0, 0.0, 1.0)) or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
+            raise InputError(
+                f"{where} has a 'transform_matrix' that is not a camera pose (a rotation and a position, bottom "
+                f"row 0 0 0 1): {np.round(matrix, 4).tolist()}."
             )
         if "time" not in frame:
             hint = (
@@ -395,6 +400,38 @@ def parse_entries(json_path: Path, meta: dict, frames: list) -> tuple[list[str],
         times.append(t)
         intrinsics.append(merged)
     return names, np.stack(c2w), snap_times(np.array(times, np.float32)), intrinsics
+
+
+_DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+_PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
+
+
+def distortion_note(folder: str | Path, split: str = "train") -> str | None:
+    """A note when the split's json gives lens distortion (nerfstudio's k1..k4, p1, p2 not 0, or a camera_model
+    other than a pinhole): the fit's cameras are pinholes, so the images should be undistorted first. None if
+    there is none (or no readable json: load_transforms says why)."""
+    try:
+        path = _json_path(Path(folder), split)
+        meta = _read_json(path)
+    except InputError:
+        return None
+    frames = meta.get("frames") if isinstance(meta.get("frames"), list) else []
+    found, models = {}, set()
+    for entry in (meta, *(f for f in frames if isinstance(f, dict))):
+        for k in _DISTORTION_KEYS:
+            v = entry.get(k)
+            if isinstance(v, int | float) and not isinstance(v, bool) and v != 0 and k not in found:
+                found[k] = v
+        if isinstance(entry.get("camera_model"), str) and entry["camera_model"].upper() not in _PINHOLE_MODELS:
+            models.add(entry["camera_model"])
+    if not found and not models:
+        return None
+    what = ", ".join([f"{k} = {v:g}" for k, v in found.items()] + [f"camera_model {m}" for m in sorted(models)])
+    return (
+        f"{path.name} gives lens distortion ({what}), which the fit ignores (its cameras are pinholes): the views "
+        "will not quite line up, most near the edges. Undistort the images first (nerfstudio's ns-process-data, "
+        "COLMAP's image_undistorter) and give their pinhole intrinsics."
+    )
 
 
 def snap_times(times: np.ndarray) -> np.ndarray:
@@ -493,7 +530,7 @@ def _resize(channels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _load_images(folder, json_path, names, max_size, background):
     bg = np.asarray(background, np.float32).reshape(3)
     images = alphas = None
-    any_alpha = False
+    without_alpha = []  # entries whose image has no alpha channel
     first_size = None
     for i, name in enumerate(names):
         path = image_path(folder, name)
@@ -516,14 +553,23 @@ def _load_images(folder, json_path, names, max_size, background):
                 f"(entry {i}) is {w}×{h}. All images of a multi-view video must have one size."
             )
         a = alpha if alpha is not None else np.ones((h, w), np.float32)
-        any_alpha |= alpha is not None
+        if alpha is None:
+            without_alpha.append(i)
         premultiplied = np.concatenate([rgb * a[..., None], a[..., None]], -1)
         if premultiplied.shape[:2] != images.shape[1:3]:
             premultiplied = _resize(premultiplied, (images.shape[2], images.shape[1]))
         a = np.clip(premultiplied[..., 3], 0.0, 1.0)
         images[i] = np.clip(premultiplied[..., :3] + (1.0 - a[..., None]) * bg, 0.0, 1.0)
         alphas[i] = a
-    return images, (alphas if any_alpha else None), first_size[:2]
+    if 0 < len(without_alpha) < len(names):
+        listed = ", ".join(f"{i} ('{names[i]}')" for i in without_alpha[:5])
+        more = f" and {len(without_alpha) - 5} more" if len(without_alpha) > 5 else ""
+        raise InputError(
+            f"{json_path.name}: the images of entries {listed}{more} have no alpha channel while the others do, so "
+            "in those the object would fill the whole image: export them with alpha (RGBA PNG) like the others, or "
+            "export every image without alpha."
+        )
+    return images, (alphas if not without_alpha else None), first_size[:2]
 
 
 def entry_cameras(c2w: np.ndarray, intrinsics: list[dict], original_hw, out_hw, json_path: Path) -> Cameras:

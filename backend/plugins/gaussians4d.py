@@ -92,12 +92,13 @@ def video_from_arrays(arrays: dict[str, np.ndarray], fov_x: float):
 def load_video_folder(folder: str | Path):
     """(training video, held-out video or None, notes to show) of a D-NeRF folder. Images without alpha over a plain
     background get alphas keyed from it (data.key_plain_background); the notes say so, or that the background will
-    be fitted too, and why there is no held-out score when transforms_test.json cannot be used."""
-    from ..gaussians4d.data import key_plain_background, load_transforms
+    be fitted too, that lens distortion is ignored, and why there is no held-out score when transforms_test.json
+    cannot be used."""
+    from ..gaussians4d.data import distortion_note, key_plain_background, load_transforms
 
     video, keyed = key_plain_background(load_transforms(folder, "train"))
     test, warning = load_held_out(folder)
-    return video, test, [note for note in (keyed, warning) if note]
+    return video, test, [note for note in (keyed, distortion_note(folder), warning) if note]
 
 
 def held_out_split(folder: str | Path) -> str | None:

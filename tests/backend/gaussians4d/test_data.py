@@ -155,10 +155,17 @@ def test_missing_time_is_refused_and_a_static_folder_is_recognised(folder):
 
 
 def test_bad_transform_matrix_or_no_focal_length(folder):
+    good = json.loads((folder / "transforms_train.json").read_text())["frames"][2]["transform_matrix"]
     edit_json(folder, lambda m: m["frames"][2].update(transform_matrix=[[1, 0], [0, 1]]))
     with pytest.raises(InputError, match=r"entry 2 .* 'transform_matrix'"):
         load_transforms(folder)
-    edit_json(folder, lambda m: [m["frames"][2].update(transform_matrix=m["frames"][0]["transform_matrix"])])
+    flat = np.eye(4)
+    flat[3] = 0.0  # a bottom row of zeros: not a camera pose (the error used to name no entry)
+    edit_json(folder, lambda m: m["frames"][2].update(transform_matrix=good))
+    edit_json(folder, lambda m: m["frames"][5].update(transform_matrix=flat.tolist()))
+    with pytest.raises(InputError, match=r"entry 5 \('[^']*r_0005'\) has a 'transform_matrix' that is not a camera"):
+        load_transforms(folder)
+    edit_json(folder, lambda m: m["frames"][5].update(transform_matrix=good))
     edit_json(folder, lambda m: [m.pop(k) for k in ("fl_x", "camera_angle_x")])
     with pytest.raises(InputError, match="no focal length"):
         load_transforms(folder)
@@ -359,3 +366,35 @@ def test_a_following_ring_loads_and_a_camera_that_loses_the_object_is_still_name
     (tmp_path / "transforms_train.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"entry 9 .*does not see the object"):
         load_transforms(tmp_path, "train")
+
+
+def test_a_json_written_with_a_byte_order_mark_loads(folder):
+    path = folder / "transforms_train.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Notepad or PowerShell write UTF-8
+    assert len(load_transforms(folder)) == 8
+
+
+def test_images_without_alpha_among_rgba_ones_are_named(tmp_path):
+    # They would claim the object fills their whole image (alpha 1) and swell its hull
+    write_transforms(tmp_path, sphere_video())
+    for index in (3, 6):
+        path = tmp_path / "train" / f"r_{index:04d}.png"
+        rgba = Image.open(path)
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        background.save(path)
+    pattern = r"entries 3 \('./train/r_0003'\), 6 \('./train/r_0006'\) have no alpha channel while the others"
+    with pytest.raises(InputError, match=pattern):
+        load_transforms(tmp_path)
+
+
+def test_lens_distortion_is_noted_as_ignored(folder):
+    from backend.gaussians4d.data import distortion_note
+
+    assert distortion_note(folder) is None
+    edit_json(folder, lambda m: m.update(k1=0.0, p1=0.0, camera_model="PINHOLE"))  # nerfstudio, undistorted
+    assert distortion_note(folder) is None
+    edit_json(folder, lambda m: [m.update(camera_model="OPENCV_FISHEYE"), m["frames"][1].update(k2=-0.02)])
+    note = distortion_note(folder)
+    assert "k2 = -0.02, camera_model OPENCV_FISHEYE" in note and "Undistort the images first" in note
+    assert len(load_transforms(folder)) == 8  # a note, not an error: the fit still runs
