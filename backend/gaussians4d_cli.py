@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -120,10 +121,13 @@ def _camera_entries(path: Path, at_time: float | None):
     "w"/"h", else the first entry's image when it is there; renders need no images."""
     from .gaussians4d.data import image_path, parse_entries
 
+    if path.is_dir():
+        example = path / "transforms_test.json"
+        raise InputError(f"--cameras {str(path)!r} is a folder; give the json itself, e.g. {example}.")
     if not path.is_file():
         raise InputError(f"Camera file {str(path)!r} does not exist; give a transforms_*.json.")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as exc:
         raise InputError(f"Cannot read {path.name}: {exc}") from None
     frames = meta.get("frames") if isinstance(meta, dict) else None
@@ -151,6 +155,7 @@ def _camera_entries(path: Path, at_time: float | None):
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp")
+_DRIVE = re.compile(r"^[A-Za-z]:/")  # a Windows drive, after backslashes became slashes
 
 
 def _png_paths(out: Path, file_paths: list[str], json_name: str) -> list[Path]:
@@ -158,7 +163,7 @@ def _png_paths(out: Path, file_paths: list[str], json_name: str) -> list[Path]:
     dots (frame.001 → frame.001.png); absolute paths and paths leaving the folder keep the part below the
     folder they all share (/data/shot/cam00/0000.png → cam00/0000.png). InputError when two entries would write
     the same file."""
-    rels = [Path(p.replace("\\", "/")) for p in file_paths]
+    rels = [Path(_DRIVE.sub("/", p.replace("\\", "/"))) for p in file_paths]  # C:/shot/... is absolute too
     outside = [r for r in rels if r.is_absolute() or ".." in r.parts]
     try:
         shared = Path(os.path.commonpath([os.path.normpath(r.parent) for r in outside])) if outside else None
@@ -178,6 +183,20 @@ def _png_paths(out: Path, file_paths: list[str], json_name: str) -> list[Path]:
         seen[path] = i
         paths.append(path)
     return paths
+
+
+def _refuse_overwriting_sources(paths: list[Path], names: list[str], cameras: Path) -> None:
+    """InputError when a render would replace one of the capture's own images (--out the capture's folder): the
+    held-out ground truth would be lost."""
+    from .gaussians4d.data import image_path
+
+    sources = {p.resolve() for p in (image_path(cameras.parent, n) for n in names) if p is not None}
+    clash = next((p for p in paths if p.resolve() in sources), None)
+    if clash is not None:
+        raise InputError(
+            f"Rendering into {clash.parent} would replace the capture's own image {clash}: give another --out "
+            "(e.g. renders/)."
+        )
 
 
 def _render_size(size: str, found: tuple[int, int] | None, cameras: Path) -> tuple[int, int]:
@@ -233,6 +252,7 @@ def render4d(
         names, c2w, times, intrinsics, found = _camera_entries(cameras, at_time)
         w, h = _render_size(size, found, cameras)
         paths = _png_paths(out, names, cameras.name)
+        _refuse_overwriting_sources(paths, names, cameras)
         reference = (found[1], found[0]) if found is not None else (h, w)
         cams = entry_cameras(c2w, intrinsics, reference, (h, w), cameras)
         model, _meta = load_fitted(model_dir)

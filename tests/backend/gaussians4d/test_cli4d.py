@@ -400,3 +400,37 @@ def test_a_validation_split_scores_the_fit_when_there_is_no_test_split(data_dir,
     (folder / "transforms_test.json").rename(folder / "transforms_val.json")
     code, text = cli("fit4d", folder, "--out", tmp_path / "m", "--iterations", 2)
     assert code == 0 and "held-out (2 images): PSNR" in text, text
+
+
+def test_render4d_refuses_to_replace_the_captures_own_images(model_dir, data_dir, tmp_path) -> None:
+    test_json = data_dir / "transforms_test.json"
+    sources = sorted(data_dir.rglob("*.png"))
+    before = [p.read_bytes() for p in sources]
+    code, text = cli("render4d", model_dir, "--cameras", test_json, "--out", data_dir)
+    assert code == 1 and "would replace the capture's own image" in text and "another --out" in text, text
+    assert [p.read_bytes() for p in sources] == before
+    code, text = cli("render4d", model_dir, "--cameras", data_dir, "--out", tmp_path / "r")
+    assert code == 1 and "is a folder; give the json itself" in text, text
+
+
+def test_render4d_names_windows_absolute_paths_like_posix_ones(model_dir, data_dir, tmp_path) -> None:
+    names = ["C:\\Users\\me\\shot\\cam00\\0000.png", "C:\\Users\\me\\shot\\cam01\\0000.png"]
+    cams = _camera_json(data_dir, tmp_path / "win.json", names)
+    code, text = cli("render4d", model_dir, "--cameras", cams, "--out", tmp_path / "r", "--size", f"{SIZE}x{SIZE}")
+    assert code == 0, text
+    assert sorted(p.relative_to(tmp_path / "r").as_posix() for p in (tmp_path / "r").rglob("*.png")) == [
+        "cam00/0000.png",
+        "cam01/0000.png",
+    ]
+
+
+def test_fit4d_says_lens_distortion_is_ignored(data_dir, tmp_path) -> None:
+    import shutil
+
+    folder = tmp_path / "fisheye"
+    shutil.copytree(data_dir, folder)
+    meta = json.loads((folder / "transforms_train.json").read_text())
+    (folder / "transforms_train.json").write_text(json.dumps({**meta, "k1": 0.1, "camera_model": "OPENCV"}))
+    code, text = cli("fit4d", folder, "--out", tmp_path / "m", "--iterations", 1, "--device", "cpu")
+    assert code == 0, text
+    assert "warning: transforms_train.json gives lens distortion (k1 = 0.1, camera_model OPENCV)" in text
