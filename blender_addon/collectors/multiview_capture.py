@@ -143,7 +143,7 @@ def capture(
                 collection.objects.link(cam)
                 cam.matrix_world = Matrix(m.tolist())
                 cam_objects.append(cam)
-        _render_settings(scene, targets, obj, resolution, png, saved)
+        _render_settings(scene, context.view_layer, targets, obj, resolution, png, saved)
         saved.set(scene, "camera", cam_objects[0])
         n_views = len(cam_objects)
         images = np.empty((n_views * frames, resolution, resolution, 3), np.float32)
@@ -178,6 +178,13 @@ def capture(
         if os.path.exists(png):
             os.remove(png)
         os.rmdir(tmp)
+    if not alphas.any():
+        what = f"'{obj.name}'" if obj is not None else "The scene"
+        raise InputError(
+            f"{what} did not appear in any captured view: check that it is enabled in renders (the camera icon, "
+            "its collection's too) and that its collection is not excluded from this view layer"
+            + (", and that the selected cameras look at it." if cameras else ".")
+        )
     entry_times = np.tile(times, n_views)
     return CapturedViews(images, alphas, c2w, float(fov_x), entry_times, np.tile(positions, n_views), note)
 
@@ -217,11 +224,22 @@ def _targets(scene: bpy.types.Scene, obj) -> list[bpy.types.Object]:
             raise InputError(f"'{obj.name}' is {object_kind(obj)}: select the object to capture.")
         if obj.hide_render:
             raise InputError(f"'{obj.name}' is disabled in renders: enable it (the camera icon) to capture it.")
+        hiding = _collection_hiding(scene, obj)
+        if hiding is not None:
+            raise InputError(
+                f"'{obj.name}' is in collection '{hiding.name}', which is disabled in renders: enable the "
+                "collection (the camera icon in the Outliner) to capture it."
+            )
         return [obj]
     targets = [ob for ob in scene.objects if ob.type in RENDERABLE and not ob.hide_render and ob.visible_get()]
     if not targets:
         raise InputError("The scene has no visible object to capture: add or unhide the animated object.")
     return targets
+
+
+def _collection_hiding(scene, obj) -> bpy.types.Collection | None:
+    """A collection of the scene holding `obj` that is disabled in renders (so `obj` renders nothing), or None."""
+    return next((c for c in scene.collection.children_recursive if c.hide_render and obj.name in c.all_objects), None)
 
 
 def _cameras_fov(cameras) -> float:
@@ -255,7 +273,7 @@ def _bounds_at(context, targets, position: float) -> tuple[np.ndarray, np.ndarra
     return pts.min(axis=0), pts.max(axis=0)
 
 
-def _render_settings(scene, targets, obj, resolution: int, png: str, saved: _Saved) -> None:
+def _render_settings(scene, view_layer, targets, obj, resolution: int, png: str, saved: _Saved) -> None:
     render, shading = scene.render, scene.display.shading
     saved.set(render, "engine", "BLENDER_WORKBENCH")
     for attr, value in (
@@ -277,8 +295,19 @@ def _render_settings(scene, targets, obj, resolution: int, png: str, saved: _Sav
         saved.set(render, attr, value)
     for attr, value in (("file_format", "PNG"), ("color_mode", "RGBA"), ("color_depth", "8"), ("compression", 0)):
         saved.set(render.image_settings, attr, value)
-    for attr, value in (("view_transform", "Standard"), ("look", "None"), ("exposure", 0.0), ("gamma", 1.0)):
+    # The pixels as the material's colours: no look, curve or output override, one view layer (the user's).
+    saved.set(render.image_settings, "color_management", "FOLLOW_SCENE")
+    saved.set(scene.display_settings, "display_device", "sRGB")
+    for attr, value in (
+        ("view_transform", "Standard"),
+        ("look", "None"),
+        ("exposure", 0.0),
+        ("gamma", 1.0),
+        ("use_curve_mapping", False),
+    ):
         saved.set(scene.view_settings, attr, value)
+    for layer in scene.view_layers:  # (use_single_layer is ignored in background mode)
+        saved.set(layer, "use", layer == view_layer)
     has_colours = all(ob.type == "MESH" and ob.data.color_attributes.active_color is not None for ob in targets)
     for attr, value in (
         ("light", "FLAT"),
@@ -293,9 +322,9 @@ def _render_settings(scene, targets, obj, resolution: int, png: str, saved: _Sav
     ):
         saved.set(shading, attr, value)
     saved.set(scene.display, "render_aa", ANTI_ALIASING)
-    if obj is not None:  # render the object alone
+    if obj is not None:  # render the object alone (an armature: the meshes it moves)
         for ob in scene.objects:
-            if ob is not obj and ob.type in RENDERABLE and not ob.hide_render:
+            if ob not in targets and ob.type in RENDERABLE and not ob.hide_render:
                 saved.set(ob, "hide_render", True)
 
 

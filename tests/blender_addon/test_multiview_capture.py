@@ -91,8 +91,7 @@ def test_capture_renders_the_moving_object_from_a_ring_and_restores_the_scene(bl
     # Silhouettes: the cube covers part of each image; its flat colour is the material's (sRGB-encoded).
     covered = out.alphas > 0.99
     assert ((covered.mean(axis=(1, 2)) > 0.03) & (covered.mean(axis=(1, 2)) < 0.6)).all()
-    srgb = [12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055 for c in (0.8, 0.2, 0.1)]
-    np.testing.assert_allclose(out.images[covered].mean(axis=0), srgb, atol=0.02)
+    np.testing.assert_allclose(out.images[covered].mean(axis=0), srgb((0.8, 0.2, 0.1)), atol=0.02)
 
     # Each silhouette sits where the NeRF cameras project the cube's centre at that time.
     cams = cameras_from_nerf(out.c2w, RES, RES, camera_angle_x=out.fov_x)
@@ -177,6 +176,67 @@ def test_capture_from_the_users_cameras_and_errors(blender):
     cube.hide_render = True
     with pytest.raises(m.InputError, match="disabled in renders"):
         m.capture(bpy.context, cube, 4, 2, 16)
+
+
+def srgb(rgb):
+    return [12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055 for c in rgb]
+
+
+def test_production_scene_settings_do_not_change_what_is_captured(blender):
+    """Habits of a studio scene that once emptied or tinted the capture: a character's rig active (its meshes
+    were hidden with everything else), a second view layer that excludes the character (the PNG came from the
+    first layer), and an output colour override or colour curve (the colours were the look's, not the
+    material's). Each is captured as the user sees the object, and the settings are theirs again after."""
+    bpy = blender
+    scene = bpy.context.scene
+    cube = moving_cube(bpy)
+    characters = bpy.data.collections.new("Characters")
+    scene.collection.children.link(characters)
+    for c in list(cube.users_collection):
+        c.objects.unlink(cube)
+    characters.objects.link(cube)
+    rig = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
+    scene.collection.objects.link(rig)
+    cube.parent = rig
+    background = scene.view_layers[0]
+    background.name = "BG"
+    foreground = scene.view_layers.new("FG")
+    background.layer_collection.children["Characters"].exclude = True
+    bpy.context.window.view_layer = foreground  # the animator works in FG
+    image = scene.render.image_settings
+    image.color_management = "OVERRIDE"
+    image.view_settings.view_transform, image.view_settings.look = "AgX", "AgX - Punchy"
+    scene.view_settings.use_curve_mapping = True
+    scene.view_settings.curve_mapping.curves[3].points[0].location = (0.0, 0.5)
+    scene.view_settings.curve_mapping.update()
+
+    out = mc().capture(bpy.context, rig, views=4, frames=1, resolution=RES)
+
+    covered = out.alphas > 0.99
+    assert covered.any(axis=(1, 2)).all()
+    np.testing.assert_allclose(out.images[covered].mean(axis=0), srgb((0.8, 0.2, 0.1)), atol=0.02)
+    assert background.use and foreground.use and image.color_management == "OVERRIDE"
+    assert scene.view_settings.use_curve_mapping and not cube.hide_render
+
+
+def test_an_object_that_renders_nothing_is_refused_before_anything_is_sent(blender):
+    bpy = blender
+    scene = bpy.context.scene
+    cube = moving_cube(bpy)
+    m = mc()
+    props = bpy.data.collections.new("Props")
+    scene.collection.children.link(props)
+    for c in list(cube.users_collection):
+        c.objects.unlink(cube)
+    props.objects.link(cube)
+    props.hide_render = True
+    with pytest.raises(m.InputError, match="in collection 'Props', which is disabled in renders"):
+        m.capture(bpy.context, cube, 4, 2, 16)
+    props.hide_render = False
+    bpy.context.view_layer.layer_collection.children["Props"].exclude = True  # not in this view layer
+    with pytest.raises(m.InputError, match="'Cube' did not appear in any captured view"):
+        m.capture(bpy.context, cube, 4, 2, 16)
+    assert not any(o.name.startswith("Tessera capture") for o in bpy.data.objects)
 
 
 def test_a_capture_stopped_midway_leaves_the_scene_as_it_was(blender):
