@@ -149,7 +149,13 @@ BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"}  # '//' paths in operator prop
 class _Submitting:
     def submit(self, context, plugin: str, params: dict, options: dict | None = None, arrays: dict | None = None):
         options = dict(options or {})
-        collection = getattr(context, "collection", None)  # new objects go where the user is working
+        # Results go where the user was working when they asked, whatever is shown when they arrive: this scene,
+        # from its first frame as it is now, in the active collection.
+        scene = context.scene
+        options.setdefault("scene", scene.name)
+        options.setdefault("scene_uid", scene.session_uid)
+        options.setdefault("frame_start", scene.frame_start)
+        collection = getattr(context, "collection", None)
         if collection is not None and collection != context.scene.collection:
             options.setdefault("collection", [collection.name, collection.session_uid])
         try:

@@ -70,6 +70,14 @@ def _scene(context: bpy.types.Context | None) -> bpy.types.Scene:
     return scene or bpy.context.scene
 
 
+def _job_scene(job, context) -> bpy.types.Scene:
+    """The scene a job was submitted from (its results go there even if another scene is shown now), else the
+    current one (a job submitted before this option existed, or its scene deleted)."""
+    options = job.options if job is not None else {}
+    found = lookup.find(bpy.data.scenes, str(options.get("scene") or ""), int(options.get("scene_uid") or 0))
+    return found if found is not None else _scene(context)
+
+
 def _apply(client, msg: m.Message, context) -> bool:
     """Apply one message; True if it created objects (worth an undo step)."""
     if isinstance(msg, m.Error):
@@ -79,7 +87,7 @@ def _apply(client, msg: m.Message, context) -> bool:
         SESSION.last_notice = msg.message
         return False
     if isinstance(msg, (m.Failed, m.Cancelled)):
-        _discard_empty_sequence(msg.job, context)
+        _discard_empty_sequence(msg.job, _job_scene(client.jobs.get(msg.job), context))
     if isinstance(msg, (m.Done, m.Failed, m.Cancelled)):
         SESSION.targets.pop(msg.job, None)  # the sequence is complete; its object stays
         SESSION.targets.pop(_splats_key(msg.job), None)
@@ -89,13 +97,13 @@ def _apply(client, msg: m.Message, context) -> bool:
         return False
     job = client.jobs[msg.job]
     try:
-        created = _apply_result(job, msg, _scene(context), context)
+        created = _apply_result(job, msg, _job_scene(job, context), context)
     except lookup.TargetGone as exc:
         _restream(client, job.id, exc)
         return False
     except (TesseraError, LookupError, OSError) as exc:
         client.fail_locally(job.id, getattr(exc, "message", None) or str(exc))
-        _discard_empty_sequence(job.id, context)
+        _discard_empty_sequence(job.id, _job_scene(job, context))
         return False
     if SESSION.pending is None:
         client.result_applied(job.id)  # a pending chunk counts once its last slice is written
@@ -105,7 +113,13 @@ def _apply(client, msg: m.Message, context) -> bool:
 def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> bool:
     if msg.type == MESH_REST:
         SESSION.targets[job.id] = mesh_sequence.apply_rest(
-            scene, job.id, msg.meta, msg.arrays, y_up=bool(job.options.get("y_up")), collection=_collection(job, scene)
+            scene,
+            job.id,
+            msg.meta,
+            msg.arrays,
+            y_up=bool(job.options.get("y_up")),
+            collection=_collection(job, scene),
+            frame_start=job.options.get("frame_start"),
         )
         if "dress_from" in job.options:
             _dress_take(job, SESSION.targets[job.id].object, msg.arrays["faces"])
@@ -122,7 +136,9 @@ def _apply_result(job, msg: m.Result, scene: bpy.types.Scene, context=None) -> b
         target = SESSION.targets.get(_splats_key(job.id))
         created = target is None
         if created:
-            target = gaussians.start_sequence(scene, job.id, msg.meta, _collection(job, scene))
+            target = gaussians.start_sequence(
+                scene, job.id, msg.meta, _collection(job, scene), frame_start=job.options.get("frame_start")
+            )
             SESSION.targets[_splats_key(job.id)] = target
         SESSION.pending = PendingSteps(job.id, gaussians.frame_steps(target, msg.meta, msg.arrays))
         return created
@@ -168,10 +184,10 @@ def _restream(client, job_id: str, gone: lookup.TargetGone) -> None:
     )
 
 
-def _discard_empty_sequence(job_id: str, context) -> None:
+def _discard_empty_sequence(job_id: str, scene: bpy.types.Scene) -> None:
     """A job that ended without success before its first mesh frame: its object and empty cache go."""
     target = SESSION.targets.get(job_id)
-    if isinstance(target, mesh_sequence.MeshSequence) and mesh_sequence.discard_if_empty(target, _scene(context)):
+    if isinstance(target, mesh_sequence.MeshSequence) and mesh_sequence.discard_if_empty(target, scene):
         SESSION.targets.pop(job_id, None)
 
 

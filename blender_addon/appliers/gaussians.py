@@ -191,10 +191,14 @@ def _set_input(mod: bpy.types.Modifier, name: str, value) -> None:
 
 
 def start_sequence(
-    scene: bpy.types.Scene, job_id: str, meta: dict, collection: bpy.types.Collection | None = None
+    scene: bpy.types.Scene,
+    job_id: str,
+    meta: dict,
+    collection: bpy.types.Collection | None = None,
+    frame_start: int | None = None,
 ) -> GaussianSequence:
     """The visible object (in `collection`, default the scene's), its hidden frame collection and the folder for
-    the PLYs."""
+    the PLYs; the first frame plays at `frame_start` (default the scene's first frame)."""
     name = str(meta.get("name") or "Gaussians")
     collection = collection or scene.collection
     frames_collection = bpy.data.collections.new(f"{name} frames")
@@ -210,7 +214,8 @@ def start_sequence(
     mod = ob.modifiers.new(MODIFIER_NAME, "NODES")
     mod.node_group = _node_group()
     _set_input(mod, "Frames", frames_collection)
-    _set_input(mod, "Start Frame", scene.frame_start)
+    start = scene.frame_start if frame_start is None else int(frame_start)
+    _set_input(mod, "Start Frame", start)
     _set_input(mod, "Frame Count", 0)
     _set_input(mod, "Material", _material())
     ob.data.materials.append(_material())
@@ -221,7 +226,7 @@ def start_sequence(
     ob[storage.PLY_FOLDER_PROP] = ply_folder
     ob["tessera_job"] = job_id
     frames = int(meta.get("frames") or 1)
-    scene.frame_end = max(scene.frame_end, scene.frame_start + frames - 1)
+    scene.frame_end = max(scene.frame_end, start + frames - 1)
     return GaussianSequence(
         ob.name, frames_collection.name, frames, ply_folder, ob.session_uid, frames_collection.session_uid
     )

@@ -84,9 +84,10 @@ def apply_rest(
     arrays: dict,
     y_up: bool = False,
     collection: bpy.types.Collection | None = None,
+    frame_start: int | None = None,
 ) -> MeshSequence:
     """Create the object (in `collection`, default the scene's), its empty PC2 file and the MESH_CACHE modifier
-    reading it."""
+    reading it; sample 0 plays at `frame_start` (default the scene's first frame)."""
     check_mesh_rest(arrays, meta)
     rest, faces = arrays["rest"], arrays["faces"]
     if y_up:
@@ -102,7 +103,8 @@ def apply_rest(
     mod.filepath = storage.blender_path(path)
     mod.play_mode = "SCENE"
     mod.time_mode = "FRAME"
-    mod.frame_start = scene.frame_start  # scene frame_start shows sample 0
+    start = scene.frame_start if frame_start is None else int(frame_start)
+    mod.frame_start = start  # this frame shows sample 0
     # Blender's defaults (forward +Y, up +Z) are its own axes: no conversion, values stay exact.
     mod.forward_axis, mod.up_axis = "POS_Y", "POS_Z"
     mod.deform_mode = "OVERWRITE"
@@ -110,7 +112,7 @@ def apply_rest(
 
     frames = int(meta["frames"])
     frame_end_before = scene.frame_end
-    scene.frame_end = max(scene.frame_end, scene.frame_start + frames - 1)
+    scene.frame_end = max(scene.frame_end, start + frames - 1)
     return MeshSequence(ob.name, len(rest), frames, y_up, frame_end_before, ob.session_uid)
 
 

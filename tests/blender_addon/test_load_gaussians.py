@@ -108,6 +108,21 @@ def test_unsaved_splat_plys_move_on_first_save(blender, backend, splat_folder, t
     assert not before.exists()
 
 
+def test_splats_play_from_the_frame_they_were_asked_at(blender, backend, splat_folder):
+    """The frame range edited while the job runs: the splats still start at the first frame of the range the
+    user had when they asked (as mesh sequences do)."""
+    bpy = blender
+    folder, frames = splat_folder
+    scene = bpy.context.scene
+    scene.frame_start = 5
+    connect(bpy, backend)
+    assert bpy.ops.tessera.load_gaussian_sequence(directory=str(folder)) == {"FINISHED"}
+    scene.frame_start = 1
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    scene.frame_start = 5  # check_frames looks from the scene's first frame
+    check_frames(bpy, bpy.data.objects["torus"], frames)
+
+
 def test_moving_the_splat_object_moves_its_splats(blender, backend, splat_folder):
     """Artists place splats in their shot: the object's transform must apply to every splat."""
     bpy = blender

@@ -155,6 +155,28 @@ def test_results_go_into_the_collection_active_at_submit(blender, backend):
     assert [c.name for c in ob.users_collection] == ["CHAR_horse"]
 
 
+def test_results_go_to_the_scene_and_frames_they_were_asked_for(blender, backend, horse):
+    """While a job runs the user edits the frame range and switches to another scene: its results still land in
+    the scene it was submitted from, playing from that scene's first frame as it was then."""
+    bpy = blender
+    shot = bpy.context.scene
+    shot.frame_start, shot.frame_end = 10, 20
+    connect(bpy, backend)
+    assert bpy.ops.tessera.load_mesh_sequence(filepath=str(HORSE)) == {"FINISHED"}
+    shot.frame_start, shot.frame_end = 101, 110
+    layout = bpy.data.scenes.new("Layout")
+    bpy.context.window.scene = layout
+    assert bpy.ops.tessera.wait(timeout=120) == {"FINISHED"}
+    ob = bpy.data.objects["horse-gallop"]
+    assert list(ob.users_scene) == [shot]
+    assert (layout.frame_start, layout.frame_end) == (1, 250)  # Blender's defaults: untouched
+    assert (shot.frame_start, shot.frame_end) == (101, 110)  # the user's edit, kept
+    bpy.context.window.scene = shot
+    assert ob.modifiers["Tessera Mesh Cache"].frame_start == 10
+    for i in (0, 47):
+        assert np.array_equal(evaluated_positions(bpy, ob, 10 + i), horse["frames"][i]), f"frame {i}"
+
+
 def test_a_sequence_removed_while_it_streams_comes_again_whole(blender, backend, horse):
     """Undo past the results' arrival (or a delete) removes the object of a running job: its results come
     again into a new object and the stream goes on; nothing computed is lost, the job is not cancelled."""

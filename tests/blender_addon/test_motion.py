@@ -313,6 +313,7 @@ def test_inbetween_sends_the_action_and_the_keyed_frames(blender, sent):
         "motion_mode": "inbetween",
         "motion_kept": [[0, 0], [11, 11], [29, 29]],
         "motion_armature_uid": ob.session_uid,  # found again after a rename
+        **{"scene": "Scene", "scene_uid": bpy.context.scene.session_uid, "frame_start": 1},  # where results go
     }
     bpy.context.scene.tessera.motion_model = "/models/trained"  # model="" uses the scene's
     assert bpy.ops.tessera.motion_inbetween() == {"FINISHED"}
@@ -381,7 +382,10 @@ def test_train_sends_the_files_actions_or_a_folder(blender, sent):
     assert sent["arrays"]["rotations"].shape[1:] == (21, 4) and sent["arrays"]["root_positions"].shape[1] == 3
     assert params["joints"].split("\n") == [b.name for b in dash.data.bones][1:]  # the clip root's skeleton
     assert params["fps"] == pytest.approx(bpy.context.scene.render.fps / bpy.context.scene.render.fps_base)
-    assert sent["options"] == {"motion_train_out": "/models/new"}
+    assert sent["options"] == {
+        "motion_train_out": "/models/new",
+        **{"scene": "Scene", "scene_uid": bpy.context.scene.session_uid, "frame_start": 1},  # where results go
+    }
     assert dash.animation_data.action == own and dash.animation_data.action_slot == own_slot  # restored
     assert bpy.ops.tessera.motion_train(data="/bvh", out="/models/new", labels_from_filenames=False) == {"FINISHED"}
     assert sent["params"] == {"data": "/bvh", "out": "/models/new", "labels_from_filenames": False, "steps": 2000}

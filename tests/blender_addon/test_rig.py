@@ -474,6 +474,7 @@ def test_rig_from_motion_sends_the_collected_motion_and_remembers_where_it_goes(
         "rig_object_matrix": np.eye(4).ravel().tolist(),
         "rig_object_moves": False,
         "rig_source_uid": ob.session_uid,  # found again after a rename
+        **{"scene": "Scene", "scene_uid": bpy.context.scene.session_uid, "frame_start": 1},  # where results go
     }
 
 
