@@ -219,6 +219,24 @@ def _render_size(size: str, found: tuple[int, int] | None, cameras: Path) -> tup
     return w, h
 
 
+def outside_captured_note(names: list[str], times: np.ndarray, captured: list[float] | None) -> str | None:
+    """A note naming the entries whose time lies before the first or after the last captured time (more than
+    half a percent of the clip away): the fit saw no images there, so the motion is guessed."""
+    if not captured:
+        return None
+    first, last = captured
+    outside = np.flatnonzero((times < first - 0.005) | (times > last + 0.005))
+    if not len(outside):
+        return None
+    listed = ", ".join(f"{i} ('{names[i]}', time {float(times[i]):.3g})" for i in outside[:3])
+    more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+    return (
+        f"entries {listed}{more} are outside the times the model was fitted on ({first:.3g} to {last:.3g}): "
+        "nothing was captured there, so their motion is guessed from the nearest fitted times and may drift. "
+        "Capture those times too, or render within the fitted range."
+    )
+
+
 def render4d(
     model_dir: Annotated[Path, typer.Argument(help="Model folder (from `tessera4d fit4d`).")],
     cameras: Annotated[Path, typer.Option("--cameras", help="transforms_*.json: one render per entry (its time).")],
@@ -245,7 +263,7 @@ def render4d(
     from .gaussians4d.fit import render
     from .plugins.gaussians4d import load_fitted
 
-    console, _ = _console()
+    console, err_console = _console()
     started = time.perf_counter()
     written: list[Path] = []
     try:
@@ -255,8 +273,11 @@ def render4d(
         _refuse_overwriting_sources(paths, names, cameras)
         reference = (found[1], found[0]) if found is not None else (h, w)
         cams = entry_cameras(c2w, intrinsics, reference, (h, w), cameras)
-        model, _meta = load_fitted(model_dir)
+        model, meta = load_fitted(model_dir)
         model = model.to(_device(device))
+        outside = outside_captured_note(names, times, meta.get("captured_times"))
+        if outside:
+            err_console.print(f"warning: {outside}", style="yellow", highlight=False)
         prepare_output_folder(out, "Output folder")
         for i, path in enumerate(paths):
             with torch.no_grad():

@@ -262,7 +262,9 @@ def load_transforms(
     """Load `folder/transforms_{split}.json` (`transforms.json` for "train" when that is missing).
 
     Images larger than `max_size` (longest side, pixels) are downscaled by area averaging (intrinsics
-    follow). RGBA images give alphas and are composited over `background` (RGB in [0, 1]).
+    follow). RGBA images give alphas and are composited over `background` (RGB in [0, 1]). An entry's
+    `mask_path` (nerfstudio's key: a greyscale image of the image's size, white = the object, black = pixels
+    not to fit) multiplies its alpha.
 
     Raises InputError, before returning, for: a missing folder or json, an unreadable json, entries
     without `file_path` / `transform_matrix` / `time`, times outside [0, 1], missing image files,
@@ -277,7 +279,8 @@ def load_transforms(
     if not isinstance(frames, list) or not frames:
         raise InputError(f"{json_path} has no 'frames' list: it needs one entry per image (file_path, time, ...).")
     names, c2w, times, intrinsics = parse_entries(json_path, meta, frames)
-    images, alphas, original_hw = _load_images(folder, json_path, names, max_size, background)
+    masks = _mask_paths(json_path, frames)
+    images, alphas, original_hw = _load_images(folder, json_path, names, masks, max_size, background)
     if alphas is not None and not (alphas > ALPHA_THRESHOLD).any():
         raise InputError(
             f"{json_path.name}: every image is fully transparent (alpha 0 everywhere), so the object is in none "
@@ -502,6 +505,38 @@ def image_path(folder: Path, file_path: str) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def _mask_paths(json_path: Path, frames: list) -> list[str | None]:
+    """Each entry's `mask_path` (nerfstudio), or None where it has none."""
+    masks = []
+    for i, frame in enumerate(frames):
+        mask = frame.get("mask_path")
+        if mask is not None and (not isinstance(mask, str) or not mask):
+            raise InputError(
+                f"{json_path.name}: {_entry_name(i, frame)} has 'mask_path' {mask!r}; it must name a mask image "
+                "(white = the object), or be left out."
+            )
+        masks.append(mask)
+    return masks
+
+
+def _read_mask(folder: Path, json_path: Path, i: int, name: str, mask: str, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 in [0, 1] of entry i's mask image: its grey level, times its own alpha where it has one."""
+    path = image_path(folder, mask)
+    if path is None:
+        raise InputError(
+            f"{json_path.name}: the mask of entry {i} ('{name}') is missing: no {folder / mask} (nor with .png, "
+            ".jpg or .jpeg added). Put the file there, fix its 'mask_path', or remove the key to fit without it."
+        )
+    rgb, alpha = _read_image(path)
+    if rgb.shape[:2] != hw:
+        raise InputError(
+            f"{json_path.name}: the mask of entry {i} ('{name}'), {path.name}, is {rgb.shape[1]}×{rgb.shape[0]} "
+            f"but its image is {hw[1]}×{hw[0]}: a mask must have its image's size."
+        )
+    grey = rgb.mean(axis=-1)
+    return grey * alpha if alpha is not None else grey
+
+
 def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W, 3) float32 straight (not premultiplied) RGB and (H, W) alpha or None."""
     try:
@@ -527,10 +562,10 @@ def _resize(channels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack(out, -1).astype(np.float32)
 
 
-def _load_images(folder, json_path, names, max_size, background):
+def _load_images(folder, json_path, names, masks, max_size, background):
     bg = np.asarray(background, np.float32).reshape(3)
     images = alphas = None
-    without_alpha = []  # entries whose image has no alpha channel
+    without_alpha = []  # entries whose image has neither an alpha channel nor a mask
     first_size = None
     for i, name in enumerate(names):
         path = image_path(folder, name)
@@ -553,7 +588,9 @@ def _load_images(folder, json_path, names, max_size, background):
                 f"(entry {i}) is {w}×{h}. All images of a multi-view video must have one size."
             )
         a = alpha if alpha is not None else np.ones((h, w), np.float32)
-        if alpha is None:
+        if masks[i] is not None:
+            a = a * _read_mask(folder, json_path, i, name, masks[i], (h, w))
+        elif alpha is None:
             without_alpha.append(i)
         premultiplied = np.concatenate([rgb * a[..., None], a[..., None]], -1)
         if premultiplied.shape[:2] != images.shape[1:3]:
@@ -565,9 +602,9 @@ def _load_images(folder, json_path, names, max_size, background):
         listed = ", ".join(f"{i} ('{names[i]}')" for i in without_alpha[:5])
         more = f" and {len(without_alpha) - 5} more" if len(without_alpha) > 5 else ""
         raise InputError(
-            f"{json_path.name}: the images of entries {listed}{more} have no alpha channel while the others do, so "
-            "in those the object would fill the whole image: export them with alpha (RGBA PNG) like the others, or "
-            "export every image without alpha."
+            f"{json_path.name}: the images of entries {listed}{more} have no alpha channel (nor a 'mask_path') while "
+            "the others do, so in those the object would fill the whole image: export them with alpha (RGBA PNG) "
+            "or give them masks like the others, or export every image without alpha."
         )
     return images, (alphas if not without_alpha else None), first_size[:2]
 

@@ -205,6 +205,8 @@ class FitResult:
     # mesh fits: the faces of the mesh the Gaussians are bound to (the rest mesh's own, or of its subdivision
     # when it was fitted subdivided: fine_enough), for terms over all the Gaussians such as a later ARAP
     bound_faces: np.ndarray | None = None
+    # the first and last captured times: between 0 and the first, or the last and 1, the motion is not fitted
+    captured_times: tuple[float, float] | None = None
 
     def vertex_frames(self, times: np.ndarray | list[float]) -> np.ndarray:
         """(T, V, 3) float32 vertex positions of the rest mesh at `times` (mesh-bound fits only)."""
@@ -855,4 +857,5 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
         preset=name,
         background=background,
         rest_mesh=None if mesh is None else (mesh[0], mesh[1].astype(np.int32)),
+        captured_times=(float(video.times.min()), float(video.times.max())),
     )

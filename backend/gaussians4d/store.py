@@ -23,14 +23,17 @@ MODULE = "gaussians"
 def save_model(folder: str | Path, result: Any) -> Path:
     """Write `result` (a FitResult, or a bare DynamicGaussians) to `folder`; returns the folder.
 
-    meta holds {"kind": "dynamic_gaussians", "seconds", "iterations", "preset", "history" (last entry)} when
-    `result` is a FitResult; a mesh-bound fit also stores its rest mesh as arrays "rest_vertices", "rest_faces".
+    meta holds {"kind": "dynamic_gaussians", "seconds", "iterations", "preset", "history" (last entry),
+    "captured_times" ([first, last] time fitted)} when `result` is a FitResult; a mesh-bound fit also stores
+    its rest mesh as arrays "rest_vertices", "rest_faces".
     """
     model = result if isinstance(result, DynamicGaussians) else result.model
     meta: dict[str, Any] = {"kind": "dynamic_gaussians", "num_gaussians": len(model), "knots": model.knots}
     arrays: dict[str, np.ndarray] = {}
     if not isinstance(result, DynamicGaussians):
         meta.update(seconds=float(result.seconds), iterations=int(result.iterations), preset=result.preset)
+        if result.captured_times is not None:
+            meta["captured_times"] = [float(t) for t in result.captured_times]
         if result.history:
             meta["final"] = {k: float(v) for k, v in result.history[-1].items()}
         if result.rest_mesh is not None:

@@ -83,6 +83,7 @@ def test_fit4d_writes_a_model_folder_with_its_times(model_dir) -> None:
     assert json.loads((model_dir / "times.json").read_text())["times"] == list(TIMES)
     meta = json.loads((model_dir / "config.json").read_text())["meta"]
     assert meta["iterations"] == 3 and meta["preset"] == "fast"
+    assert meta["captured_times"] == [0.0, 1.0]
 
 
 def test_render4d_writes_one_png_per_entry_named_after_it(model_dir, data_dir, tmp_path) -> None:
@@ -94,6 +95,19 @@ def test_render4d_writes_one_png_per_entry_named_after_it(model_dir, data_dir, t
         assert image.size == (SIZE, SIZE) and image.mode == "RGBA"
         assert np.asarray(image)[..., 3].max() > 0  # the model is seen
     assert f"{len(names)} renders" in text
+    assert "warning" not in text  # every entry is within the captured times
+
+
+def test_render4d_warns_of_entries_outside_the_captured_times(data_dir, tmp_path) -> None:
+    folder = tmp_path / "first-half"
+    write_transforms(folder, block_video(4, (0.0, 0.25, 0.5)), "train")
+    code, text = cli("fit4d", folder, "--out", tmp_path / "m", "--iterations", 1, "--device", "cpu")
+    assert code == 0, text
+    test_json = data_dir / "transforms_test.json"
+    code, text = cli("render4d", tmp_path / "m", "--cameras", test_json, "--out", tmp_path / "r")
+    assert code == 0, text
+    assert "warning: entries 1 ('./test/r_0001', time 1) are outside the times the model was fitted on (0 to" in text
+    assert len(list((tmp_path / "r").rglob("*.png"))) == 2  # a warning: both are still rendered
 
 
 def test_export4d_writes_ply_frames_mesh_sequence_and_obj(model_dir, tmp_path) -> None:

@@ -383,8 +383,55 @@ def test_images_without_alpha_among_rgba_ones_are_named(tmp_path):
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         background.save(path)
-    pattern = r"entries 3 \('./train/r_0003'\), 6 \('./train/r_0006'\) have no alpha channel while the others"
+    pattern = r"entries 3 \('./train/r_0003'\), 6 \('./train/r_0006'\) have no alpha channel \(nor a 'mask_path'\)"
     with pytest.raises(InputError, match=pattern):
+        load_transforms(tmp_path)
+
+
+def masks_beside_rgb_images(folder: Path, video: MultiViewVideo) -> None:
+    """Turn the RGBA images written for `video` into RGB ones over white, with the alpha as nerfstudio masks."""
+    (folder / "masks").mkdir()
+    for f in range(len(video)):
+        path = folder / "train" / f"r_{f:04d}.png"
+        Image.open(path).convert("RGB").save(path)  # the RGBA was written over white: RGB keeps that look
+        mask = np.round(video.alphas[f] * 255).astype(np.uint8)
+        Image.fromarray(mask, mode="L").save(folder / "masks" / f"m_{f:04d}.png")
+    edit_json(folder, lambda m: [e.update(mask_path=f"masks/m_{f:04d}.png") for f, e in enumerate(m["frames"])])
+
+
+def test_nerfstudio_masks_give_the_alphas(tmp_path):
+    video = sphere_video()
+    write_transforms(tmp_path, video)
+    masks_beside_rgb_images(tmp_path, video)
+    loaded = load_transforms(tmp_path)
+    assert loaded.alphas is not None
+    assert np.abs(loaded.alphas - video.alphas).max() <= 1 / 255 + 1e-6
+    # Masks and alpha channels together: the mask multiplies the image's own alpha
+    write_transforms(tmp_path / "both", video)
+    half = np.full((SIZE, SIZE), 128, np.uint8)
+    Image.fromarray(half, mode="L").save(tmp_path / "both" / "half.png")
+    edit_json(tmp_path / "both", lambda m: m["frames"][0].update(mask_path="half.png"))
+    both = load_transforms(tmp_path / "both")
+    assert np.allclose(both.alphas[0], video.alphas[0] * 128 / 255, atol=2 / 255)
+    assert np.allclose(both.alphas[1:], video.alphas[1:], atol=1 / 255 + 1e-6)
+
+
+def test_bad_nerfstudio_masks_are_named(tmp_path):
+    video = sphere_video()
+    write_transforms(tmp_path, video)
+    masks_beside_rgb_images(tmp_path, video)
+    (tmp_path / "masks" / "m_0002.png").unlink()
+    with pytest.raises(InputError, match=r"the mask of entry 2 \('./train/r_0002'\) is missing: no .*m_0002.png"):
+        load_transforms(tmp_path)
+    Image.new("L", (SIZE * 2, SIZE)).save(tmp_path / "masks" / "m_0002.png")
+    with pytest.raises(InputError, match=r"entry 2 .*m_0002.png, is 32×16 but its image is 16×16"):
+        load_transforms(tmp_path)
+    edit_json(tmp_path, lambda m: m["frames"][2].update(mask_path=7))
+    with pytest.raises(InputError, match=r"entry 2 \('./train/r_0002'\) has 'mask_path' 7; it must name a mask"):
+        load_transforms(tmp_path)
+    # Without a mask, entry 2 alone would say the object fills its whole image: named as an RGB image among masked
+    edit_json(tmp_path, lambda m: m["frames"][2].pop("mask_path"))
+    with pytest.raises(InputError, match=r"entries 2 \('./train/r_0002'\) have no alpha channel \(nor a 'mask_path'\)"):
         load_transforms(tmp_path)
 
 
