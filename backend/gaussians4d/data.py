@@ -520,7 +520,8 @@ def _mask_paths(json_path: Path, frames: list) -> list[str | None]:
 
 
 def _read_mask(folder: Path, json_path: Path, i: int, name: str, mask: str, hw: tuple[int, int]) -> np.ndarray:
-    """(H, W) float32 in [0, 1] of entry i's mask image: its grey level, times its own alpha where it has one."""
+    """(H, W) float32 in [0, 1] of entry i's mask image: its grey level, times its own alpha where it has one.
+    A mask saved with the values 0 and 1 (not 0 and 255, so it looks black) is read as 0 and 1."""
     path = image_path(folder, mask)
     if path is None:
         raise InputError(
@@ -534,6 +535,8 @@ def _read_mask(folder: Path, json_path: Path, i: int, name: str, mask: str, hw: 
             f"but its image is {hw[1]}×{hw[0]}: a mask must have its image's size."
         )
     grey = rgb.mean(axis=-1)
+    if 0.0 < grey.max() <= 1.0 / 255.0 + 1e-6:  # 0/1 labels: 1 is the object
+        grey = (grey > 0.0).astype(np.float32)
     return grey * alpha if alpha is not None else grey
 
 

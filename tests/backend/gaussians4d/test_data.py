@@ -414,6 +414,10 @@ def test_nerfstudio_masks_give_the_alphas(tmp_path):
     both = load_transforms(tmp_path / "both")
     assert np.allclose(both.alphas[0], video.alphas[0] * 128 / 255, atol=2 / 255)
     assert np.allclose(both.alphas[1:], video.alphas[1:], atol=1 / 255 + 1e-6)
+    # Masks of 0/1 labels (they look black) mean 0 and 1, not 0 and 1/255
+    labels = (video.alphas[0] > 0.5).astype(np.uint8)
+    Image.fromarray(labels, mode="L").save(tmp_path / "both" / "half.png")
+    assert np.array_equal(load_transforms(tmp_path / "both").alphas[0] > 0.5, labels > 0)
 
 
 def test_bad_nerfstudio_masks_are_named(tmp_path):
