@@ -236,8 +236,8 @@ def _lit(capture, lighting: str):
         return
     flat = capture._render_settings
 
-    def studio(scene, view_layer, targets, obj, resolution, png, saved):
-        flat(scene, view_layer, targets, obj, resolution, png, saved)
+    def studio(scene, view_layer, targets, alone, resolution, png, saved):
+        flat(scene, view_layer, targets, alone, resolution, png, saved)
         shading = scene.display.shading
         for attr, value in (
             ("light", "STUDIO"),

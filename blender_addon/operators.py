@@ -347,12 +347,10 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
 
 # -- 4D Gaussians: capture the animated object from many views and fit it on the backend -----------
 
-CAPTURE_SKIP = {"CAMERA", "LIGHT", "LIGHT_PROBE", "LIGHTPROBE", "SPEAKER", "EMPTY"}  # active but not capturable
-
 
 class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
-    """Render the active object (nothing active: the scene) from a ring of cameras, or the selected
-    cameras, over the scene's frame range, and fit 4D Gaussians to it on the backend: splat frames and
+    """Render the active and selected objects (with their children; none: the scene) from a ring of cameras,
+    or the selected cameras, over the scene's frame range, and fit 4D Gaussians to it on the backend: splat frames and
     an animated mesh stream into the timeline"""
 
     bl_idname = "tessera.capture_to_4d"
@@ -397,7 +395,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
             raise ClientError(f"No object '{self.follow_mesh}' to follow the capture with: pick another, or clear it.")
         if follow.type != "MESH":
             raise ClientError(f"'{follow.name}' is {object_kind(follow)}: Follow With Mesh takes a mesh.")
-        if captured is None and not follow.hide_render:
+        if not captured and not follow.hide_render:
             raise ClientError(
                 f"Capturing the whole scene would render '{follow.name}' too: make the object to capture active, "
                 f"or switch off '{follow.name}' in renders."
@@ -405,16 +403,14 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
         return world_surface(context, follow)
 
     def execute(self, context):
-        from .collectors.multiview_capture import capture
+        from .collectors.multiview_capture import capture, capture_subjects
         from .shared.errors import TesseraError
 
         scene = context.scene
-        ob = context.active_object
-        if ob is not None and ob.type in CAPTURE_SKIP:
-            ob = None  # e.g. the last camera clicked when selecting cameras: capture the scene
+        subjects = capture_subjects(context, self.follow_mesh)  # not the cameras clicked to capture from
         try:
             _need_client()
-            surface = self._follow_surface(context, ob)
+            surface = self._follow_surface(context, subjects)
             cameras = None
             if self.use_selected_cameras:
                 cameras = [c for c in context.selected_objects if c.type == "CAMERA"]
@@ -429,7 +425,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
             try:
                 views = capture(
                     context,
-                    ob,
+                    subjects,
                     self.views,
                     self.frames,
                     self.resolution,
@@ -444,7 +440,7 @@ class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
             return {"CANCELLED"}
         if views.note:
             self.report({"WARNING"}, views.note)
-        name = f"{ob.name if ob is not None else scene.name} 4D"
+        name = f"{subjects[0].name if subjects else scene.name} 4D"
         params = {
             "fov_x": float(views.fov_x),
             "preset": self.preset.lower(),

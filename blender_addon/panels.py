@@ -154,10 +154,12 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
     bl_label = "4D Gaussians"
 
     def draw(self, context):
+        from .collectors.multiview_capture import capture_subjects, subjects_label
+
         layout = self.layout
         settings = context.scene.tessera
-        ob = context.active_object
-        what = ob.name if ob is not None and ob.type not in ("CAMERA", "LIGHT", "EMPTY") else "the whole scene"
+        follow = settings.capture_follow_mesh.name if settings.capture_follow_mesh else ""
+        what = subjects_label(capture_subjects(context, follow))
         layout.label(text=f"Captures {what}", icon="OUTLINER_OB_CAMERA")
         col = layout.column(align=True)
         col.prop(settings, "capture_use_selected_cameras")
@@ -179,7 +181,7 @@ class VIEW3D_PT_tessera_capture_4d(_TesseraPanel, bpy.types.Panel):
         op.preset, op.iterations = settings.capture_preset, settings.capture_iterations
         op.use_selected_cameras = settings.capture_use_selected_cameras
         op.ring_follows = settings.capture_ring_follows
-        op.follow_mesh = settings.capture_follow_mesh.name if settings.capture_follow_mesh else ""
+        op.follow_mesh = follow
         client = SESSION.client
         for job in reversed(list(client.jobs.values()) if client else []):
             if job.plugin == "gaussians4d.fit":  # the latest fit's progress (all jobs: the Jobs panel)

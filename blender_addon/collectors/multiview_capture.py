@@ -66,9 +66,36 @@ def ring_c2w(n: int, centre, radius: float, elevation_deg: float = 15.0, start_d
     return out
 
 
+# active or selected but not captured: cameras, lights, empties (an armature stands for the meshes it moves)
+NOT_CAPTURED = {"CAMERA", "LIGHT", "LIGHT_PROBE", "LIGHTPROBE", "SPEAKER", "EMPTY"}
+
+
+def capture_subjects(context: bpy.types.Context, follow_mesh: str = "") -> list[bpy.types.Object]:
+    """What Capture to 4D renders: the active object and the other selected ones, cameras, lights and empties
+    left out (so selecting the cameras to capture from does not make them subjects), and so is the mesh named
+    `follow_mesh` unless it is the active one (selected to pick it, it is not part of the capture). Empty: the
+    whole scene."""
+    active = context.active_object
+    chosen = [active] if active is not None and active.type not in NOT_CAPTURED else []
+    chosen += [
+        ob
+        for ob in context.selected_objects
+        if ob.type not in NOT_CAPTURED and ob not in chosen and not (follow_mesh and ob.name == follow_mesh)
+    ]
+    return chosen
+
+
+def subjects_label(subjects) -> str:
+    """'Body', 'Body' and 2 more, or the whole scene: what a capture of `subjects` renders, for the panel."""
+    if not subjects:
+        return "the whole scene"
+    more = f" and {len(subjects) - 1} more" if len(subjects) > 1 else ""
+    return f"'{subjects[0].name}'{more}"
+
+
 def capture(
     context: bpy.types.Context,
-    obj: bpy.types.Object | None,
+    obj: bpy.types.Object | list[bpy.types.Object] | None,
     views: int,
     frames: int,
     resolution: int,
@@ -80,7 +107,8 @@ def capture(
     follow: bool = False,
     progress=None,
 ) -> CapturedViews:
-    """Render `obj` (None: every renderable object of the scene) from `views` ring cameras (or the given
+    """Render `obj` (an object with its children, or a list of them; an armature stands for the meshes it
+    moves; None or []: every renderable object of the scene) from `views` ring cameras (or the given
     camera objects; `views` is then ignored) at `frames` times over the scene's frame range, as
     `resolution`² RGBA images. The ring's first camera is at `azimuth_start_deg` (0: on +X, turning towards
     +Y, which is also where the multi-view model's ring starts; -90: on −Y, Blender's front view).
@@ -93,7 +121,8 @@ def capture(
     Raises InputError when there is nothing to render or the cameras cannot be used.
     """
     scene = context.scene
-    targets = _targets(scene, obj)
+    subjects = [] if obj is None else list(obj) if isinstance(obj, list | tuple) else [obj]
+    targets = _targets(scene, subjects)
     if frames < 1 or resolution < 8:
         raise InputError(f"Capture needs at least 1 frame and 8 pixels (got {frames} frames, {resolution} px).")
     if cameras:
@@ -143,7 +172,7 @@ def capture(
                 collection.objects.link(cam)
                 cam.matrix_world = Matrix(m.tolist())
                 cam_objects.append(cam)
-        _render_settings(scene, context.view_layer, targets, obj, resolution, png, saved)
+        _render_settings(scene, context.view_layer, targets, bool(subjects), resolution, png, saved)
         saved.set(scene, "camera", cam_objects[0])
         n_views = len(cam_objects)
         images = np.empty((n_views * frames, resolution, resolution, 3), np.float32)
@@ -179,7 +208,7 @@ def capture(
             os.remove(png)
         os.rmdir(tmp)
     if not alphas.any():
-        what = f"'{obj.name}'" if obj is not None else "The scene"
+        what = subjects_label(subjects) if subjects else "The scene"
         raise InputError(
             f"{what} did not appear in any captured view: check that it is enabled in renders (the camera icon, "
             "its collection's too) and that its collection is not excluded from this view layer"
@@ -205,8 +234,28 @@ class _Saved:
         self._items.clear()
 
 
-def _targets(scene: bpy.types.Scene, obj) -> list[bpy.types.Object]:
-    if obj is not None and obj.type == "ARMATURE":  # a character's rig: capture the meshes it moves
+def _targets(scene: bpy.types.Scene, subjects: list[bpy.types.Object]) -> list[bpy.types.Object]:
+    """The objects to render: each subject with its shown renderable children (an armature: the meshes it moves
+    instead), or every shown renderable object of the scene when there are no subjects."""
+    if not subjects:
+        targets = [ob for ob in scene.objects if _shown(ob)]
+        if not targets:
+            raise InputError("The scene has no visible object to capture: add or unhide the animated object.")
+        return targets
+    targets = []
+    for obj in subjects:
+        for ob in _subject_targets(scene, obj):
+            if ob not in targets:
+                targets.append(ob)
+    return targets
+
+
+def _shown(ob: bpy.types.Object) -> bool:
+    return ob.type in RENDERABLE and not ob.hide_render and ob.visible_get()
+
+
+def _subject_targets(scene: bpy.types.Scene, obj: bpy.types.Object) -> list[bpy.types.Object]:
+    if obj.type == "ARMATURE":  # a character's rig: capture the meshes it moves
         moved = [
             ob
             for ob in scene.objects
@@ -219,22 +268,17 @@ def _targets(scene: bpy.types.Scene, obj) -> list[bpy.types.Object]:
                 f"Armature '{obj.name}' moves no visible mesh to capture: select the character's mesh (or show it)."
             )
         return shown
-    if obj is not None:
-        if obj.type not in RENDERABLE:
-            raise InputError(f"'{obj.name}' is {object_kind(obj)}: select the object to capture.")
-        if obj.hide_render:
-            raise InputError(f"'{obj.name}' is disabled in renders: enable it (the camera icon) to capture it.")
-        hiding = _collection_hiding(scene, obj)
-        if hiding is not None:
-            raise InputError(
-                f"'{obj.name}' is in collection '{hiding.name}', which is disabled in renders: enable the "
-                "collection (the camera icon in the Outliner) to capture it."
-            )
-        return [obj]
-    targets = [ob for ob in scene.objects if ob.type in RENDERABLE and not ob.hide_render and ob.visible_get()]
-    if not targets:
-        raise InputError("The scene has no visible object to capture: add or unhide the animated object.")
-    return targets
+    if obj.type not in RENDERABLE:
+        raise InputError(f"'{obj.name}' is {object_kind(obj)}: select the object to capture.")
+    if obj.hide_render:
+        raise InputError(f"'{obj.name}' is disabled in renders: enable it (the camera icon) to capture it.")
+    hiding = _collection_hiding(scene, obj)
+    if hiding is not None:
+        raise InputError(
+            f"'{obj.name}' is in collection '{hiding.name}', which is disabled in renders: enable the "
+            "collection (the camera icon in the Outliner) to capture it."
+        )
+    return [obj, *(ob for ob in obj.children_recursive if _shown(ob))]  # parts parented to it: wheels, eyes
 
 
 def _collection_hiding(scene, obj) -> bpy.types.Collection | None:
@@ -273,7 +317,7 @@ def _bounds_at(context, targets, position: float) -> tuple[np.ndarray, np.ndarra
     return pts.min(axis=0), pts.max(axis=0)
 
 
-def _render_settings(scene, view_layer, targets, obj, resolution: int, png: str, saved: _Saved) -> None:
+def _render_settings(scene, view_layer, targets, alone: bool, resolution: int, png: str, saved: _Saved) -> None:
     render, shading = scene.render, scene.display.shading
     saved.set(render, "engine", "BLENDER_WORKBENCH")
     for attr, value in (
@@ -322,7 +366,7 @@ def _render_settings(scene, view_layer, targets, obj, resolution: int, png: str,
     ):
         saved.set(shading, attr, value)
     saved.set(scene.display, "render_aa", ANTI_ALIASING)
-    if obj is not None:  # render the object alone (an armature: the meshes it moves)
+    if alone:  # render the targets alone, every other object off
         for ob in scene.objects:
             if ob not in targets and ob.type in RENDERABLE and not ob.hide_render:
                 saved.set(ob, "hide_render", True)

@@ -111,7 +111,8 @@ def test_capture_to_4d_errors_say_what_to_do(blender, backend):
     bpy.context.active_object.hide_render = True
     with pytest.raises(RuntimeError, match="disabled in renders"):
         bpy.ops.tessera.capture_to_4d(views=4, frames=2, resolution=16)
-    bpy.context.view_layer.objects.active = None
+    bpy.context.view_layer.objects.active = None  # and nothing selected: the whole scene
+    bpy.ops.object.select_all(action="DESELECT")
     with pytest.raises(RuntimeError, match="no visible object to capture"):
         bpy.ops.tessera.capture_to_4d(views=4, frames=2, resolution=16)
     assert not [j for j in client.jobs.values() if j.plugin == "gaussians4d.fit"]  # nothing was sent
@@ -196,7 +197,8 @@ def test_follow_with_mesh_errors_say_what_to_do(blender, backend):
     with pytest.raises(RuntimeError, match="No object 'Gone' to follow"):
         bpy.ops.tessera.capture_to_4d(views=4, frames=2, resolution=16, follow_mesh="Gone")
     bpy.ops.mesh.primitive_ico_sphere_add(radius=0.5)
-    bpy.context.view_layer.objects.active = None
+    bpy.context.view_layer.objects.active = None  # and nothing selected: the whole scene
+    bpy.ops.object.select_all(action="DESELECT")
     with pytest.raises(RuntimeError, match="whole scene would render 'Icosphere' too"):
         bpy.ops.tessera.capture_to_4d(views=4, frames=2, resolution=16, follow_mesh="Icosphere")
     bpy.ops.object.camera_add()

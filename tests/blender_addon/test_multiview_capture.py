@@ -135,6 +135,66 @@ def test_a_ring_that_follows_keeps_a_travelling_object_centred_and_larger(blende
     )
 
 
+def test_the_selected_objects_and_the_active_ones_children_are_captured_and_nothing_else(blender):
+    """A car body with a wheel parented to it, a selected second object and an unselected one: the capture
+    renders the body, its wheel and the selected object; a camera clicked last (active) is not a subject."""
+    bpy = blender
+    scene = bpy.context.scene
+    m = mc()
+    body = moving_cube(bpy)
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.3, location=(0.0, 0.0, 0.8))
+    wheel = bpy.context.active_object
+    wheel.parent = body
+    wheel.matrix_parent_inverse = body.matrix_world.inverted()
+    bpy.ops.mesh.primitive_cube_add(size=0.4, location=(0.0, 1.5, 0.0))
+    passenger = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=0.4, location=(0.0, -1.5, 0.0))
+    bystander = bpy.context.active_object
+    cam = bpy.data.objects.new("user cam", bpy.data.cameras.new("user cam"))
+    scene.collection.objects.link(cam)
+
+    bpy.ops.object.select_all(action="DESELECT")
+    for ob in (body, passenger, cam):
+        ob.select_set(True)
+    bpy.context.view_layer.objects.active = cam
+    subjects = m.capture_subjects(bpy.context)
+    assert set(subjects) == {body, passenger} and m.subjects_label(subjects).endswith("and 1 more")
+    bpy.context.view_layer.objects.active = body
+    subjects = m.capture_subjects(bpy.context)
+    assert subjects == [body, passenger] and m.subjects_label(subjects) == "'Cube' and 1 more"
+    assert m.capture_subjects(bpy.context, follow_mesh=passenger.name) == [body]  # selected to follow with
+    assert m.capture_subjects(bpy.context, follow_mesh=body.name) == [body, passenger]  # active: captured
+    bpy.ops.object.select_all(action="DESELECT")
+    bpy.context.view_layer.objects.active = None
+    assert m.capture_subjects(bpy.context) == [] and m.subjects_label([]) == "the whole scene"
+
+    from mathutils import Matrix
+
+    fixed = []  # cameras that stay put (a ring would frame each capture's own subjects)
+    for i, c2w in enumerate(m.ring_c2w(4, (0.0, 0.0, 0.0), 7.0, elevation_deg=20.0, start_deg=30.0)):
+        data = bpy.data.cameras.new(f"fixed {i}")
+        data.sensor_fit, data.angle = "HORIZONTAL", math.radians(40.0)
+        fixed.append(bpy.data.objects.new(f"fixed {i}", data))
+        scene.collection.objects.link(fixed[-1])
+        fixed[-1].matrix_world = Matrix(c2w.tolist())
+
+    def capture(subjects):
+        return m.capture(bpy.context, subjects, views=4, frames=3, resolution=RES, cameras=fixed)
+
+    def covered(subjects) -> float:
+        return float(capture(subjects).alphas.sum())
+
+    both = capture([body, passenger])
+    assert not bystander.hide_render and not wheel.hide_render  # the scene is put back
+    body_alone = covered(body)
+    assert covered([body, passenger]) > body_alone + 1.0  # the selected object is rendered too
+    wheel.hide_render = True
+    assert covered(body) < body_alone - 1.0  # and so was the wheel parented to the body
+    wheel.hide_render = False
+    bpy.data.objects.remove(bystander)  # it was never rendered: without it, the same pixels
+    np.testing.assert_array_equal(capture([body, passenger]).alphas, both.alphas)
+
+
 def test_capture_from_the_users_cameras_and_errors(blender):
     bpy = blender
     scene = bpy.context.scene
@@ -169,7 +229,7 @@ def test_capture_from_the_users_cameras_and_errors(blender):
     cube.parent = rig
     other = bpy.data.objects.new("Floor", bpy.data.meshes.new("Floor"))
     scene.collection.objects.link(other)
-    assert m._targets(scene, rig) == [cube]
+    assert m._targets(scene, [rig]) == [cube]
     cube.parent = None
     with pytest.raises(m.InputError, match="Armature 'Rig' moves no visible mesh to capture"):
         m.capture(bpy.context, rig, 4, 2, 16)

@@ -71,6 +71,12 @@ def test_panels_show_state_jobs_plugins_and_lost_backend(blender, backend):
     context = blender.context
     text = "\n".join(draw_all(context))
     assert "Disconnected" in text and "<tessera.connect>" in text
+    assert "Captures the whole scene" in text  # nothing active or selected
+    blender.ops.mesh.primitive_cube_add()
+    blender.ops.mesh.primitive_uv_sphere_add()  # active; the cube deselected
+    context.active_object.select_set(False)  # active, not selected: still the object captured
+    context.view_layer.objects["Cube"].select_set(True)
+    assert "Captures 'Sphere' and 1 more" in "\n".join(draw_all(context))
 
     connect(blender, backend)
     context.window_manager.tessera.plugin = "sequence.load_mesh"
