@@ -66,21 +66,29 @@ def ring_c2w(n: int, centre, radius: float, elevation_deg: float = 15.0, start_d
     return out
 
 
-# active or selected but not captured: cameras, lights, empties (an armature stands for the meshes it moves)
-NOT_CAPTURED = {"CAMERA", "LIGHT", "LIGHT_PROBE", "LIGHTPROBE", "SPEAKER", "EMPTY"}
+# active or selected but not captured: cameras, lights, empties with nothing renderable parented to them (an
+# armature stands for the meshes it moves, an empty for the objects parented to it)
+NOT_CAPTURED = {"CAMERA", "LIGHT", "LIGHT_PROBE", "LIGHTPROBE", "SPEAKER"}
+
+
+def _captured(ob: bpy.types.Object) -> bool:
+    if ob.type == "EMPTY":
+        return any(child.type in RENDERABLE for child in ob.children_recursive)
+    return ob.type not in NOT_CAPTURED
 
 
 def capture_subjects(context: bpy.types.Context, follow_mesh: str = "") -> list[bpy.types.Object]:
     """What Capture to 4D renders: the active object and the other selected ones, cameras, lights and empties
-    left out (so selecting the cameras to capture from does not make them subjects), and so is the mesh named
+    with nothing under them left out (so selecting the cameras to capture from does not make them subjects), and
+    so is the mesh named
     `follow_mesh` unless it is the active one (selected to pick it, it is not part of the capture). Empty: the
     whole scene."""
     active = context.active_object
-    chosen = [active] if active is not None and active.type not in NOT_CAPTURED else []
+    chosen = [active] if active is not None and _captured(active) else []
     chosen += [
         ob
         for ob in context.selected_objects
-        if ob.type not in NOT_CAPTURED and ob not in chosen and not (follow_mesh and ob.name == follow_mesh)
+        if _captured(ob) and ob not in chosen and not (follow_mesh and ob.name == follow_mesh)
     ]
     return chosen
 
@@ -108,9 +116,9 @@ def capture(
     progress=None,
 ) -> CapturedViews:
     """Render `obj` (an object with its children, or a list of them; an armature stands for the meshes it
-    moves; None or []: every renderable object of the scene) from `views` ring cameras (or the given
-    camera objects; `views` is then ignored) at `frames` times over the scene's frame range, as
-    `resolution`² RGBA images. The ring's first camera is at `azimuth_start_deg` (0: on +X, turning towards
+    moves, an empty for its children; None or []: every renderable object of the scene) from `views` ring
+    cameras (or the given camera objects; `views` is then ignored) at `frames` times over the scene's frame
+    range, as `resolution`² RGBA images. The ring's first camera is at `azimuth_start_deg` (0: on +X, turning towards
     +Y, which is also where the multi-view model's ring starts; -90: on −Y, Blender's front view).
     With `follow`, the ring moves with the object: at each time it is centred on the object's bounding box
     there, at the distance that frames the largest of those boxes, so an object that travels stays as large in
@@ -267,6 +275,11 @@ def _subject_targets(scene: bpy.types.Scene, obj: bpy.types.Object) -> list[bpy.
             raise InputError(
                 f"Armature '{obj.name}' moves no visible mesh to capture: select the character's mesh (or show it)."
             )
+        return shown
+    if obj.type == "EMPTY":  # a group: the objects parented to it
+        shown = [ob for ob in obj.children_recursive if _shown(ob)]
+        if not shown:
+            raise InputError(f"Empty '{obj.name}' has no visible object parented to it to capture: select the object.")
         return shown
     if obj.type not in RENDERABLE:
         raise InputError(f"'{obj.name}' is {object_kind(obj)}: select the object to capture.")

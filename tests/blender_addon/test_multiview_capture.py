@@ -167,6 +167,16 @@ def test_the_selected_objects_and_the_active_ones_children_are_captured_and_noth
     bpy.ops.object.select_all(action="DESELECT")
     bpy.context.view_layer.objects.active = None
     assert m.capture_subjects(bpy.context) == [] and m.subjects_label([]) == "the whole scene"
+    group = bpy.data.objects.new("Group", None)  # an empty: it stands for what is parented to it
+    scene.collection.objects.link(group)
+    bpy.context.view_layer.objects.active = group
+    assert m.capture_subjects(bpy.context) == []  # nothing under it yet
+    passenger.parent = group
+    assert m.capture_subjects(bpy.context) == [group] and m._targets(scene, [group]) == [passenger]
+    passenger.hide_render = True
+    with pytest.raises(m.InputError, match="Empty 'Group' has no visible object parented to it"):
+        m._targets(scene, [group])
+    passenger.hide_render, passenger.parent = False, None
 
     from mathutils import Matrix
 
