@@ -73,8 +73,17 @@ NOT_CAPTURED = {"CAMERA", "LIGHT", "LIGHT_PROBE", "LIGHTPROBE", "SPEAKER"}
 
 def _captured(ob: bpy.types.Object) -> bool:
     if ob.type == "EMPTY":
-        return any(child.type in RENDERABLE for child in ob.children_recursive)
+        return _instancer(ob) or any(_renders(child) for child in ob.children_recursive)
     return ob.type not in NOT_CAPTURED
+
+
+def _instancer(ob: bpy.types.Object) -> bool:
+    """An empty that instances a collection (a linked asset as studios bring them in): it renders."""
+    return ob.type == "EMPTY" and ob.instance_type == "COLLECTION" and ob.instance_collection is not None
+
+
+def _renders(ob: bpy.types.Object) -> bool:
+    return ob.type in RENDERABLE or _instancer(ob)
 
 
 def capture_subjects(context: bpy.types.Context, follow_mesh: str = "") -> list[bpy.types.Object]:
@@ -259,7 +268,7 @@ def _targets(scene: bpy.types.Scene, subjects: list[bpy.types.Object]) -> list[b
 
 
 def _shown(ob: bpy.types.Object) -> bool:
-    return ob.type in RENDERABLE and not ob.hide_render and ob.visible_get()
+    return _renders(ob) and not ob.hide_render and ob.visible_get()
 
 
 def _subject_targets(scene: bpy.types.Scene, obj: bpy.types.Object) -> list[bpy.types.Object]:
@@ -276,12 +285,12 @@ def _subject_targets(scene: bpy.types.Scene, obj: bpy.types.Object) -> list[bpy.
                 f"Armature '{obj.name}' moves no visible mesh to capture: select the character's mesh (or show it)."
             )
         return shown
-    if obj.type == "EMPTY":  # a group: the objects parented to it
+    if obj.type == "EMPTY" and not _instancer(obj):  # a group: the objects parented to it
         shown = [ob for ob in obj.children_recursive if _shown(ob)]
         if not shown:
             raise InputError(f"Empty '{obj.name}' has no visible object parented to it to capture: select the object.")
         return shown
-    if obj.type not in RENDERABLE:
+    if not _renders(obj):
         raise InputError(f"'{obj.name}' is {object_kind(obj)}: select the object to capture.")
     if obj.hide_render:
         raise InputError(f"'{obj.name}' is disabled in renders: enable it (the camera icon) to capture it.")
@@ -321,9 +330,20 @@ def _bounds_at(context, targets, position: float) -> tuple[np.ndarray, np.ndarra
     depsgraph = context.evaluated_depsgraph_get()
     corners = []
     for ob in targets:
+        if _instancer(ob):
+            continue  # its empty's box is its display size: the instances' own boxes below
         ob_eval = ob.evaluated_get(depsgraph)
         m = ob_eval.matrix_world
         corners += [tuple(m @ Vector(c)) for c in ob_eval.bound_box]
+    instancers = {ob for ob in targets if _instancer(ob)}
+    if instancers:
+        for inst in depsgraph.object_instances:
+            if inst.is_instance and inst.parent is not None and inst.parent.original in instancers:
+                if inst.object.type in RENDERABLE:
+                    m = inst.matrix_world
+                    corners += [tuple(m @ Vector(c)) for c in inst.object.bound_box]
+    if not corners:
+        raise InputError("The captured collection instances hold nothing that renders: check their collections.")
     pts = np.array(corners, np.float64)
     if not np.isfinite(pts).all():
         raise InputError("The object's bounds are not finite at some frame: check its animation.")
@@ -381,7 +401,7 @@ def _render_settings(scene, view_layer, targets, alone: bool, resolution: int, p
     saved.set(scene.display, "render_aa", ANTI_ALIASING)
     if alone:  # render the targets alone, every other object off
         for ob in scene.objects:
-            if ob not in targets and ob.type in RENDERABLE and not ob.hide_render:
+            if ob not in targets and _renders(ob) and not ob.hide_render:
                 saved.set(ob, "hide_render", True)
 
 

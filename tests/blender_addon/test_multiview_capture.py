@@ -205,6 +205,45 @@ def test_the_selected_objects_and_the_active_ones_children_are_captured_and_noth
     np.testing.assert_array_equal(capture([body, passenger]).alphas, both.alphas)
 
 
+def test_a_collection_instance_is_captured_where_its_instances_are(blender):
+    """A linked asset as studios bring it in: an empty instancing a collection that is not in the scene, keyed
+    from x = -0.5 to 0.5. Its instances are framed and seen where they are, alone or as the whole scene."""
+    bpy = blender
+    scene = bpy.context.scene
+    m = mc()
+    cube = moving_cube(bpy)  # only for its mesh and material: moved into the asset, out of the scene
+    cube.animation_data_clear()
+    cube.location = (0.0, 0.0, 0.0)
+    asset = bpy.data.collections.new("Asset")
+    asset.objects.link(cube)
+    scene.collection.objects.unlink(cube)
+    instance = bpy.data.objects.new("Asset instance", None)
+    instance.instance_type, instance.instance_collection = "COLLECTION", asset
+    scene.collection.objects.link(instance)
+    instance.location.x = -0.5
+    instance.keyframe_insert("location", frame=1)
+    instance.location.x = 0.5
+    instance.keyframe_insert("location", frame=11)
+    bpy.ops.mesh.primitive_cube_add(size=0.3, location=(0.0, 3.0, 0.0))  # a bystander, not selected below
+    bpy.ops.object.select_all(action="DESELECT")
+    bpy.context.view_layer.objects.active = instance
+    assert m.capture_subjects(bpy.context) == [instance] and m.subjects_label([instance]) == "'Asset instance'"
+
+    out = m.capture(bpy.context, instance, views=4, frames=3, resolution=RES)
+    cams = cameras_from_nerf(out.c2w, RES, RES, camera_angle_x=out.fov_x)
+    for e in range(len(out.times)):  # each silhouette where the instance is at that time
+        xy, _ = cams.subset(e).project(np.array([[-0.5 + out.times[e], 0.0, 0.0]], np.float32))
+        rows, cols = np.nonzero(out.alphas[e] > 0.5)
+        np.testing.assert_allclose([cols.mean() + 0.5, rows.mean() + 0.5], xy[0, 0], atol=1.5)
+    bpy.context.view_layer.objects.active = None  # the whole scene: framed with the instance in it
+    whole = m.capture(bpy.context, None, views=4, frames=3, resolution=RES)
+    assert whole.alphas.sum() < out.alphas.sum()  # a wider ring (the bystander too), the instance still in view
+    assert (whole.alphas > 0.5).any(axis=(1, 2)).all()
+    asset.objects.unlink(cube)  # an instance of an empty collection renders nothing
+    with pytest.raises(m.InputError, match="collection instances hold nothing that renders"):
+        m.capture(bpy.context, instance, views=4, frames=2, resolution=16)
+
+
 def test_capture_from_the_users_cameras_and_errors(blender):
     bpy = blender
     scene = bpy.context.scene
