@@ -41,16 +41,20 @@ def masks_outline_the_object(alphas: torch.Tensor, most: float = 0.9) -> bool:
 
 @dataclass
 class RigidPoses:
-    """Per-time rigid poses of a mesh: x' = R (x − centre) + centre + translation."""
+    """Per-time rigid poses of a mesh: x' = s R (x − centre) + centre + translation, s = exp(log_scale) (1 unless
+    the tracker was asked for scale)."""
 
     rotations: torch.Tensor  # (T, 3) axis-angle
     translations: torch.Tensor  # (T, 3)
     centre: torch.Tensor  # (3,)
     costs: np.ndarray  # (T,) silhouette distance at the end, in pixels (RMS of both sides)
+    log_scales: torch.Tensor | None = None  # (T,) uniform scale per time (log), when tracked with scale
 
     def apply(self, vertices: torch.Tensor) -> torch.Tensor:
         """(T, V, 3) vertices posed at every time."""
         rot = quat_to_rotmat(axis_angle_to_quat(self.rotations))  # (T,3,3)
+        if self.log_scales is not None:
+            rot = rot * self.log_scales.exp()[:, None, None]
         local = vertices - self.centre
         return torch.einsum("tij,vj->tvi", rot, local) + self.centre + self.translations[:, None]
 
@@ -73,6 +77,7 @@ class Silhouettes:
                 ij = ij[rng.choice(len(ij), samples, replace=False)]
             pixels.append(torch.as_tensor(ij[:, ::-1] + 0.5, dtype=viewmats.dtype, device=viewmats.device))
         self.pixels = pixels  # per view (P,2) x,y of pixels inside the mask
+        self.area = int(masks.sum())  # pixels inside the masks, all views together
         self.empty = not masks.any()  # the object is in none of these views: any pose fits them
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
@@ -116,6 +121,16 @@ class Silhouettes:
 
 AXIS_MISMATCH = 1.8  # proportions this far off (ratio, worst axis) at the first time: the mesh may be turned
 AXIS_MATCH = 1.6  # ... while with two axes swapped they are this close (a hull from few views is fat): warn
+
+
+def size_change(alphas: torch.Tensor, groups: list[np.ndarray]) -> float:
+    """How much the object's size changes over the times whose images are `groups` (entry indices into the alpha
+    masks (F,H,W,1)): the largest over the smallest square root of a time's silhouette area, all its views
+    together (1: the same size throughout; times where it is nowhere are left out)."""
+    inside = (alphas > MASK_THRESHOLD).flatten(1).sum(1).double()
+    areas = np.array([float(inside[torch.as_tensor(g, device=inside.device)].sum()) for g in groups])
+    areas = areas[areas > 0]
+    return float(np.sqrt(areas.max() / areas.min())) if len(areas) else 1.0
 
 
 def _proportions(extents: np.ndarray) -> np.ndarray:
@@ -214,11 +229,13 @@ def track_rigid(
     vertex_samples: int = 1500,
     pixel_samples: int = 400,
     seed: int = 0,
+    scale: bool = False,
     check_cancelled: Callable[[], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> RigidPoses:
     """Rigid poses of `vertices` (V,3) at each time whose images are `groups` (entry indices into the alpha
-    masks (F,H,W,1), viewmats (F,4,4), Ks (F,3,3)), found by silhouettes; see the module docstring.
+    masks (F,H,W,1), viewmats (F,4,4), Ks (F,3,3)), found by silhouettes; see the module docstring. With
+    `scale`, each pose also has a uniform scale about the centre (an object that grows or shrinks, a pop-in).
     check_cancelled is called once per time, on_progress(times done, times) after each."""
     rng = np.random.default_rng(seed)
     dtype, device = vertices.dtype, vertices.device
@@ -228,8 +245,10 @@ def track_rigid(
     local = sample - centre
     rotation = torch.zeros(3, dtype=dtype, device=device)
     translation = torch.zeros(3, dtype=dtype, device=device)
+    log_scale = torch.zeros((), dtype=dtype, device=device) if scale else None
     previous_centre: np.ndarray | None = None
-    rotations, translations, costs = [], [], []
+    previous_area = 0
+    rotations, translations, log_scales, costs = [], [], [], []
     for ti, group in enumerate(groups):
         if check_cancelled is not None:
             check_cancelled()
@@ -246,16 +265,23 @@ def track_rigid(
             else:
                 translation = translation + torch.as_tensor(seen - previous_centre, dtype=dtype, device=device)
             previous_centre = seen
+        if log_scale is not None and sil.area and previous_area:  # grown by the square root of the area's change
+            log_scale = log_scale + 0.5 * float(np.log(sil.area / previous_area))
+        previous_area = sil.area or previous_area
         if sil.empty:  # nothing to place the object by (not there yet, gone, or scaled to nothing): lost
             cost = float("inf")
         else:
-            rotation, translation, cost = _refine(sil, local, centre, rotation, translation, steps, extent)
+            rotation, translation, log_scale, cost = _refine(
+                sil, local, centre, rotation, translation, log_scale, steps, extent
+            )
         costs.append(cost)
         rotations.append(rotation)
         translations.append(translation)
+        log_scales.append(log_scale)
         if on_progress is not None:
             on_progress(ti + 1, len(groups))
-    return RigidPoses(torch.stack(rotations), torch.stack(translations), centre, np.asarray(costs))
+    scales = torch.stack(log_scales) if scale else None
+    return RigidPoses(torch.stack(rotations), torch.stack(translations), centre, np.asarray(costs), scales)
 
 
 def _refine(
@@ -264,17 +290,26 @@ def _refine(
     centre: torch.Tensor,
     rotation: torch.Tensor,
     translation: torch.Tensor,
+    log_scale: torch.Tensor | None,
     steps: int,
     extent: float,
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Adam on one time's rigid pose from (rotation, translation); returns it and its RMS silhouette distance."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+    """Adam on one time's pose from (rotation, translation, log_scale or None: rigid); returns it and its RMS
+    silhouette distance."""
     rot = rotation.clone().requires_grad_(True)
     trans = translation.clone().requires_grad_(True)
     rates = [0.02, 0.004 * extent]  # radians, and 0.4 % of the mesh's diagonal, per step at first
-    optimizer = torch.optim.Adam([{"params": [rot], "lr": rates[0]}, {"params": [trans], "lr": rates[1]}])
+    groups = [{"params": [rot], "lr": rates[0]}, {"params": [trans], "lr": rates[1]}]
+    scale = None
+    if log_scale is not None:
+        scale = log_scale.clone().requires_grad_(True)
+        rates.append(0.02)  # 2 % larger or smaller per step at first
+        groups.append({"params": [scale], "lr": rates[2]})
+    optimizer = torch.optim.Adam(groups)
 
     def posed() -> torch.Tensor:
-        return local @ quat_to_rotmat(axis_angle_to_quat(rot[None]))[0].T + centre + trans
+        turned = local @ quat_to_rotmat(axis_angle_to_quat(rot[None]))[0].T
+        return (turned if scale is None else turned * scale.exp()) + centre + trans
 
     for step in range(steps):
         _decay_to_a_tenth(optimizer, rates, step, steps)
@@ -284,7 +319,7 @@ def _refine(
         optimizer.step()
     with torch.no_grad():
         rms = float(sil.cost(posed()).sqrt())
-    return rot.detach(), trans.detach(), rms
+    return rot.detach(), trans.detach(), None if scale is None else scale.detach(), rms
 
 
 def follow_silhouettes(

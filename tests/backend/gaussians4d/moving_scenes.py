@@ -34,9 +34,9 @@ def _rot_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _render(points_at, colors, cams, times, size: int, scale: float, normals_at=None) -> MultiViewVideo:
+def _render(points_at, colors, cams, times, size: int, scale, normals_at=None) -> MultiViewVideo:
     """Render Gaussians at points_at(t) (N,3) with `colors` (N,3), or colors(t), from `cams` (Cameras, or
-    cams(t) for cameras that move) at every time, over white. With
+    cams(t) for cameras that move) at every time, of size `scale` (or scale(t)), over white. With
     normals_at(t) (N,3) they are discs in the surface (a tenth as thick) with a 0.03 px² low-pass filter: a
     surface with a crisp silhouette, like a rendered mesh, rather than the rasterizer's round, filtered blobs."""
     colors_at = colors if callable(colors) else (lambda t: colors)
@@ -44,9 +44,10 @@ def _render(points_at, colors, cams, times, size: int, scale: float, normals_at=
     n = len(colors_at(0.0))
     images, alphas, viewmats, Ks, entry_times = [], [], [], [], []
     flat = normals_at is not None
-    scales = torch.full((n, 3), scale) * (torch.tensor([1.0, 1.0, 0.1]) if flat else 1.0)
+    scale_at = scale if callable(scale) else (lambda t: scale)
     for t in times:
         cams = cams_at(t)
+        scales = torch.full((n, 3), scale_at(t)) * (torch.tensor([1.0, 1.0, 0.1]) if flat else 1.0)
         quats = normal_quats(F.normalize(torch.as_tensor(normals_at(t), dtype=torch.float32), dim=1)) if flat else None
         with torch.no_grad():
             rgb, alpha, _ = rasterize(
@@ -89,6 +90,18 @@ def moving_block_video(cams: Cameras, times, size: int, count: int = 300, seed: 
     return _render(
         lambda t: points @ _rot_z(0.8 * t).T + np.array([0.3 * t, 0.0, 0.1 * t]), colors, cams, times, size, 0.06
     )
+
+
+GROWTH = (0.3, 1.0)  # growing_block_video's size at t = 0 and t = 1 (its points' spread about its centre)
+
+
+def growing_block_video(cams: Cameras, times, size: int, count: int = 300, seed: int = 0) -> MultiViewVideo:
+    """moving_block_video's block, still, growing from 0.3 to 1 × its size (a scale animation, a pop-in)."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-1.0, 1.0, (count, 3)) * HALF_SIZE
+    colors = np.clip((0.5 + 0.5 * np.tanh(2.0 * points / HALF_SIZE)) * np.array([1.0, 0.8, 0.6]), 0.0, 1.0)
+    grown = lambda t: GROWTH[0] + (GROWTH[1] - GROWTH[0]) * t  # noqa: E731
+    return _render(lambda t: points * grown(t), colors, cams, times, size, lambda t: 0.06 * grown(t))
 
 
 def fading_block_video(cams: Cameras, times, size: int, count: int = 300, seed: int = 0) -> MultiViewVideo:
