@@ -87,11 +87,10 @@ def _renders(ob: bpy.types.Object) -> bool:
 
 
 def capture_subjects(context: bpy.types.Context, follow_mesh: str = "") -> list[bpy.types.Object]:
-    """What Capture to 4D renders: the active object and the other selected ones, cameras, lights and empties
-    with nothing under them left out (so selecting the cameras to capture from does not make them subjects), and
-    so is the mesh named
-    `follow_mesh` unless it is the active one (selected to pick it, it is not part of the capture). Empty: the
-    whole scene."""
+    """What Capture to 4D renders: the active object and the other selected ones. Left out: cameras, lights and
+    empties with nothing under them (so selecting the cameras to capture from does not make them subjects), and
+    the mesh named `follow_mesh` unless it is the active one (selected to pick it, it is not part of the
+    capture). Empty: the whole scene."""
     active = context.active_object
     chosen = [active] if active is not None and _captured(active) else []
     chosen += [
