@@ -350,8 +350,8 @@ class TESSERA_OT_rig_from_motion(_Submitting, bpy.types.Operator):
 
 class TESSERA_OT_capture_to_4d(_Submitting, bpy.types.Operator):
     """Render the active and selected objects (with their children; none: the scene) from a ring of cameras,
-    or the selected cameras, over the scene's frame range, and fit 4D Gaussians to it on the backend: splat frames and
-    an animated mesh stream into the timeline"""
+    or the selected cameras, over the scene's frame range, and fit 4D Gaussians to them on the backend: splat
+    frames and an animated mesh stream into the timeline"""
 
     bl_idname = "tessera.capture_to_4d"
     bl_label = "Capture to 4D"

@@ -271,24 +271,18 @@ def _shown(ob: bpy.types.Object) -> bool:
 
 
 def _subject_targets(scene: bpy.types.Scene, obj: bpy.types.Object) -> list[bpy.types.Object]:
-    if obj.type == "ARMATURE":  # a character's rig: capture the meshes it moves
-        moved = [
-            ob
-            for ob in scene.objects
-            if ob.type in RENDERABLE
-            and (ob in obj.children_recursive or any(m.type == "ARMATURE" and m.object == obj for m in ob.modifiers))
-        ]
-        shown = [ob for ob in moved if not ob.hide_render and ob.visible_get()]
-        if not shown:
+    if obj.type == "ARMATURE" or (obj.type == "EMPTY" and not _instancer(obj)):
+        # a character's rig stands for the meshes it moves, a group's empty for the objects parented to it
+        children = obj.children_recursive  # once: Blender walks the whole scene for it
+        deformed = (ob for ob in scene.objects if any(m.type == "ARMATURE" and m.object == obj for m in ob.modifiers))
+        shown = [ob for ob in dict.fromkeys([*children, *deformed]) if _shown(ob)]
+        if shown:
+            return shown
+        if obj.type == "ARMATURE":
             raise InputError(
                 f"Armature '{obj.name}' moves no visible mesh to capture: select the character's mesh (or show it)."
             )
-        return shown
-    if obj.type == "EMPTY" and not _instancer(obj):  # a group: the objects parented to it
-        shown = [ob for ob in obj.children_recursive if _shown(ob)]
-        if not shown:
-            raise InputError(f"Empty '{obj.name}' has no visible object parented to it to capture: select the object.")
-        return shown
+        raise InputError(f"Empty '{obj.name}' has no visible object parented to it to capture: select the object.")
     if not _renders(obj):
         raise InputError(f"'{obj.name}' is {object_kind(obj)}: select the object to capture.")
     if obj.hide_render:
