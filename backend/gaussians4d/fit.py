@@ -585,8 +585,8 @@ RIGID_START_MISS_PX = 2.0
 # free Gaussians: an object whose silhouettes' size (square root of their area) changes more than this factor
 # over the clip (a scale animation, a pop-in) gets a uniform scale per time in its rigid start. Below it, scale
 # is left out: it would fit noise (the chicken crossing, 1.3×: path 2's motion 2.09 → 2.93 % with it). Measured
-# on a block growing 0.3 → 1 (8 views × 8 times × 64², 300 steps): held-out 29.5 → 41.4 dB; shrinking 1 → 0.3:
-# 33.1 → 42.5 dB; popping in from 0.05: 26.8 → 35.9 dB; the same block sliding: 41.3 dB
+# by benchmarks/bench_size_start.py: held-out 29.2 → 41.1 dB on a block growing 0.3 → 1×, 33.2 → 40.8 dB
+# shrinking, 26.7 → 36.0 dB popping in from 0.05×
 GROWS = 1.5
 
 
