@@ -1,14 +1,16 @@
 """Differentiable rasterization of 3D Gaussians: gsplat on CUDA, a pure-PyTorch path everywhere else.
 
 The torch path follows gsplat's "classic" rasterizer: EWA splatting (the 3D covariance R S Sᵀ Rᵀ is taken to
-the camera and through the Jacobian of the perspective projection, plus a 0.3 px² low-pass `eps2d`), each
-Gaussian cut at 3σ, front-to-back alpha compositing per pixel in depth order, alpha clamped at 0.99, pairs
-with alpha < 1/255 skipped, and a pixel stops before the Gaussian that would take its transmittance to 1e-4.
-gsplat clamps alpha at 0.999 and cuts at an opacity-dependent radius of up to 3.33σ, so the two should differ
-by up to ~1e-2 at the rims of footprints and at saturated pixels.
+the camera and through the Jacobian of the perspective projection, plus a 0.3 px² low-pass `eps2d`),
+front-to-back alpha compositing per pixel in depth order, alpha clamped at 0.999, pairs with alpha < 1/255
+skipped (so each Gaussian reaches out to √(2 ln(255·opacity)) σ, at most 3.33σ: gsplat's opacity-aware
+footprint), and a pixel stops before the Gaussian that would take its transmittance to 1e-4. These are
+gsplat's rules, so the two paths agree to float precision (measured on an H200, tests/.../test_rasterize.py).
+An earlier version cut every Gaussian at 3σ and clamped at 0.99: where a few footprints' rims overlapped,
+its pixels differed from gsplat's by up to 0.012.
 
 How the torch path is fast enough on a CPU:
-- 4×4-px tiles. Each (tile, Gaussian) overlap of the 3σ boxes is listed, sorted by tile with the Gaussians
+- 4×4-px tiles. Each (tile, Gaussian) overlap of the footprints' boxes is listed, sorted by tile with the Gaussians
   front to back (one int32 sort of ~0.7 M entries for the benchmark scene). 4-px tiles evaluate ~2.2× the
   pixels inside the footprints; 16-px tiles evaluate ~7× and ran 1.5–2× slower in total.
 - Tiles are taken in order of their Gaussian count and chunked, each chunk padded to its busiest tile and
@@ -51,8 +53,8 @@ from shared.errors import InputError
 log = logging.getLogger(__name__)
 
 EPS2D = 0.3  # px², added to the projected covariance (gsplat's low-pass filter)
-CUTOFF_SIGMA = 3.0  # Gaussians are cut at this Mahalanobis radius
-MAX_ALPHA = 0.99
+MAX_EXTENT = 3.33  # σ: the widest footprint (gsplat's); below it, alpha 1/255 is where a Gaussian ends
+MAX_ALPHA = 0.999
 MIN_ALPHA = 1.0 / 255.0
 MIN_TRANSMITTANCE = 1e-4
 TILE = 4  # px
@@ -113,8 +115,9 @@ def rasterize(
             _GSPLAT_ERROR.append(str(exc))
 
     means2d, conics, depths, radii, half_extent = project_gaussians(
-        means, quats, scales, viewmats, Ks, width, height, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d
-    )
+        means, quats, scales, viewmats, Ks, width, height,
+        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, opacities=opacities,
+    )  # fmt: skip
     if means2d.requires_grad:
         means2d.retain_grad()
     if backgrounds is None:
@@ -140,12 +143,14 @@ def project_gaussians(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = EPS2D,
+    opacities: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """EWA projection of N Gaussians into C pinhole cameras.
 
     Returns means2d (C, N, 2) pixels, conics (C, N, 3) = upper triangle (a, b, c) of the inverse 2D covariance,
-    depths (C, N), radii (C, N) int32 (0 = culled: outside the near/far range, degenerate, or off-image) and
-    half_extent (C, N, 2): the 3σ half-widths in x and y of the footprint (no grad).
+    depths (C, N), radii (C, N) int32 (0 = culled: outside the near/far range, degenerate, off-image, or fainter
+    than alpha 1/255) and half_extent (C, N, 2): the footprint's half-widths in x and y (no grad), out to where
+    its alpha falls to 1/255 (√(2 ln(255·opacity)) σ, at most 3.33σ, as gsplat; 3.33σ without `opacities`).
     """
     M = quat_to_rotmat(quats) * scales[:, None, :]  # (N, 3, 3): columns are the scaled principal axes
     cov3d = M @ M.transpose(-1, -2)
@@ -179,11 +184,16 @@ def project_gaussians(
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)
     means2d = torch.stack([fx * x / z_safe + cx, fy * y / z_safe + cy], -1)
     with torch.no_grad():
-        half_extent = CUTOFF_SIGMA * torch.stack([a, c], -1).clamp_min(0).sqrt()
-        on_image = (means2d + half_extent > 0).all(-1)
-        on_image &= (means2d[..., 0] - half_extent[..., 0] < width) & (means2d[..., 1] - half_extent[..., 1] < height)
+        extent = torch.full_like(z[:1], MAX_EXTENT)
+        if opacities is not None:  # gsplat's opacity-aware footprint
+            extent = (2 * torch.log(opacities.detach().clamp_min(MIN_ALPHA) / MIN_ALPHA)).sqrt().clamp_max(MAX_EXTENT)
+            valid = valid & (opacities.detach() >= MIN_ALPHA)
+        half_extent = extent[..., None] * torch.stack([a, c], -1).clamp_min(0).sqrt()
+        axis_radii = torch.ceil(half_extent)  # whole pixels, as gsplat culls and reports them
+        on_image = (means2d + axis_radii > 0).all(-1)
+        on_image &= (means2d[..., 0] - axis_radii[..., 0] < width) & (means2d[..., 1] - axis_radii[..., 1] < height)
         valid = valid & on_image
-        radii = torch.where(valid, torch.ceil(half_extent.amax(-1)), torch.zeros_like(z)).to(torch.int32)
+        radii = torch.where(valid, axis_radii.amax(-1), torch.zeros_like(z)).to(torch.int32)
         half_extent = half_extent * valid[..., None]
     return means2d, conics, z, radii, half_extent
 
@@ -303,15 +313,14 @@ class _SplatTiles(torch.autograd.Function):
         T, K, _ = coef.shape
         sigma = (coef.reshape(T * K, 6) @ basis).reshape(T, K, -1)  # (T, K, P)
         alpha = torch.exp(sigma.neg_()).mul_(opac[..., None])
-        # Cut at 3σ and below alpha 1/255 in one comparison: alpha ≥ max(1/255, o·exp(−4.5)).
-        floor = torch.clamp_min(opac * math.exp(-0.5 * CUTOFF_SIGMA**2), MIN_ALPHA)
-        alpha = alpha.clamp_max_(MAX_ALPHA).mul_(alpha >= floor[..., None])
+        # A Gaussian ends where its alpha falls below 1/255 (its box, from project_gaussians, holds all of that).
+        alpha = alpha.clamp_max_(MAX_ALPHA).mul_(alpha >= MIN_ALPHA)
         del sigma
         keep = 1 - alpha
         trans = torch.cumprod(keep, 1)  # transmittance after each Gaussian
         # A pixel stops before the Gaussian that would take its transmittance to 1e-4 (as gsplat does).
         alpha.mul_(trans > MIN_TRANSMITTANCE)
-        trans.div_(keep)  # transmittance before each Gaussian (1 − α ≥ 0.01)
+        trans.div_(keep)  # transmittance before each Gaussian (1 − α ≥ 0.001)
         del keep
         out = (alpha * trans).transpose(1, 2) @ col  # (T, P, D)
         ctx.save_for_backward(alpha, trans, opac, col, basis)
@@ -338,7 +347,7 @@ class _SplatTiles(torch.autograd.Function):
 
 def composite_dense(means2d, conics, depths, radii, opacities, colors, backgrounds, width, height):
     """Reference compositor for tests and benchmarks: every pixel against every visible Gaussian, same rules
-    as the tile compositor (3σ cut, alpha clamp and threshold, early stop), O(C·H·W·N) memory.
+    as the tile compositor (alpha clamp and threshold, early stop), O(C·H·W·N) memory.
     colors (N, D) or (C, N, D), backgrounds (C, D); returns rgb (C, H, W, D) and alpha (C, H, W, 1)."""
     C, N = depths.shape
     colors = colors.expand(C, N, colors.shape[-1]) if colors.dim() == 2 else colors
@@ -353,7 +362,7 @@ def composite_dense(means2d, conics, depths, radii, opacities, colors, backgroun
     kk = k[:, None]
     sigma = 0.5 * (kk[..., 0] * d[..., 0] ** 2 + kk[..., 2] * d[..., 1] ** 2) + kk[..., 1] * d[..., 0] * d[..., 1]
     raw = op[:, None, :] * torch.exp(-sigma)
-    inside = vis[:, None, :] & (sigma >= 0) & (sigma <= 0.5 * CUTOFF_SIGMA**2) & (raw >= MIN_ALPHA)
+    inside = vis[:, None, :] & (sigma >= 0) & (raw >= MIN_ALPHA)
     alpha = torch.where(inside, raw.clamp_max(MAX_ALPHA), torch.zeros_like(raw))
     log_t = torch.cumsum(torch.log1p(-alpha), -1) - torch.log1p(-alpha)
     keep = (log_t + torch.log1p(-alpha)).detach() > math.log(MIN_TRANSMITTANCE)

@@ -45,23 +45,26 @@ def random_scene(n: int, cameras: int, size: int, seed: int, dtype=torch.float32
 
 
 def test_isotropic_gaussian_facing_the_camera_matches_the_closed_form():
-    # s = 0.1 at z = 2 with f = 40: footprint sigma f·s/z = 2 px, widened by the 0.3 px² low-pass filter.
+    # s = 0.11 at z = 2 with f = 40: footprint sigma f·s/z = 2.2 px, widened by the 0.3 px² low-pass filter.
     viewmats, Ks = facing_camera(32, 40.0)
-    opacity, color, background = 0.6, torch.tensor([1.0, 0.5, 0.25]), torch.tensor([[0.0, 0.2, 1.0]])
-    g = gaussians([[0.0, 0.0, 2.0]], [[0.1, 0.1, 0.1]], [opacity], [color.tolist()])
+    opacity, color, background = 0.9, torch.tensor([1.0, 0.5, 0.25]), torch.tensor([[0.0, 0.2, 1.0]])
+    g = gaussians([[0.0, 0.0, 2.0]], [[0.11, 0.11, 0.11]], [opacity], [color.tolist()])
     rgb, alpha, meta = rasterize(*g, viewmats, Ks, 32, 32, backgrounds=background)
     assert rgb.shape == (1, 32, 32, 3) and alpha.shape == (1, 32, 32, 1)
     # Peak pixel: opacity·colour over (1 − opacity)·background.
     torch.testing.assert_close(rgb[0, 16, 16], opacity * color + (1 - opacity) * background[0])
-    var = (40.0 * 0.1 / 2.0) ** 2 + 0.3
+    var = (40.0 * 0.11 / 2.0) ** 2 + 0.3
+    # The Gaussian ends where its alpha falls below 1/255, as gsplat's: at 7 px here, past 3σ (6.8 px).
+    extent = math.sqrt(2 * math.log(255 * opacity)) * math.sqrt(var)
+    assert 3 * math.sqrt(var) < 7 < extent < 8
     for k in range(0, 10):
-        expected = opacity * math.exp(-(k**2) / (2 * var)) if k <= 3 * math.sqrt(var) else 0.0
+        expected = opacity * math.exp(-(k**2) / (2 * var)) if k <= extent else 0.0
         assert alpha[0, 16, 16 + k, 0].item() == pytest.approx(expected, abs=1e-6), k
         assert alpha[0, 16 - k, 16, 0].item() == pytest.approx(expected, abs=1e-6), k
     torch.testing.assert_close(rgb[0], alpha[0] * color + (1 - alpha[0]) * background[0])
     torch.testing.assert_close(meta["means2d"][0, 0], torch.tensor([16.5, 16.5]))
     assert meta["depths"][0, 0].item() == pytest.approx(2.0)
-    assert meta["radii"][0, 0].item() == math.ceil(3 * math.sqrt(var))
+    assert meta["radii"][0, 0].item() == math.ceil(extent)
 
 
 def test_low_pass_filter_width_is_the_callers_choice():
@@ -100,12 +103,12 @@ def test_overlapping_gaussians_composite_front_to_back_whatever_their_order():
 def test_opaque_stack_clamps_alpha_and_stops_early():
     viewmats, Ks = facing_camera(16, 20.0)
     colors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    g = gaussians([[0.0, 0.0, 2.0 + i] for i in range(3)], [[0.2] * 3] * 3, [1.0, 0.98, 0.9], colors)
+    g = gaussians([[0.0, 0.0, 2.0 + i] for i in range(3)], [[0.2] * 3] * 3, [1.0, 0.5, 0.9], colors)
     rgb, alpha, _ = rasterize(*g, viewmats, Ks, 16, 16)
-    # Opacity 1 is clamped to 0.99 (T = 0.01), the green layer leaves T = 2e-4, and the blue one would take T
-    # below 1e-4, so the pixel stops before it.
-    torch.testing.assert_close(rgb[0, 8, 8], torch.tensor([0.99, 0.01 * 0.98, 0.0]))
-    assert alpha[0, 8, 8, 0].item() == pytest.approx(1 - 0.01 * 0.02, abs=1e-6)
+    # Opacity 1 is clamped to 0.999 (T = 1e-3, as gsplat), the green layer leaves T = 5e-4, and the blue one
+    # would take T below 1e-4, so the pixel stops before it.
+    torch.testing.assert_close(rgb[0, 8, 8], torch.tensor([0.999, 0.001 * 0.5, 0.0]))
+    assert alpha[0, 8, 8, 0].item() == pytest.approx(1 - 0.001 * 0.5, abs=1e-6)
 
 
 def test_gaussian_behind_the_camera_renders_nothing():
@@ -230,8 +233,9 @@ def _gsplat_cuda() -> bool:
 
 @pytest.mark.skipif(not _gsplat_cuda(), reason="needs CUDA and gsplat")
 def test_torch_and_gsplat_renders_and_gradients_agree():
-    # Opacities ≤ 0.7: the paths differ only where gsplat draws rims between 3σ and alpha 1/255 (< 0.008 here)
-    # and where alpha would exceed 0.99 (gsplat clamps at 0.999).
+    # Both paths follow gsplat's rules (footprints out to alpha 1/255, alpha clamped at 0.999, the same early
+    # stop), so they differ by float rounding only. (With a 3σ cut and a 0.99 clamp the torch path's pixels were
+    # up to 0.012 off here on an H200, where a few rims overlapped.)
     scene = random_scene(300, 3, 64, seed=5, device="cuda")
     scene[3] = scene[3] * 0.75
     background = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.3, 0.5, 0.7]], device="cuda")
@@ -244,20 +248,20 @@ def test_torch_and_gsplat_renders_and_gradients_agree():
         results[backend] = (rgb, alpha, meta, [p.grad for p in params[:5]])
     (rgb_t, alpha_t, meta_t, grads_t), (rgb_g, alpha_g, meta_g, grads_g) = results["torch"], results["gsplat"]
     assert alpha_t.mean().item() > 0.2  # the scene covers a good part of the images
-    assert (rgb_t - rgb_g).abs().max().item() <= 1e-2
-    assert (alpha_t - alpha_g).abs().max().item() <= 1e-2
-    assert (rgb_t - rgb_g).abs().mean().item() <= 1e-3
+    assert (rgb_t - rgb_g).abs().max().item() <= 1e-3
+    assert (alpha_t - alpha_g).abs().max().item() <= 1e-3
+    assert (rgb_t - rgb_g).abs().mean().item() <= 1e-5
     assert meta_g["radii"].shape == (3, 300) and meta_g["radii"].dtype == torch.int32
+    assert (meta_t["radii"] == meta_g["radii"]).float().mean().item() >= 0.99
     both = (meta_t["radii"] > 0) & (meta_g["radii"] > 0)
-    assert both.float().mean().item() > 0.95
     torch.testing.assert_close(meta_t["means2d"][both], meta_g["means2d"][both], atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(meta_t["depths"][both], meta_g["depths"][both], atol=1e-4, rtol=1e-4)
     grad2d_t, grad2d_g = meta_t["means2d"].grad, meta_g["means2d"].grad
     assert grad2d_g is not None and grad2d_g.shape == (3, 300, 2)
-    assert (grad2d_t[both] - grad2d_g[both]).norm().item() <= 0.1 * grad2d_g[both].norm().item()
+    assert (grad2d_t[both] - grad2d_g[both]).norm().item() <= 0.02 * grad2d_g[both].norm().item()
     names = ["means", "quats", "scales", "opacities", "colors"]
     for name, a, b in zip(names, grads_t, grads_g, strict=True):
-        assert (a - b).norm().item() <= 0.1 * b.norm().item(), name
+        assert (a - b).norm().item() <= 0.02 * b.norm().item(), name
 
 
 # -- against gsplat's own code, on the CPU ------------------------------------------------------------------------
