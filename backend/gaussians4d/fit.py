@@ -754,6 +754,11 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     final_lr = {"means": p.lr_final, "mean_ctrl": p.lr_final, "rot_ctrl": p.lr_final}
     final_lr.update(node_translation=p.mesh_lr_final, node_rotation=p.mesh_lr_final)
     log.info("fitting %d Gaussians (%d knots) to %d images, %d times", len(model), knots, len(video), n_times)
+    # made once: index tensors and the basis on the host (a tensor made from host values, or read back to it, in
+    # the loop waits for the GPU's queue to empty, so the host could not run ahead of the GPU)
+    entry_index = [torch.as_tensor(group, device=device) for group in frames.groups]
+    basis_host = basis.detach().cpu()
+    logged_loss = 0.0
 
     for it in range(p.iterations):
         if check_cancelled is not None:
@@ -770,7 +775,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
         batch_psnr = []
         means2d = []
         for ti in chosen:
-            entries = torch.as_tensor(frames.groups[ti], device=device)
+            entries = entry_index[ti]
             g = model.at(float(frames.times[ti]))
             if graph is not None:
                 g["means"] = graph.positions(basis[ti : ti + 1])[0]
@@ -819,7 +824,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
         with torch.no_grad():
             # control points no open time reaches yet follow the last reached one (see module docstring)
             if open_count < n_times:
-                reached = basis[:open_count].amax(0) > 1e-6
+                reached = basis_host[:open_count].amax(0) > 1e-6
                 last = int(torch.nonzero(reached).max())
                 if last + 1 < knots:
                     free = [model.mean_ctrl, model.rot_ctrl, model.color_ctrl]
@@ -846,11 +851,12 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
             screen = ScreenGradients(len(model), device)
             log.debug("step %d: +%d −%d Gaussians → %d", step, added, removed, len(model))
 
-        if step % 10 == 0 or step == p.iterations:
+        if step % 10 == 0 or step == p.iterations:  # the loss is read back here only
+            logged_loss = loss.item()
             history.append(
                 {
                     "step": step,
-                    "loss": loss.item(),
+                    "loss": logged_loss,
                     "psnr": float(torch.stack(batch_psnr).mean()),
                     "gaussians": len(model),
                 }
@@ -859,7 +865,8 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
             progress(
                 "fit",
                 step / p.iterations,
-                f"step {step}/{p.iterations}, {len(model)} Gaussians, loss {loss.item():.4f}",
+                f"step {step}/{p.iterations}, {len(model)} Gaussians"
+                + (f", loss {logged_loss:.4f}" if history else ""),
             )
         if graph is not None and (step == p.iterations or (preview is not None and step % p.preview_every == 0)):
             _bake(model, graph, basis, faces)

@@ -160,10 +160,18 @@ class DynamicGaussians(nn.Module):
         return int(self.mean_ctrl.shape[1])
 
     def basis(self, t: float | torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(T, K) spline weights for the times in `t`, on the model's device."""
+        """(T, K) spline weights for the times in `t`, on the model's device (kept: a fit asks for the same few
+        times at every step, and a tensor made from host values waits for the GPU's queue to empty). Do not
+        modify the returned tensor in place."""
         if isinstance(t, torch.Tensor):
             t = t.detach().cpu().numpy()
-        return torch.as_tensor(bspline_basis(t, self.knots), dtype=self.means.dtype, device=self.means.device)
+        key = (np.asarray(t, np.float64).tobytes(), self.knots, self.means.dtype, self.means.device)
+        cache = self.__dict__.setdefault("_basis_cache", {})
+        if key not in cache:
+            if len(cache) >= 1024:
+                cache.clear()
+            cache[key] = torch.as_tensor(bspline_basis(t, self.knots), dtype=self.means.dtype, device=self.means.device)
+        return cache[key]
 
     def trajectory(self, t: float | torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean offsets (T,N,3) and axis-angle rotation offsets (T,N,3) or None, at the times in `t`."""

@@ -25,6 +25,7 @@ from backend.gaussians4d.fit import fit, fit_warnings, lost_times
 from backend.gaussians4d.fit_setup import prepare_frames
 from backend.gaussians4d.mesh_bound import Arap, DeformationGraph
 from backend.gaussians4d.mesh_pose import (
+    Silhouettes,
     capture_up_axis,
     follow_silhouettes,
     masks_outline_the_object,
@@ -185,3 +186,23 @@ def test_a_rest_mesh_turned_against_the_capture_is_warned_about_and_one_as_given
     notes = fit_warnings(video, (stood_up, faces), "cpu")  # what the CLI and the plugin print before the fit
     assert len(notes) == 2 and "x and z swapped" in notes[0], notes
     assert "fitted subdivided (2562 vertices" in notes[1], notes  # its edges span 1.7 px at 48²
+
+
+def test_silhouette_cost_takes_each_view_with_mask_pixels_once_whatever_its_pixel_count():
+    # Views of 3, 40 and 0 mask pixels: the cost is the mean of vertex-outside distances plus, per view that has
+    # pixels, the mean squared distance from its sampled pixels to the nearest projected vertex, averaged.
+    rng = np.random.default_rng(3)
+    masks = torch.zeros(3, 12, 16, 1)
+    masks[0, 2, 3:6] = 1.0
+    masks[1, 4:8, 2:12] = 1.0
+    viewmats = torch.eye(4).repeat(3, 1, 1)
+    viewmats[:, 2, 3] = 3.0
+    Ks = torch.tensor([[20.0, 0.0, 8.0], [0.0, 20.0, 6.0], [0.0, 0.0, 1.0]]).repeat(3, 1, 1)
+    sil = Silhouettes(masks, viewmats, Ks, samples=25, seed=0)
+    points = torch.as_tensor(rng.normal(0, 0.3, (30, 3)), dtype=torch.float32)
+    xy = sil.project(points)
+    grid = (xy / torch.tensor([16.0, 12.0]) * 2 - 1)[:, None]
+    outside = torch.nn.functional.grid_sample(sil.outside, grid, align_corners=False, padding_mode="border")
+    per_view = [torch.cdist(p, xy[e]).min(dim=1).values.pow(2).mean() for e, p in enumerate(sil.pixels) if len(p)]
+    assert [len(p) for p in sil.pixels] == [3, 25, 0]  # view 1's 40 pixels sampled down to 25
+    torch.testing.assert_close(sil.cost(points), outside.pow(2).mean() + torch.stack(per_view).mean())
