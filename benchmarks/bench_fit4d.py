@@ -56,15 +56,63 @@ def peak_memory_gb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def timed_fit(video, preset, device: str, rest_mesh=None):
+def progress_printer(t0: float, every: float = 15.0):
+    """A fit's progress, printed at most every `every` seconds (a long fit on a lent GPU shows its rate even when
+    its call runs out of time)."""
+    last = [t0]
+
+    def show(stage: str, fraction: float, message: str) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every:
+            last[0] = now
+            print(f"  {now - t0:6.0f} s  {stage} {fraction:4.0%}  {message}", flush=True)
+
+    return show
+
+
+class Checkpoints:
+    """Held-out PSNR every `every` steps of a fit (a fit's preview), printed with the fit's time so far less the
+    time spent here: the PSNR a shorter fit would have reached, read off one run."""
+
+    def __init__(self, test, every: int, device: str):
+        self.test, self.every, self.cuda = test, every, device.startswith("cuda")
+        self.t0, self.spent = time.perf_counter(), 0.0
+        self.targets = {
+            float(t): torch.as_tensor(test.images[np.flatnonzero(test.times == t)], device=device)
+            for t in test.time_values()
+        }
+
+    def __call__(self, step: int, model) -> None:
+        if step % self.every:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fitted = start - self.t0 - self.spent
+        errors = []
+        with torch.no_grad():
+            for t, target in self.targets.items():
+                rgb, _, _ = render(model, self.test.cameras.subset(np.flatnonzero(self.test.times == t)), t)
+                errors.append((rgb.clamp(0, 1) - target).square().mean(dim=(1, 2, 3)))
+        psnr = float((-10 * torch.log10(torch.cat(errors).clamp_min(1e-10))).mean())
+        self.spent += time.perf_counter() - start
+        print(f"  checkpoint: step {step}, {fitted:.0f} s of fitting, held-out PSNR {psnr:.2f} dB", flush=True)
+
+
+def timed_fit(video, preset, device: str, rest_mesh=None, checkpoints: Checkpoints | None = None):
+    """The fit and its seconds (less any checkpoints' evaluation time)."""
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    result = fit(video, preset=preset, rest_mesh=rest_mesh, device=device)
+    if checkpoints is not None:
+        checkpoints.t0 = t0
+    result = fit(
+        video, preset=preset, rest_mesh=rest_mesh, device=device, progress=progress_printer(t0), preview=checkpoints
+    )
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return result, time.perf_counter() - t0
+    return result, time.perf_counter() - t0 - (0.0 if checkpoints is None else checkpoints.spent)
 
 
 def render_fps(model, size: int, center, radius: float, device: str, repeats: int = 5) -> float:
@@ -98,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tessera-bench-fit4d"))
     parser.add_argument("--sequences", type=Path, default=SEQUENCES, help="the folder of NAME.npz mesh sequences")
+    parser.add_argument("--checkpoints", type=int, default=0, help="held-out PSNR every N steps (N: × preview_every)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the static-fit baseline")
     parser.add_argument("--no-mesh", action="store_true", help="skip mesh path 1")
     parser.add_argument("--mesh-only", action="store_true", help="only mesh path 1 (no free fit, no FPS)")
@@ -143,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
 def free_fit_tables(args, npz: Path, train, test, preset, console) -> None:
     # -- image quality, time, memory --------------------------------------------------------------------------
     rows = []
-    result, seconds = timed_fit(train, preset, args.device)
+    checkpoints = Checkpoints(test, args.checkpoints, args.device) if args.checkpoints else None
+    result, seconds = timed_fit(train, preset, args.device, checkpoints=checkpoints)
     memory = peak_memory_gb(args.device)
     scores = evaluate(result.model, test)
     rows.append(("ours (4D: B-spline trajectories)", scores, seconds, len(result.model), memory))

@@ -12,12 +12,19 @@ forward + backward (all threads), a steadier figure when other jobs share the co
 
 "dense" is `composite_dense`: every pixel against every visible Gaussian (same compositing rules), run one
 camera at a time to bound memory; its ratio column is dense time / ours at the same N.
+
+    python benchmarks/bench_rasterize.py --parity [--cameras 16 --size 512 --counts 2000 20000]   # CUDA + gsplat
+
+--parity (on a GPU, with gsplat; benchmarks/gpu_check.sh runs it): the same scenes through both backends on
+CUDA: how far our PyTorch path's images and gradients are from gsplat's, and the time of each (median of
+`--repeats` after a warm-up, synchronised), gsplat's as the ratio's baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -73,6 +80,46 @@ def time_dense(params, viewmats, Ks, size):
     return forward, backward, time.process_time() - c0
 
 
+def render_and_grads(params, viewmats, Ks, size, backend):
+    """rgb, alpha, the inputs' gradients and the seconds of forward + backward (CUDA synchronised)."""
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    rgb, alpha, _ = rasterize(**leaves, viewmats=viewmats, Ks=Ks, width=size, height=size, backend=backend)
+    (rgb.square().sum() + alpha.square().sum()).backward()
+    torch.cuda.synchronize()
+    return rgb.detach(), alpha.detach(), {k: v.grad for k, v in leaves.items()}, time.perf_counter() - t0
+
+
+def parity(args) -> None:
+    table = Table(title=f"PyTorch path against gsplat on CUDA, {args.cameras} cameras × {args.size}²")
+    for column in ("N", "max |Δrgb|", "mean |Δrgb|", "max |Δalpha|", "worst gradient Δ (relative)",
+                   "gsplat s", "ours s", "ours / gsplat"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for n in args.counts:
+        params, viewmats, Ks = make_scene(n, args.cameras, args.size)
+        params, viewmats, Ks = {k: v.cuda() for k, v in params.items()}, viewmats.cuda(), Ks.cuda()
+        runs = {}
+        for backend in ("gsplat", "torch"):
+            render_and_grads(params, viewmats, Ks, args.size, backend)  # warm-up
+            results = [render_and_grads(params, viewmats, Ks, args.size, backend) for _ in range(args.repeats)]
+            runs[backend] = results[-1][:3], statistics.median(r[3] for r in results)
+        (rgb_g, alpha_g, grads_g), t_g = runs["gsplat"]
+        (rgb_t, alpha_t, grads_t), t_t = runs["torch"]
+        worst = max(((grads_t[k] - grads_g[k]).norm() / grads_g[k].norm()).item() for k in grads_g)
+        table.add_row(
+            f"{n:,}",
+            f"{(rgb_t - rgb_g).abs().max().item():.1e}",
+            f"{(rgb_t - rgb_g).abs().mean().item():.1e}",
+            f"{(alpha_t - alpha_g).abs().max().item():.1e}",
+            f"{worst:.1e}",
+            f"{t_g:.4f}",
+            f"{t_t:.4f}",
+            f"{t_t / t_g:.1f}×",
+        )
+    Console(width=130).print(table)
+
+
 def median_times(fn, repeats, *args):
     """Median forward, backward (wall) and forward + backward CPU time (all threads) over `repeats` runs."""
     fn(*args)  # warm-up
@@ -88,8 +135,13 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
     parser.add_argument("--dense-counts", type=int, nargs="*", default=[250, 500])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parity", action="store_true", help="CUDA: our path against gsplat (images, time)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.parity:
+        if "--cameras" not in sys.argv:
+            args.cameras, args.size, args.counts = 16, 512, [2000, 20000]  # the quality preset's images
+        return parity(args)
 
     table = Table(title=f"rasterize, {args.cameras} cameras × {args.size}², {args.threads} thread(s), CPU")
     for column in ("N", "renderer", "forward s", "backward s", "total s", "CPU s", "dense / ours"):

@@ -9,6 +9,9 @@ its time is short (15 minutes a session, machine start included). So everything 
     .gpu/sequences/horse-gallop.npz      the true animation, for the mesh path's error
     .gpu/wheels/gsplat-1.5.3-*.whl       gsplat (pure Python; it builds its CUDA kernels on first use there)
 
+    .gpu/bench/horse-gallop-4x4x64/      a tiny capture for the CUDA smoke fit that runs while gsplat builds
+    .gpu/wheels/trimesh-*, plyfile-*     what the backend needs that the machine's image lacks (pure Python)
+
     .venv/bin/python benchmarks/gpu_kit.py            # here: make or refresh .gpu/ (prints its size: ≤ 64 MiB)
 
 then on the device: `run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"], timeout_s=600)`.
@@ -20,6 +23,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +32,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from render_views import SEQUENCES, render_sequence_views  # noqa: E402  (Blender is imported to render)
 
 CARRY_LIMIT = 64 * 2**20  # what one device call carries, all paths together
+SMOKE = (4, 4, 64)  # views, frames, size of the smoke fit's capture
+# pure-Python packages the backend imports that the machine's image lacks (its list: the device tool's KINDS.md);
+# the versions installed here, so both machines run the same code
+CARRIED = ("trimesh", "plyfile")
 
 
 def folder_size(path: Path) -> int:
@@ -45,14 +53,17 @@ def main(argv: list[str] | None = None) -> None:
 
     data = args.out / "bench" / f"{args.sequence}-{args.views}x{args.frames}x{args.size}"
     npz = SEQUENCES / f"{args.sequence}.npz"
-    if not (data / "transforms_test.json").is_file():
-        render_sequence_views(npz, data, views=args.views, frames=args.frames, size=args.size, test_views=3)
+    smoke = args.out / "bench" / f"{args.sequence}-{SMOKE[0]}x{SMOKE[1]}x{SMOKE[2]}"
+    for folder, (views, frames, size) in ((data, (args.views, args.frames, args.size)), (smoke, SMOKE)):
+        if not (folder / "transforms_test.json").is_file():
+            render_sequence_views(npz, folder, views=views, frames=frames, size=size, test_views=3)
     (args.out / "sequences").mkdir(parents=True, exist_ok=True)
     shutil.copy2(npz, args.out / "sequences" / npz.name)
     wheels = args.out / "wheels"
-    if not list(wheels.glob("gsplat-1.5.3-*.whl")):
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels)]
-        subprocess.run([*pip, "gsplat==1.5.3"], check=True)
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels)]
+    for name, version in (("gsplat", "1.5.3"), *((pkg, metadata.version(pkg)) for pkg in CARRIED)):
+        if not list(wheels.glob(f"{name}-{version}-*.whl")):
+            subprocess.run([*pip, f"{name}=={version}"], check=True)
     size = folder_size(args.out)
     print(f"{args.out}: {size / 2**20:.1f} MiB (a device call carries at most {CARRY_LIMIT / 2**20:.0f} MiB)")
     if size > CARRY_LIMIT:

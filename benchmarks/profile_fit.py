@@ -1,0 +1,72 @@
+"""Where a 4D fit's steps spend their time: a short fit timed plainly, then again under torch.profiler.
+
+    python benchmarks/profile_fit.py DATA_DIR [--preset quality] [--iterations 200] [--device cuda]
+
+Prints the plain fit's time per step, then the profiled fit's busiest operations (by device time on CUDA, by host
+time on the CPU) and how much of the profiled wall time the GPU was busy: near 100 % means the kernels are the
+cost; far below means the host (Python, launches, waits) is. The silhouette tracking is left out of both fits
+(`free_track` off), so the steps are what is measured. Run on a lent GPU by benchmarks/gpu_check.sh (STEPS profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend.gaussians4d.data import load_transforms  # noqa: E402
+from backend.gaussians4d.fit import PRESETS, fit  # noqa: E402
+
+
+def timed(video, preset, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fit(video, preset=preset, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path, help="a transforms.json folder (transforms_train.json)")
+    parser.add_argument("--preset", default="quality", choices=sorted(PRESETS))
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--rows", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    video = load_transforms(args.data, "train")
+    preset = dataclasses.replace(PRESETS[args.preset], iterations=args.iterations, free_track=False)
+    cuda = args.device.startswith("cuda")
+    short = dataclasses.replace(preset, iterations=max(1, args.iterations // 4))
+    base = timed(video, short, args.device)  # warm-up, and the set-up cost that a longer fit shares
+    plain = timed(video, preset, args.device)
+    per_step = (plain - base) / (preset.iterations - short.iterations) * 1000
+    print(f"{video.describe()}, {preset.iterations} steps: {plain:.1f} s; {per_step:.1f} ms per step "
+          f"(from the difference with {short.iterations} steps, {base:.1f} s)")  # fmt: skip
+
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    t0 = time.perf_counter()
+    with torch.profiler.profile(activities=activities) as prof:
+        timed(video, preset, args.device)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=60))
+    if cuda:
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / 1e6
+        print(f"profiled: {wall:.1f} s wall, GPU busy {busy:.1f} s ({busy / wall:.0%})")
+
+
+if __name__ == "__main__":
+    main()
