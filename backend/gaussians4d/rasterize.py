@@ -27,16 +27,16 @@ Measured (benchmarks/bench_rasterize.py: 8 cameras × 128², Gaussians in a ball
     .venv/bin/python benchmarks/bench_rasterize.py --threads 1
 
     N Gaussians          forward s  backward s  total s  CPU s
-    1,000                    0.123       0.139    0.262  0.133
-    2,000                    0.233       0.286    0.519  0.260
-    5,000                    0.476       0.568    1.044  0.547
-    10,000                   0.943       0.967    1.910  0.939
-    dense reference, 500     4.985       4.601    9.586  4.841   (63× ours at 500)
+    1,000                    0.068       0.080    0.148  0.145
+    2,000                    0.111       0.123    0.234  0.234
+    5,000                    0.293       0.271    0.563  0.563
+    10,000                   0.449       0.482    0.930  0.911
+    dense reference, 500     2.300       2.485    4.786  4.747   (39× ours at 500)
 
-One torch thread while other jobs kept the machine's load at 5–6, so wall times are about twice the CPU
-time; "CPU s" (this process's CPU time) is what a free core takes: ~0.55 s for 5,000 Gaussians. With 2
-threads on the same busy machine the times got 2–3× *worse* (threads waiting on descheduled siblings): use 2
-threads only when both cores are free.
+One torch thread beside one other job (gsplat's footprint rules, which reach a little past 3σ). An earlier run
+of the 3σ version, while other jobs kept the machine's load at 5–6, had wall times about twice the CPU time and
+the same CPU time: ~0.55 s for 5,000 Gaussians. With 2 threads on that busy machine the times got 2–3× *worse*
+(threads waiting on descheduled siblings): use 2 threads only when both cores are free.
 """
 
 from __future__ import annotations
