@@ -62,7 +62,7 @@ from backend.gaussians4d.mesh_pose import (
     track_rigid,
 )
 from backend.gaussians4d.metrics import psnr, ssim, ssim_torch
-from backend.gaussians4d.model import DynamicGaussians, axis_angle_to_quat
+from backend.gaussians4d.model import DynamicGaussians, axis_angle_to_quat, spline_controls
 from backend.gaussians4d.rasterize import quat_to_rotmat
 from backend.gaussians4d.sh import MAX_DEGREE as MAX_SH_DEGREE
 from backend.motion.rotations import quat_conjugate_torch, quat_multiply_torch
@@ -336,18 +336,16 @@ def _surface_quats(positions: torch.Tensor, faces: torch.Tensor) -> torch.Tensor
 
 def _bake(model: DynamicGaussians, graph: DeformationGraph, basis: torch.Tensor, faces: torch.Tensor) -> None:
     """Set the model's per-vertex trajectories to the graph's motion, and its rotation trajectories to the turn
-    of each vertex's normal frame from the rest pose (exact at the captured times when the spline has one knot
-    per time, least squares otherwise)."""
+    of each vertex's normal frame from the rest pose (nearly exact at the captured times when the spline has one
+    knot per time, least squares otherwise: spline_controls)."""
     with torch.no_grad():
         positions = graph.positions(basis)  # (T,V,3)
-        a = basis.cpu().double()
-        offsets = (positions - model.means[None]).reshape(len(basis), -1).cpu().double()
-        ctrl = torch.linalg.lstsq(a, offsets).solution
+        ctrl = spline_controls(basis, (positions - model.means[None]).reshape(len(basis), -1))
         model.mean_ctrl.copy_(ctrl.reshape(basis.shape[1], len(model), 3).permute(1, 0, 2).to(model.mean_ctrl))
         rest = quat_conjugate_torch(F.normalize(model.quats, dim=-1))
         turn = quat_multiply_torch(_surface_quats(positions, faces), rest[None])
         rotvec = Rotation.from_quat(turn.reshape(-1, 4)[:, [1, 2, 3, 0]].cpu().double().numpy()).as_rotvec()
-        ctrl = torch.linalg.lstsq(a, torch.as_tensor(rotvec).reshape(len(basis), -1)).solution
+        ctrl = spline_controls(basis, torch.as_tensor(rotvec).reshape(len(basis), -1))
         model.rot_ctrl.copy_(ctrl.reshape(basis.shape[1], len(model), 3).permute(1, 0, 2).to(model.rot_ctrl))
 
 
@@ -654,7 +652,6 @@ def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, chec
     if lost.any():
         log.info("rigid poses left out (interpolated) at windows %s", np.flatnonzero(lost).tolist())
     kept = np.flatnonzero(~lost)
-    a = basis.detach().cpu().double()
     # sizes relative to the first kept window's: the Gaussians were carved from the first window's masks, inside
     # its silhouettes, so the tracker finds them a few percent small at every time; only growth is motion
     scales = poses.rotations.new_zeros(len(poses.rotations)) if poses.log_scales is None else poses.log_scales
@@ -662,9 +659,7 @@ def _rigid_start(model: DynamicGaussians, frames, windows, basis, progress, chec
     per_time = (_at_times(poses.rotations[kept], window_times[kept], frames.times),
                 _at_times(poses.translations[kept], window_times[kept], frames.times),
                 _at_times(relative[kept, None], window_times[kept], frames.times))  # fmt: skip
-    rotations, translations, log_scales = (
-        torch.linalg.lstsq(a, v.detach().cpu().double()).solution.to(means) for v in per_time
-    )
+    rotations, translations, log_scales = (spline_controls(basis, v).to(means) for v in per_time)
     matrices = quat_to_rotmat(axis_angle_to_quat(rotations)) * log_scales.exp()[:, :, None]  # (K,3,3) scaled
     motion = _KnotMotion(rotations, matrices, translations, poses.centre.to(means))
     with torch.no_grad():

@@ -27,7 +27,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from backend.gaussians4d.model import axis_angle_to_quat
+from backend.gaussians4d.model import axis_angle_to_quat, spline_controls
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
 
@@ -163,8 +163,9 @@ class DeformationGraph(nn.Module):
     def start_at(self, rotations: torch.Tensor, translations: torch.Tensor, centre: torch.Tensor, basis: torch.Tensor):
         """Set every node's trajectory to one rigid motion per time, x' = R_t (x − centre) + centre + τ_t, given
         as axis-angle `rotations` (T,3) and `translations` (T,3) at the times whose spline weights are `basis`
-        (T,K): exactly at those times when K = T, in the least-squares sense otherwise. Sumner's E_reg is zero
-        for such a motion and ARAP does not see it, so the fit then only adds the non-rigid part."""
+        (T,K): nearly exactly at those times when K = T, in the least-squares sense otherwise (spline_controls).
+        Sumner's E_reg is zero for such a motion and ARAP does not see it, so the fit then only adds the non-rigid
+        part."""
         with torch.no_grad():
             rot = quat_to_rotmat(axis_angle_to_quat(rotations.to(self.centres)))  # (T,3,3)
             local = self.centres - centre.to(self.centres)  # (M,3)
@@ -175,10 +176,9 @@ class DeformationGraph(nn.Module):
                 - self.centres
             )  # (T,M,3)
             node_r = rotations.to(self.centres)[:, None].expand(-1, len(self.centres), -1)
-            a = basis.cpu().double()
             for param, values in ((self.translation, node_t), (self.rotation, node_r)):
-                ctrl = torch.linalg.lstsq(a, values.reshape(len(a), -1).cpu().double()).solution  # (K, M*3)
-                param.copy_(ctrl.reshape(a.shape[1], -1, 3).permute(1, 0, 2).to(param))
+                ctrl = spline_controls(basis, values.reshape(len(basis), -1))  # (K, M*3)
+                param.copy_(ctrl.reshape(basis.shape[1], -1, 3).permute(1, 0, 2).to(param))
 
     def regularizer(self, basis: torch.Tensor) -> torch.Tensor:
         """Sumner's E_reg over the node graph, averaged over pairs and times, relative to the node spacing²."""
