@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -130,17 +129,20 @@ def median_times(fn, repeats, *args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
-    parser.add_argument("--cameras", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128, help="image width and height in pixels")
-    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
+    parser.add_argument("--cameras", type=int, help="default 8 (16 with --parity)")
+    parser.add_argument("--size", type=int, help="image width and height in pixels, default 128 (512 with --parity)")
+    parser.add_argument("--counts", type=int, nargs="+", help="default 1000 2000 5000 10000 (2000 20000 with --parity)")
     parser.add_argument("--dense-counts", type=int, nargs="*", default=[250, 500])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parity", action="store_true", help="CUDA: our path against gsplat (images, time)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # --parity: the quality preset's images by default
+    defaults = (16, 512, [2000, 20000]) if args.parity else (8, 128, [1000, 2000, 5000, 10000])
+    args.cameras = args.cameras or defaults[0]
+    args.size = args.size or defaults[1]
+    args.counts = args.counts or defaults[2]
     if args.parity:
-        if "--cameras" not in sys.argv:
-            args.cameras, args.size, args.counts = 16, 512, [2000, 20000]  # the quality preset's images
         return parity(args)
 
     table = Table(title=f"rasterize, {args.cameras} cameras × {args.size}², {args.threads} thread(s), CPU")

@@ -20,19 +20,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_fit4d import timed_fit  # noqa: E402
 
 from backend.gaussians4d.data import load_transforms  # noqa: E402
-from backend.gaussians4d.fit import PRESETS, fit  # noqa: E402
+from backend.gaussians4d.fit import PRESETS  # noqa: E402
 
 
 def timed(video, preset, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fit(video, preset=preset, device=device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return timed_fit(video, preset, device)[1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     preset = dataclasses.replace(PRESETS[args.preset], iterations=args.iterations, free_track=False)
     cuda = args.device.startswith("cuda")
     short = dataclasses.replace(preset, iterations=max(1, args.iterations // 4))
-    base = timed(video, short, args.device)  # warm-up, and the set-up cost that a longer fit shares
+    timed(video, dataclasses.replace(preset, iterations=1), args.device)  # warm-up (first kernels, caches)
+    base = timed(video, short, args.device)  # the set-up cost that a longer fit shares
     plain = timed(video, preset, args.device)
     per_step = (plain - base) / (preset.iterations - short.iterations) * 1000
     print(f"{video.describe()}, {preset.iterations} steps: {plain:.1f} s; {per_step:.1f} ms per step "
