@@ -25,11 +25,13 @@ class ScreenGradients:
         self.seen = torch.zeros(count, device=device)
 
     def add(self, means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int, images_in_loss: int) -> None:
-        """means2d (C,N,2) after backward (its .grad set), radii (C,N) (0 = not visible)."""
+        """means2d (C,N,2) after backward (its .grad set), radii (C,N) (0 = not visible); or a batch's (B,C,N,2)
+        and (B,C,N)."""
         if means2d.grad is None:
             return
         with torch.no_grad():
-            grad = means2d.grad.clone()
+            grad = means2d.grad.reshape(-1, *means2d.shape[-2:]).clone()
+            radii = radii.reshape(-1, radii.shape[-1])
             grad[..., 0] *= width / 2 * images_in_loss
             grad[..., 1] *= height / 2 * images_in_loss
             visible = (radii > 0).to(grad.dtype)

@@ -1,10 +1,11 @@
 """Fit DynamicGaussians to a multi-view video: photometric + mask losses, densification, mesh-bound mode.
 
 Each iteration renders every view of `times_per_step` captured times (one rasterizer call per time) and takes
-one Adam step on L1 + 0.2·(1 − SSIM) of the RGB, an L1 term on the alpha masks when the video has them, and a
-small second-difference penalty on the trajectory control points. Canonical parameters and trajectory
-control points sit in separate optimizer parameter groups (their own learning rates); densification edits
-rows of every per-Gaussian tensor, trajectories included, together with their Adam moments.
+one Adam step on L1 + 0.2·(1 − SSIM) of the RGB of all those images together, an L1 term on the alpha masks
+when the video has them, and a small second-difference penalty on the trajectory control points. Canonical
+parameters and trajectory control points sit in separate optimizer parameter groups (their own learning
+rates); densification edits rows of every per-Gaussian tensor, trajectories included, together with their Adam
+moments.
 
 Times are introduced progressively (the first `time_warmup` of the iterations widen the sampled window from
 the first captured time to all of them), and control points not yet reached copy the last reached one, so a
@@ -297,7 +298,8 @@ def _optimizer(
         for name, param, lr in (("node_translation", graph.translation, p.lr_node_translation * extent),
                                 ("node_rotation", graph.rotation, p.lr_node_rotation)):  # fmt: skip
             groups.append({"params": [param], "name": name, "lr": lr, "initial_lr": lr})
-    return torch.optim.Adam(groups, eps=1e-15)
+    # fused on a GPU: one kernel per parameter group instead of a dozen (a step's cost there is launches)
+    return torch.optim.Adam(groups, eps=1e-15, fused=model.means.is_cuda)
 
 
 # -- losses --------------------------------------------------------------------------------------------------------
@@ -754,6 +756,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
     # made once: index tensors and the basis on the host (a tensor made from host values, or read back to it, in
     # the loop waits for the GPU's queue to empty, so the host could not run ahead of the GPU)
     entry_index = [torch.as_tensor(group, device=device) for group in frames.groups]
+    views, intrinsics = [frames.viewmats[i] for i in entry_index], [frames.Ks[i] for i in entry_index]
     basis_host = basis.detach().cpu()
     logged_loss = 0.0
 
@@ -768,36 +771,45 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
         open_count = max(1, min(n_times, int(np.ceil(n_times * (it + 1) / warmup))))
         chosen = rng.choice(open_count, size=min(p.times_per_step, open_count), replace=False)
 
-        loss = torch.zeros((), device=device)
-        batch_psnr = []
-        means2d = []
-        for ti in chosen:
-            entries = entry_index[ti]
-            g = model.at(float(frames.times[ti]))
-            if graph is not None:
-                g["means"] = graph.positions(basis[ti : ti + 1])[0]
-                g["quats"] = _surface_quats(g["means"], faces)
+        # every chosen time at once (one trajectory evaluation, one loss over all their images): the host's
+        # work per step, not the GPU's, is what a step costs on a GPU
+        weights = torch.cat([basis[ti : ti + 1] for ti in chosen])  # rows picked on the device, no host copy
+        gaussians = model.at_weights(weights)
+        if graph is not None:
+            gaussians["means"] = graph.positions(weights)
+            gaussians["quats"] = _surface_quats(gaussians["means"], faces)
+        # one rasterizer call for all of them when they have as many views each (a batch), else one per time
+        sizes = {len(entry_index[ti]) for ti in chosen}
+        calls = [list(range(len(chosen)))] if len(sizes) == 1 else [[j] for j in range(len(chosen))]
+        rgbs, alphas, means2d = [], [], []
+        for call in calls:
+            viewmats = torch.stack([views[chosen[j]] for j in call])
+            Ks = torch.stack([intrinsics[chosen[j]] for j in call])
+            seen = [{key: value[j] for key, value in gaussians.items()} for j in call]
+            batch = {key: gaussians[key][call[0] : call[-1] + 1] for key in ("means", "quats", "scales", "opacities")}
             rgb, alpha, meta = _rasterize(
-                g["means"], g["quats"], g["scales"], g["opacities"],
-                model.colors_seen(g, frames.viewmats[entries]),
-                frames.viewmats[entries], frames.Ks[entries], frames.width, frames.height,
-                backgrounds=bg.expand(len(entries), 3), eps2d=model.config.eps2d,
+                batch["means"], batch["quats"], batch["scales"], batch["opacities"],
+                torch.stack([model.colors_seen(g, v) for g, v in zip(seen, viewmats, strict=True)]),
+                viewmats, Ks, frames.width, frames.height,
+                backgrounds=bg.expand(*viewmats.shape[:2], 3), eps2d=model.config.eps2d,
             )  # fmt: skip
-            target = frames.images[entries]
-            term = (1 - p.ssim_weight) * (rgb - target).abs().mean()
-            term = term + p.ssim_weight * (1 - ssim_torch(rgb, target).mean())
-            if frames.alphas is not None and p.alpha_weight > 0:
-                term = term + p.alpha_weight * (alpha - frames.alphas[entries]).abs().mean()
-            if p.pyramid_levels > 0:
-                term = term + _pyramid_l1(rgb, target, alpha, frames.alphas, entries, p)
-            loss = loss + term / len(chosen)
+            rgbs.append(rgb.flatten(0, 1))
+            alphas.append(alpha.flatten(0, 1))
             m2d = meta.get("means2d")
             if isinstance(m2d, torch.Tensor) and m2d.requires_grad:
                 if not m2d.is_leaf:
                     m2d.retain_grad()
                 means2d.append((m2d, meta["radii"]))
-            with torch.no_grad():
-                batch_psnr.append(-10 * torch.log10(((rgb - target) ** 2).mean().clamp_min(1e-10)))
+        entries = torch.cat([entry_index[ti] for ti in chosen])
+        rgb, alpha, target = torch.cat(rgbs), torch.cat(alphas), frames.images[entries]
+        loss = (1 - p.ssim_weight) * (rgb - target).abs().mean()
+        loss = loss + p.ssim_weight * (1 - ssim_torch(rgb, target).mean())
+        if frames.alphas is not None and p.alpha_weight > 0:
+            loss = loss + p.alpha_weight * (alpha - frames.alphas[entries]).abs().mean()
+        if p.pyramid_levels > 0:
+            loss = loss + _pyramid_l1(rgb, target, alpha, frames.alphas, entries, p)
+        with torch.no_grad():
+            batch_psnr = -10 * torch.log10(((rgb - target) ** 2).mean().clamp_min(1e-10))
         if p.smooth_weight > 0 and knots >= 3:
             smooth = _second_difference(model.mean_ctrl) / extent**2
             if model.rot_ctrl is not None:
@@ -807,7 +819,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
             loss = loss + p.smooth_weight * smooth
         if graph is not None:
             # ARAP at this step's times (Preset.mesh_times_per_step); the graph's rigidity, cheap, at every time
-            shape = p.arap_weight * arap(graph.positions(basis[chosen])) + p.graph_weight * graph.regularizer(basis)
+            shape = p.arap_weight * arap(gaussians["means"]) + p.graph_weight * graph.regularizer(basis)
             loss = loss + p.mesh_reg_final**progress_fraction * shape
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -854,7 +866,7 @@ def _fit(video, name, p: Preset, mesh, progress, check_cancelled, preview, devic
                 {
                     "step": step,
                     "loss": logged_loss,
-                    "psnr": float(torch.stack(batch_psnr).mean()),
+                    "psnr": float(batch_psnr),
                     "gaussians": len(model),
                 }
             )

@@ -110,6 +110,23 @@ def axis_angle_to_quat(v: torch.Tensor) -> torch.Tensor:
     return torch.cat([w, v * factor], dim=-1)
 
 
+_CROSS = torch.tensor(  # _CROSS @ v is the cross-product matrix [v]× of v: (3, 3, 3), the last axis v's
+    [[[0, 0, 0], [0, 0, -1], [0, 1, 0]], [[0, 0, 1], [0, 0, 0], [-1, 0, 0]], [[0, -1, 0], [1, 0, 0], [0, 0, 0]]],
+    dtype=torch.float32,
+)
+
+
+def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
+    """(..., 3) axis-angle vectors → (..., 3, 3) rotation matrices by Rodrigues' formula, smooth at zero:
+    R = I + sinc(θ)·[v]× + ½ sinc²(θ/2)·[v]×², in a dozen operations (as quat_to_rotmat(axis_angle_to_quat(v)),
+    which takes five times as many: what a small pose optimisation's step costs on a GPU)."""
+    cross = torch.einsum("ijk,...k->...ij", _CROSS.to(v), v)
+    angle = torch.sqrt((v * v).sum(-1) + 1e-12)[..., None, None]
+    a = torch.sinc(angle / torch.pi)  # torch.sinc(x) = sin(πx)/(πx), 1 at 0
+    b = 0.5 * torch.sinc(angle / (2 * torch.pi)) ** 2  # (1 − cos θ)/θ² without cancellation
+    return torch.eye(3, dtype=v.dtype, device=v.device) + a * cross + b * (cross @ cross)
+
+
 class DynamicGaussians(nn.Module):
     """N canonical Gaussians, each with a K-point B-spline trajectory (mean offset + rotation offset).
 
@@ -199,9 +216,11 @@ class DynamicGaussians(nn.Module):
 
     def trajectory(self, t: float | torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean offsets (T,N,3) and axis-angle rotation offsets (T,N,3) or None, at the times in `t`."""
-        w = self.basis(t)
-        offsets = torch.einsum("tk,nkc->tnc", w, self.mean_ctrl)
-        rot = torch.einsum("tk,nkc->tnc", w, self.rot_ctrl) if self.rot_ctrl is not None else None
+        return self._offsets(self.basis(t))
+
+    def _offsets(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        offsets = torch.einsum("tk,nkc->tnc", weights, self.mean_ctrl)
+        rot = torch.einsum("tk,nkc->tnc", weights, self.rot_ctrl) if self.rot_ctrl is not None else None
         return offsets, rot
 
     def at(self, t: float | torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
@@ -212,7 +231,13 @@ class DynamicGaussians(nn.Module):
         without colour motion). View-dependent colour is added per camera by `colors_seen`.
         """
         scalar = np.ndim(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t) == 0
-        offsets, rot = self.trajectory(t)
+        out = self.at_weights(self.basis(t))
+        return {k: v[0] for k, v in out.items()} if scalar else out
+
+    def at_weights(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`at` for the times whose spline weights are the rows of `weights` (T,K) (e.g. rows of `basis`, picked on
+        the device: a fit's step takes a few of them without a tensor made from host values); leading T axis."""
+        offsets, rot = self._offsets(weights)
         n_times = offsets.shape[0]
         means = self.means.unsqueeze(0) + offsets
         quats = torch.nn.functional.normalize(self.quats, dim=-1).unsqueeze(0).expand(n_times, -1, -1)
@@ -226,9 +251,7 @@ class DynamicGaussians(nn.Module):
             "colors": self.colors.unsqueeze(0).expand(n_times, -1, -1),
         }
         if self.color_ctrl is not None:
-            out["colors"] = out["colors"] + torch.einsum("tk,nkc->tnc", self.basis(t), self.color_ctrl)
-        if scalar:
-            out = {k: v[0] for k, v in out.items()}
+            out["colors"] = out["colors"] + torch.einsum("tk,nkc->tnc", weights, self.color_ctrl)
         return out
 
     def colors_seen(self, gaussians: dict[str, torch.Tensor], viewmats: torch.Tensor) -> torch.Tensor:

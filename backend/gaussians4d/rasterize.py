@@ -94,10 +94,21 @@ def rasterize(
         (its `.grad` is filled by backward when the inputs require grad), "radii" (C, N) int32 (0 = not
         visible) and "depths" (C, N) camera-space z.
 
+    A batch: B sets of N Gaussians (a scene at B times), each seen by its own C cameras, in one call. Every
+    input but width and height gains a leading B axis (means (B, N, 3), ..., viewmats (B, C, 4, 4), backgrounds
+    (B, C, D)) and so does every output. gsplat renders a batch in one go (one set of launches and waits for all
+    B: what a fit's step costs on a GPU); the torch path renders its items one after the other.
+
     The means2d gradient is d loss / d (pixel position), on both backends; gsplat's densifier scales it by
     (W/2, H/2) and the number of images in the loss before comparing it with `grow_grad2d`.
     """
-    N, C = _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
+    batched = means.dim() == 3
+    inputs = (means, quats, scales, opacities, colors, viewmats, Ks)
+    if batched:
+        _check_batch(*inputs, backgrounds)
+        _check_inputs(*(x[0] for x in inputs), width, height, None if backgrounds is None else backgrounds[0])
+    else:
+        _check_inputs(*inputs, width, height, backgrounds)
     if backend not in ("auto", "torch", "gsplat"):
         raise InputError(f"Unknown rasterizer backend {backend!r}; use 'auto', 'torch' or 'gsplat'.")
     if backend == "gsplat" or (backend == "auto" and means.is_cuda and _gsplat_available()):
@@ -114,16 +125,50 @@ def rasterize(
             log.warning("gsplat could not load its CUDA kernels (%s); rasterizing with the PyTorch path", exc)
             _GSPLAT_ERROR.append(str(exc))
 
-    means2d, conics, depths, radii, half_extent = project_gaussians(
-        means, quats, scales, viewmats, Ks, width, height,
-        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, opacities=opacities,
-    )  # fmt: skip
+    if backgrounds is None:
+        backgrounds = colors.new_zeros((*viewmats.shape[:-2], colors.shape[-1]))
+    if not batched:
+        inputs, backgrounds = tuple(x[None] for x in inputs), backgrounds[None]
+    means, quats, scales, opacities, colors, viewmats, Ks = inputs
+    options = {"near_plane": near_plane, "far_plane": far_plane, "eps2d": eps2d}
+    projected = [
+        project_gaussians(
+            means[b], quats[b], scales[b], viewmats[b], Ks[b], width, height, opacities=opacities[b], **options
+        )
+        for b in range(means.shape[0])
+    ]
+    # the projected centres on the path to the images (a batch's in one tensor), so that their .grad, which
+    # densification reads, is filled by backward
+    if batched:
+        means2d = torch.stack([p[0] for p in projected])
+        centres = list(means2d)
+    else:
+        means2d = projected[0][0]
+        centres = [means2d]
     if means2d.requires_grad:
         means2d.retain_grad()
-    if backgrounds is None:
-        backgrounds = torch.zeros(C, colors.shape[-1], dtype=colors.dtype, device=colors.device)
-    rgb, alpha = _composite(means2d, conics, depths, half_extent, opacities, colors, backgrounds, width, height)
+    images = [
+        _composite(centres[b], conics, depths, half_extent, opacities[b], colors[b], backgrounds[b], width, height)
+        for b, (_, conics, depths, _, half_extent) in enumerate(projected)
+    ]
+    if not batched:
+        (rgb, alpha), (_, _, depths, radii, _) = images[0], projected[0]
+        return rgb, alpha, {"means2d": means2d, "radii": radii, "depths": depths}
+    rgb, alpha = torch.stack([i[0] for i in images]), torch.stack([i[1] for i in images])
+    radii, depths = torch.stack([p[3] for p in projected]), torch.stack([p[2] for p in projected])
     return rgb, alpha, {"means2d": means2d, "radii": radii, "depths": depths}
+
+
+def _check_batch(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds):
+    """A batch's inputs all have the same leading B axis (see `rasterize`)."""
+    batch = means.shape[0]
+    named = {"quats": quats, "scales": scales, "opacities": opacities, "colors": colors, "viewmats": viewmats,
+             "Ks": Ks, "backgrounds": backgrounds}  # fmt: skip
+    for name, tensor in named.items():
+        if tensor is not None and (tensor.dim() < 2 or tensor.shape[0] != batch):
+            raise InputError(
+                f"{name} must have a leading batch axis of {batch} like means (B, N, 3), got {tuple(tensor.shape)}."
+            )
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:

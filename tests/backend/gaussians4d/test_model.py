@@ -1,4 +1,4 @@
-"""DynamicGaussians: the B-spline basis, evaluation at times, rotation offsets, row replacement."""
+"""DynamicGaussians: the B-spline basis, evaluation at times or basis rows, rotation offsets, row replacement."""
 
 from __future__ import annotations
 
@@ -127,3 +127,39 @@ def test_replace_rows_changes_the_count_and_keeps_the_trajectories():
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError):
         model.replace_rows({"means": torch.zeros(2, 3)})
+
+
+def test_at_weights_of_picked_basis_rows_gives_what_at_gives_for_those_times():
+    rng = np.random.default_rng(0)
+    model = DynamicGaussians.from_points(rng.normal(size=(5, 3)), rng.uniform(size=(5, 3)), 0.1, knots=6,
+                                         color_motion=True)  # fmt: skip
+    with torch.no_grad():
+        for ctrl in (model.mean_ctrl, model.rot_ctrl, model.color_ctrl):
+            ctrl.normal_(0.0, 0.3)
+    times = np.linspace(0.0, 1.0, 9)
+    basis = model.basis(times)
+    picked = torch.cat([basis[i : i + 1] for i in (7, 2)])
+    by_weights, by_times = model.at_weights(picked), model.at(times[[7, 2]])
+    assert set(by_weights) == set(by_times)
+    for key, value in by_times.items():
+        torch.testing.assert_close(by_weights[key], value)
+    assert not torch.allclose(by_weights["means"][0], by_weights["means"][1])  # the two times differ
+
+
+def test_axis_angle_to_matrix_agrees_with_the_quaternion_route_and_is_smooth_at_zero():
+    from backend.gaussians4d.model import axis_angle_to_matrix, axis_angle_to_quat
+
+    v = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    v[0], v[1] = 0.0, 1e-6
+    torch.testing.assert_close(axis_angle_to_matrix(v), quat_to_rotmat(axis_angle_to_quat(v)), atol=1e-9, rtol=0)
+    quarter_turn_about_z = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    turned = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2]))
+    torch.testing.assert_close(turned, quarter_turn_about_z, atol=1e-6, rtol=0)
+    weights = torch.randn(3, 3, dtype=torch.float64)
+    for at in (torch.zeros(3, dtype=torch.float64), v[5]):  # the gradient at zero too (a pose search starts there)
+        a = at.clone().requires_grad_(True)
+        q = at.clone().requires_grad_(True)
+        (axis_angle_to_matrix(a) * weights).sum().backward()
+        (quat_to_rotmat(axis_angle_to_quat(q)) * weights).sum().backward()
+        assert torch.isfinite(a.grad).all()
+        torch.testing.assert_close(a.grad, q.grad, atol=1e-6, rtol=1e-6)

@@ -221,6 +221,45 @@ def test_bad_shapes_and_backends_are_input_errors():
         rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 16, 16, backend="gsplat")
 
 
+def batch_of_two(device="cpu"):
+    """Two sets of 40 Gaussians (a scene at two times), each seen by its own 3 cameras: batched inputs."""
+    first, second = random_scene(40, 3, 32, seed=6, device=device), random_scene(40, 3, 32, seed=7, device=device)
+    second[5] = second[5][[1, 2, 0]]  # the second set's cameras are the first's in another order
+    return [torch.stack([a, b]) for a, b in zip(first, second, strict=True)]
+
+
+def test_a_batch_renders_as_its_items_one_by_one_with_their_gradients():
+    batch = batch_of_two()
+    background = torch.tensor([[[1.0, 1.0, 1.0]] * 3, [[0.2, 0.4, 0.6]] * 3])
+    weights = torch.rand(2, 3, 32, 32, 3, generator=torch.Generator().manual_seed(2))
+    means = batch[0].clone().requires_grad_(True)
+    rgb, alpha, meta = rasterize(means, *batch[1:], 32, 32, backgrounds=background)
+    assert rgb.shape == (2, 3, 32, 32, 3) and alpha.shape == (2, 3, 32, 32, 1)
+    assert meta["means2d"].shape == (2, 3, 40, 2) and meta["radii"].shape == (2, 3, 40)
+    ((rgb * weights).sum() + alpha.sum()).backward()
+    for b in range(2):
+        item = batch[0][b].clone().requires_grad_(True)
+        rgb_b, alpha_b, meta_b = rasterize(item, *(x[b] for x in batch[1:]), 32, 32, backgrounds=background[b])
+        ((rgb_b * weights[b]).sum() + alpha_b.sum()).backward()
+        assert alpha_b.mean() > 0.05  # something is drawn
+        torch.testing.assert_close(rgb[b], rgb_b)
+        torch.testing.assert_close(alpha[b], alpha_b)
+        assert torch.equal(meta["radii"][b], meta_b["radii"])
+        torch.testing.assert_close(meta["means2d"].grad[b], meta_b["means2d"].grad)  # what densification reads
+        torch.testing.assert_close(means.grad[b], item.grad)
+    assert not torch.allclose(rgb[0], rgb[1])
+
+
+def test_a_batch_with_a_missing_or_mismatched_leading_axis_is_an_input_error():
+    batch = batch_of_two()
+    with pytest.raises(InputError, match="viewmats must have a leading batch axis of 2"):
+        rasterize(*batch[:5], batch[5][0], batch[6], 32, 32)
+    with pytest.raises(InputError, match="backgrounds must have a leading batch axis"):
+        rasterize(*batch, 32, 32, backgrounds=torch.ones(3, 3))
+    with pytest.raises(InputError, match="quats"):
+        rasterize(batch[0], batch[1][:, :30], *batch[2:], 32, 32)
+
+
 def _gsplat_cuda() -> bool:
     if not torch.cuda.is_available():
         return False
@@ -262,6 +301,22 @@ def test_torch_and_gsplat_renders_and_gradients_agree():
     names = ["means", "quats", "scales", "opacities", "colors"]
     for name, a, b in zip(names, grads_t, grads_g, strict=True):
         assert (a - b).norm().item() <= 0.02 * b.norm().item(), name
+
+
+@pytest.mark.skipif(not _gsplat_cuda(), reason="needs CUDA and gsplat")
+def test_a_batch_on_gsplat_agrees_with_the_torch_path():
+    batch = batch_of_two(device="cuda")
+    results = {}
+    for backend in ("torch", "gsplat"):
+        means = batch[0].clone().requires_grad_(True)
+        rgb, alpha, meta = rasterize(means, *batch[1:], 32, 32, backend=backend)
+        (rgb.sum() + alpha.sum()).backward()
+        results[backend] = (rgb, alpha, meta["radii"], meta["means2d"].grad, means.grad)
+    (rgb_t, alpha_t, radii_t, g2d_t, grad_t), (rgb_g, alpha_g, radii_g, g2d_g, grad_g) = results.values()
+    assert rgb_g.shape == (2, 3, 32, 32, 3) and radii_g.shape == (2, 3, 40) and g2d_g.shape == (2, 3, 40, 2)
+    assert (rgb_t - rgb_g).abs().max().item() <= 1e-3 and (alpha_t - alpha_g).abs().max().item() <= 1e-3
+    assert (radii_t == radii_g).float().mean().item() >= 0.99
+    assert (grad_t - grad_g).norm().item() <= 0.02 * grad_g.norm().item()
 
 
 # -- against gsplat's own code, on the CPU ------------------------------------------------------------------------
