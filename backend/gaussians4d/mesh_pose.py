@@ -18,7 +18,9 @@ Without alpha masks, or with masks that outline nothing (opaque everywhere), the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +28,7 @@ import torch
 from scipy.ndimage import distance_transform_edt
 
 from backend.gaussians4d.mesh_bound import DeformationGraph
-from backend.gaussians4d.model import axis_angle_to_quat
+from backend.gaussians4d.model import axis_angle_to_matrix, axis_angle_to_quat
 from backend.gaussians4d.rasterize import quat_to_rotmat
 
 MASK_THRESHOLD = 0.5
@@ -59,6 +61,20 @@ class RigidPoses:
         return torch.einsum("tij,vj->tvi", rot, local) + self.centre + self.translations[:, None]
 
 
+def _distances_outside(masks: np.ndarray) -> np.ndarray:
+    """(E, H, W) distance of every pixel to the nearest pixel inside its mask (zeros for an empty mask), the
+    views on threads (SciPy's transform releases the GIL: 16 views at 512² are a fifth of a second on one core)."""
+
+    def outside(mask: np.ndarray) -> np.ndarray:
+        return distance_transform_edt(~mask) if mask.any() else np.zeros(mask.shape)
+
+    workers = min(len(masks), os.cpu_count() or 1)
+    if workers <= 1:
+        return np.stack([outside(m) for m in masks])
+    with ThreadPoolExecutor(workers) as pool:
+        return np.stack(list(pool.map(outside, masks)))
+
+
 class Silhouettes:
     """One time's alpha masks as what the tracker compares against: distance transforms and inside pixels."""
 
@@ -67,7 +83,7 @@ class Silhouettes:
         masks = masks > MASK_THRESHOLD
         self.height, self.width = masks.shape[1:3]
         self.viewmats, self.Ks = viewmats, Ks
-        outside = np.stack([distance_transform_edt(~m) if m.any() else np.zeros(m.shape) for m in masks])
+        outside = _distances_outside(masks)
         self.outside = torch.as_tensor(outside, dtype=viewmats.dtype, device=viewmats.device)[:, None]  # (E,1,H,W)
         rng = np.random.default_rng(seed)
         inside = []
@@ -310,31 +326,31 @@ def _refine(
     extent: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
     """Adam on one time's pose from (rotation, translation, log_scale or None: rigid); returns it and its RMS
-    silhouette distance."""
-    rot = rotation.clone().requires_grad_(True)
-    trans = translation.clone().requires_grad_(True)
-    rates = [0.02, 0.004 * extent]  # radians, and 0.4 % of the mesh's diagonal, per step at first
-    groups = [{"params": [rot], "lr": rates[0]}, {"params": [trans], "lr": rates[1]}]
-    scale = None
-    if log_scale is not None:
-        scale = log_scale.clone().requires_grad_(True)
-        rates.append(0.02)  # 2 % larger or smaller per step at first
-        groups.append({"params": [scale], "lr": rates[2]})
-    optimizer = torch.optim.Adam(groups)
+    silhouette distance. The pose is one parameter, in units that share one rate (Adam's steps are the rate in
+    each unit): 0.02 rad, 0.4 % of the mesh's diagonal and 2 % larger or smaller per step at first, decaying to a
+    tenth. A step is a few dozen GPU launches: on a GPU their count, not their size, is what tracking costs."""
+    units = [torch.full((3,), 1.0), torch.full((3,), 0.2 * extent)] + ([torch.ones(1)] if log_scale is not None else [])
+    units = torch.cat(units).to(local)
+    start = [rotation, translation] + ([log_scale.reshape(1)] if log_scale is not None else [])
+    pose = (torch.cat(start) / units).requires_grad_(True)
+    rate = 0.02
+    optimizer = torch.optim.Adam([pose], lr=rate, fused=pose.is_cuda)
 
     def posed() -> torch.Tensor:
-        turned = local @ quat_to_rotmat(axis_angle_to_quat(rot[None]))[0].T
-        return (turned if scale is None else turned * scale.exp()) + centre + trans
+        v = pose * units
+        turned = local @ axis_angle_to_matrix(v[:3]).T
+        return (turned if log_scale is None else turned * v[6].exp()) + centre + v[3:6]
 
     for step in range(steps):
-        _decay_to_a_tenth(optimizer, rates, step, steps)
+        _decay_to_a_tenth(optimizer, [rate], step, steps)
         cost = sil.cost(posed())
         optimizer.zero_grad()
         cost.backward()
         optimizer.step()
     with torch.no_grad():
         rms = float(sil.cost(posed()).sqrt())
-    return rot.detach(), trans.detach(), None if scale is None else scale.detach(), rms
+        v = pose * units
+    return v[:3], v[3:6], None if log_scale is None else v[6], rms
 
 
 def follow_silhouettes(

@@ -206,3 +206,17 @@ def test_silhouette_cost_takes_each_view_with_mask_pixels_once_whatever_its_pixe
     per_view = [torch.cdist(p, xy[e]).min(dim=1).values.pow(2).mean() for e, p in enumerate(sil.pixels) if len(p)]
     assert [len(p) for p in sil.pixels] == [3, 25, 0]  # view 1's 40 pixels sampled down to 25
     torch.testing.assert_close(sil.cost(points), outside.pow(2).mean() + torch.stack(per_view).mean())
+
+
+def test_distances_outside_the_masks_are_each_views_own_even_on_threads(monkeypatch):
+    from scipy.ndimage import distance_transform_edt
+
+    from backend.gaussians4d import mesh_pose
+
+    masks = np.zeros((5, 24, 20), bool)
+    for e in range(4):
+        masks[e, 3 + e : 10 + 2 * e, 4 + e : 9 + e] = True  # each view its own mask; the last one empty
+    expected = np.stack([distance_transform_edt(~m) for m in masks[:4]] + [np.zeros((24, 20))])
+    for cores in (1, 8):
+        monkeypatch.setattr(mesh_pose.os, "cpu_count", lambda cores=cores: cores)
+        np.testing.assert_array_equal(mesh_pose._distances_outside(masks), expected)
