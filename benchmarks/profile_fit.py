@@ -4,16 +4,20 @@
 
 Prints the plain fit's time per step, then the profiled fit's busiest operations (by device time on CUDA, by host
 time on the CPU) and how much of the profiled wall time the GPU was busy: near 100 % means the kernels are the
-cost; far below means the host (Python, launches, waits) is. The silhouette tracking is left out of both fits
-(`free_track` off), so the steps are what is measured. Run on a lent GPU by benchmarks/gpu_check.sh (STEPS profile).
+cost; far below means the host (Python, launches, waits) is; then the kernel launches per step, and the lines
+where a short fit waits for the GPU (torch's sync debug mode). The silhouette tracking is left out of both fits
+(`free_track` off), so the steps are what is measured; its time is printed apart. Run on a lent GPU by
+benchmarks/gpu_check.sh (STEPS profile).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -52,6 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{video.describe()}, {preset.iterations} steps: {plain:.1f} s; {per_step:.1f} ms per step "
           f"(from the difference with {short.iterations} steps, {base:.1f} s)")  # fmt: skip
 
+    with_start = timed(video, dataclasses.replace(preset, iterations=1, free_track=True), args.device)
+    without = timed(video, dataclasses.replace(preset, iterations=1), args.device)
+    print(f"the silhouettes' rigid start (free_track): {with_start - without:.1f} s "
+          f"(a one-step fit with it {with_start:.1f} s, without {without:.1f} s)")  # fmt: skip
+
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     t0 = time.perf_counter()
     with torch.profiler.profile(activities=activities) as prof:
@@ -63,7 +72,26 @@ def main(argv: list[str] | None = None) -> None:
     if cuda:
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
         busy = sum(e.self_device_time_total for e in kernels) / 1e6
-        print(f"profiled: {wall:.1f} s wall, GPU busy {busy:.1f} s ({busy / wall:.0%})")
+        launch_names = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+        launches = sum(e.count for e in events if e.key in launch_names)
+        print(f"profiled: {wall:.1f} s wall, GPU busy {busy:.1f} s ({busy / wall:.0%}); "
+              f"{launches / preset.iterations:.0f} kernel launches per step")  # fmt: skip
+        where_it_waits(video, preset, args.device)
+
+
+def where_it_waits(video, preset, device: str, steps: int = 3) -> None:
+    """The lines of a few steps that wait for the GPU (torch's sync debug mode warns at each)."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            timed(video, dataclasses.replace(preset, iterations=steps), device)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    waits = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+    print(f"host waits for the GPU in a {steps}-step fit (set-up included), by line:")
+    for where, count in waits.most_common(25):
+        print(f"{count:6d}  {where}")
 
 
 if __name__ == "__main__":
