@@ -329,7 +329,8 @@ def _refine(
     silhouette distance. The pose is one parameter, in units that share one rate (Adam's steps are the rate in
     each unit): 0.02 rad, 0.4 % of the mesh's diagonal and 2 % larger or smaller per step at first, decaying to a
     tenth. A step is a few dozen GPU launches: on a GPU their count, not their size, is what tracking costs."""
-    units = [torch.full((3,), 1.0), torch.full((3,), 0.2 * extent)] + ([torch.ones(1)] if log_scale is not None else [])
+    step_unit = 0.2 * max(extent, 1e-9)  # the translation's unit (a point-like mesh has no extent)
+    units = [torch.full((3,), 1.0), torch.full((3,), step_unit)] + ([torch.ones(1)] if log_scale is not None else [])
     units = torch.cat(units).to(local)
     start = [rotation, translation] + ([log_scale.reshape(1)] if log_scale is not None else [])
     pose = (torch.cat(start) / units).requires_grad_(True)
